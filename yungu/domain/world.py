@@ -1,0 +1,100 @@
+"""Regions, sites and pools: where capacity lives.
+
+A pool is a set of homogeneous nodes at one site. Capacity is *declared* (from public
+figures or the operator's config); the executor behind the site runs the real processes.
+Nothing here assumes a pool is local: a pool's site names the executor that reaches it,
+which may later be a peer platform.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+
+from yungu.domain.catalogue import Precision
+
+
+class ComputeClass(StrEnum):
+    GENERAL = "general"  # 通用算力 (CPU)
+    INTELLIGENT = "intelligent"  # 智能算力 (accelerators)
+    SUPERCOMPUTING = "supercomputing"  # 超算算力 (HPC, FP64)
+
+    @property
+    def zh(self) -> str:
+        return {"general": "通用", "intelligent": "智算", "supercomputing": "超算"}[self.value]
+
+
+@dataclass(frozen=True)
+class Region:
+    id: str
+    name: str
+    name_zh: str
+    home: bool = False
+    province: str = ""
+
+
+@dataclass(frozen=True)
+class Site:
+    id: str
+    region_id: str
+    name: str
+    name_zh: str
+    provider: str
+    lat: float
+    lon: float
+    pue: float
+    electricity_price_cny_per_kwh: Decimal
+    executor: str = "local"
+    energy_feed: str | None = None
+    green_contract_share: float = 0.0  # market-based: contracted green power share, 0..1
+
+
+@dataclass(frozen=True)
+class Pool:
+    id: str
+    site_id: str
+    name: str
+    compute_class: ComputeClass
+    nodes: int
+    cpus_per_node: int
+    memory_gb_per_node: int
+    accelerator: str | None = None  # catalogue model
+    accelerators_per_node: int = 0
+    price_cny_per_device_hour: Decimal = Decimal("0")
+    declared_precision: Precision = Precision.FP16
+    labels: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def total_devices(self) -> int:
+        return self.nodes * self.accelerators_per_node
+
+    @property
+    def total_cpus(self) -> int:
+        return self.nodes * self.cpus_per_node
+
+
+@dataclass(frozen=True)
+class World:
+    """The configured federation: regions, sites and pools, immutable once loaded."""
+
+    platform_id: str
+    platform_name: str
+    regions: tuple[Region, ...]
+    sites: tuple[Site, ...]
+    pools: tuple[Pool, ...]
+
+    def site(self, site_id: str) -> Site:
+        for s in self.sites:
+            if s.id == site_id:
+                return s
+        raise KeyError(site_id)
+
+    def pool(self, pool_id: str) -> Pool:
+        for p in self.pools:
+            if p.id == pool_id:
+                return p
+        raise KeyError(pool_id)
+
+    def region_of_pool(self, pool_id: str) -> str:
+        return self.site(self.pool(pool_id).site_id).region_id

@@ -1,0 +1,1 @@
+"""Pure decision engines: scheduler, market, ledger rules, energy math. No I/O, no clock reads."""

@@ -1,0 +1,1 @@
+"""Scheduling engine. ``schedule(snapshot) -> Plan``; see ``types``."""

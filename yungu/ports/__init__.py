@@ -1,0 +1,1 @@
+"""Small protocols the control loops depend on; adapters implement them."""
