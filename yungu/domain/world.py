@@ -62,6 +62,7 @@ class Pool:
     accelerator: str | None = None  # catalogue model
     accelerators_per_node: int = 0
     price_cny_per_device_hour: Decimal = Decimal("0")
+    price_cny_per_cpu_hour: Decimal = Decimal("0")
     declared_precision: Precision = Precision.FP16
     labels: tuple[tuple[str, str], ...] = field(default=())
 

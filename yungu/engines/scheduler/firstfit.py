@@ -20,7 +20,7 @@ def fits_declared(job: Job, pool: Pool) -> list[str]:
     reasons = []
     if job.spec.pool and job.spec.pool != pool.id:
         reasons.append(f"pinned to pool {job.spec.pool}")
-    if r.accelerators and not pool.accelerator:
+    if r.accelerators and not pool.accelerators_per_node:
         reasons.append("pool has no accelerators")
     if r.accelerator_types and pool.accelerator not in r.accelerator_types:
         reasons.append(f"accelerator {pool.accelerator} not in {list(r.accelerator_types)}")
@@ -30,7 +30,7 @@ def fits_declared(job: Job, pool: Pool) -> list[str]:
         reasons.append(f"needs {r.cpus} CPUs per replica; nodes have {pool.cpus_per_node}")
     if r.memory_gb > pool.memory_gb_per_node:
         reasons.append(f"needs {r.memory_gb} GB per replica; nodes have {pool.memory_gb_per_node}")
-    if not r.accelerators and not r.accelerator_types and pool.accelerator and job.spec.pool != pool.id:
+    if not r.accelerators and not r.accelerator_types and pool.accelerators_per_node and job.spec.pool != pool.id:
         reasons.append("CPU-only job: accelerator pools are kept for accelerator work")
     if job.spec.replicas > pool.nodes * max(1, _per_node_slots(job, pool)):
         reasons.append(f"gang of {job.spec.replicas} exceeds the pool's {pool.nodes} nodes")
