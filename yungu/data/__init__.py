@@ -1,0 +1,1 @@
+"""Packaged data files: accelerator catalogue and the embedded default world."""
