@@ -1,0 +1,244 @@
+"""SQL store of tenants, API keys and jobs (SQLAlchemy Core; SQLite or PostgreSQL).
+
+Every state change goes through ``record``: a compare-and-set on (id, state, attempt) plus
+an append to ``job_events`` in the same transaction, so the log and the state never
+disagree, and a stale writer (a crashed-and-restarted loop) cannot overwrite newer state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy.engine import Engine, Row
+from sqlalchemy.exc import IntegrityError
+
+from yungu.adapters.store import tables as t
+from yungu.adapters.store.codec import dumps_allocation, dumps_spec, loads_allocation, loads_spec
+from yungu.domain.errors import Conflict, InvalidInput, NotFound
+from yungu.domain.job import Job, JobSpec, JobState
+from yungu.domain.tenancy import ApiKey, Principal, Role, Tenant
+from yungu.ports.store import Transition
+
+KEY_PREFIX = "yg_"
+
+
+def hash_secret(secret: str) -> str:
+    """API keys are 256-bit random tokens, so a plain SHA-256 is enough (no stretching needed)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class SqlStore:
+    def __init__(self, engine: Engine, platform_id: str) -> None:
+        self.engine = engine
+        self.platform_id = platform_id
+        self._spec_cache: dict[str, JobSpec] = {}
+
+    # ---------------------------------------------------------------- platform
+    def platform_value(self, key: str) -> str | None:
+        with self.engine.connect() as c:
+            return c.execute(select(t.platform_kv.c.value).where(t.platform_kv.c.key == key)).scalar()
+
+    def set_platform_value(self, key: str, value: str) -> None:
+        with self.engine.begin() as c:
+            if c.execute(select(t.platform_kv.c.key).where(t.platform_kv.c.key == key)).first():
+                c.execute(update(t.platform_kv).where(t.platform_kv.c.key == key).values(value=value))
+            else:
+                c.execute(insert(t.platform_kv).values(key=key, value=value))
+
+    # ---------------------------------------------------------------- tenants
+    def create_tenant(self, tenant_id: str, name: str, now: datetime, social_credit_code: str = "") -> Tenant:
+        if not name.strip() or len(name) > 200:
+            raise InvalidInput("tenant name must be 1..200 characters")
+        try:
+            with self.engine.begin() as c:
+                c.execute(insert(t.tenants).values(id=tenant_id, name=name, created_at=now,
+                                                   social_credit_code=social_credit_code))
+        except IntegrityError as exc:
+            raise Conflict(f"a tenant named {name!r} already exists") from exc
+        return Tenant(tenant_id, name, now, social_credit_code)
+
+    def tenants(self) -> list[Tenant]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(t.tenants).order_by(t.tenants.c.created_at)).all()
+        return [Tenant(r.id, r.name, r.created_at, r.social_credit_code) for r in rows]
+
+    def tenant(self, tenant_id: str) -> Tenant:
+        with self.engine.connect() as c:
+            r = c.execute(select(t.tenants).where(t.tenants.c.id == tenant_id)).first()
+        if r is None:
+            raise NotFound(f"no tenant {tenant_id}")
+        return Tenant(r.id, r.name, r.created_at, r.social_credit_code)
+
+    def tenant_by_name(self, name: str) -> Tenant | None:
+        with self.engine.connect() as c:
+            r = c.execute(select(t.tenants).where(t.tenants.c.name == name)).first()
+        return None if r is None else Tenant(r.id, r.name, r.created_at, r.social_credit_code)
+
+    # ---------------------------------------------------------------- keys
+    def create_key(self, key_id: str, role: Role, tenant_id: str | None, name: str, now: datetime) -> tuple[ApiKey, str]:
+        """Create a key; the secret is returned once and only its hash is stored."""
+        if role is Role.TENANT and not tenant_id:
+            raise InvalidInput("a tenant key needs a tenant (--tenant)")
+        if tenant_id:
+            self.tenant(tenant_id)
+        secret = KEY_PREFIX + secrets.token_urlsafe(32)
+        prefix = secret[:10]
+        with self.engine.begin() as c:
+            c.execute(insert(t.api_keys).values(id=key_id, prefix=prefix, secret_hash=hash_secret(secret),
+                                                role=role.value, tenant_id=tenant_id, name=name,
+                                                created_at=now, revoked=False))
+        return ApiKey(key_id, prefix, role, tenant_id, name, now), secret
+
+    def keys(self) -> list[ApiKey]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(t.api_keys).order_by(t.api_keys.c.created_at)).all()
+        return [ApiKey(r.id, r.prefix, Role(r.role), r.tenant_id, r.name, r.created_at, r.revoked) for r in rows]
+
+    def revoke_key(self, key_id: str) -> None:
+        with self.engine.begin() as c:
+            n = c.execute(update(t.api_keys).where(t.api_keys.c.id == key_id).values(revoked=True)).rowcount
+        if not n:
+            raise NotFound(f"no API key {key_id}")
+
+    def principal(self, secret: str) -> Principal | None:
+        with self.engine.connect() as c:
+            r = c.execute(select(t.api_keys.c.id, t.api_keys.c.role, t.api_keys.c.tenant_id)
+                          .where(and_(t.api_keys.c.secret_hash == hash_secret(secret),
+                                      t.api_keys.c.revoked.is_(False)))).first()
+        return None if r is None else Principal(r.id, Role(r.role), r.tenant_id)
+
+    def count_admin_keys(self) -> int:
+        with self.engine.connect() as c:
+            return int(c.execute(select(func.count()).select_from(t.api_keys)
+                                 .where(t.api_keys.c.role == Role.ADMIN.value)).scalar() or 0)
+
+    # ---------------------------------------------------------------- jobs
+    def submit(self, tenant_id: str, spec: JobSpec, now: datetime, job_id: str,
+               idempotency_key: str | None = None, body_hash: str | None = None) -> tuple[Job, bool]:
+        """Insert a pending job. With an idempotency key, a repeat returns the first job
+        (``created`` False); the same key with a different body is a ``Conflict``."""
+        if idempotency_key is not None:
+            existing = self._by_idem(tenant_id, idempotency_key)
+            if existing is not None:
+                return self._check_idem(existing, body_hash), False
+        values = dict(id=job_id, platform_id=self.platform_id, tenant_id=tenant_id, name=spec.name,
+                      state=JobState.PENDING.value, spec=dumps_spec(spec), attempt=0, priority=spec.priority,
+                      submitted_at=now, updated_at=now, reason="", cancel_requested=False,
+                      idempotency_key=idempotency_key, body_hash=body_hash)
+        try:
+            with self.engine.begin() as c:
+                c.execute(insert(t.jobs).values(**values))
+        except IntegrityError as exc:
+            if idempotency_key is not None:  # lost a race with the same key
+                existing = self._by_idem(tenant_id, idempotency_key)
+                if existing is not None:
+                    return self._check_idem(existing, body_hash), False
+            raise Conflict(f"job id {job_id} already exists") from exc
+        self._spec_cache[job_id] = spec
+        return Job(job_id, self.platform_id, tenant_id, spec, JobState.PENDING, now, now), True
+
+    def _by_idem(self, tenant_id: str, key: str) -> Row[Any] | None:
+        with self.engine.connect() as c:
+            return c.execute(select(t.jobs).where(and_(t.jobs.c.tenant_id == tenant_id,
+                                                       t.jobs.c.idempotency_key == key))).first()
+
+    def _check_idem(self, row: Row[Any], body_hash: str | None) -> Job:
+        if row.body_hash != body_hash:
+            raise Conflict("Idempotency-Key was already used with a different request body",
+                           detail={"job_id": row.id})
+        return self._job(row)
+
+    def _job(self, r: Row[Any]) -> Job:
+        spec = self._spec_cache.get(r.id)
+        if spec is None:
+            spec = self._spec_cache.setdefault(r.id, loads_spec(r.spec))
+        return Job(id=r.id, platform_id=r.platform_id, tenant_id=r.tenant_id, spec=spec,
+                   state=JobState(r.state), submitted_at=r.submitted_at, updated_at=r.updated_at,
+                   attempt=r.attempt, allocation=loads_allocation(r.id, r.allocation),
+                   started_at=r.started_at, finished_at=r.finished_at, exit_code=r.exit_code,
+                   reason=r.reason, cancel_requested=bool(r.cancel_requested))
+
+    def get(self, job_id: str) -> Job:
+        with self.engine.connect() as c:
+            r = c.execute(select(t.jobs).where(t.jobs.c.id == job_id)).first()
+        if r is None:
+            raise NotFound(f"no job {job_id}")
+        return self._job(r)
+
+    def list(self, tenant_id: str | None, states: Iterable[JobState] = (), after: str | None = None,
+             limit: int = 50) -> list[Job]:
+        """Newest first; ``after`` is the last id of the previous page (keyset pagination)."""
+        q = select(t.jobs)
+        if tenant_id is not None:
+            q = q.where(t.jobs.c.tenant_id == tenant_id)
+        sts = [s.value for s in states]
+        if sts:
+            q = q.where(t.jobs.c.state.in_(sts))
+        if after:
+            q = q.where(t.jobs.c.id < after)
+        q = q.order_by(t.jobs.c.id.desc()).limit(limit)
+        with self.engine.connect() as c:
+            return [self._job(r) for r in c.execute(q).all()]
+
+    def in_states(self, states: Iterable[JobState]) -> list[Job]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(t.jobs).where(t.jobs.c.state.in_([s.value for s in states]))
+                             .order_by(t.jobs.c.priority.desc(), t.jobs.c.id)).all()
+        return [self._job(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(t.jobs.c.state, func.count()).group_by(t.jobs.c.state)).all()
+        return {r[0]: int(r[1]) for r in rows}
+
+    def events(self, job_id: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as c:
+            rows = c.execute(select(t.job_events).where(t.job_events.c.job_id == job_id)
+                             .order_by(t.job_events.c.seq)).all()
+        return [{"at": r.at.isoformat(), "event": r.event, "from": r.from_state, "to": r.to_state,
+                 "attempt": r.attempt, "reason": r.reason} for r in rows]
+
+    def record(self, transitions: Sequence[Transition]) -> list[Job]:
+        applied: list[Job] = []
+        if not transitions:
+            return applied
+        with self.engine.begin() as c:
+            for tr in transitions:
+                a, b = tr.after, tr.before
+                res = c.execute(
+                    update(t.jobs)
+                    .where(and_(t.jobs.c.id == b.id, t.jobs.c.state == b.state.value, t.jobs.c.attempt == b.attempt))
+                    .values(state=a.state.value, attempt=a.attempt, pool_id=a.allocation.pool_id if a.allocation else None,
+                            allocation=dumps_allocation(a.allocation), updated_at=a.updated_at,
+                            started_at=a.started_at, finished_at=a.finished_at, exit_code=a.exit_code,
+                            reason=a.reason, cancel_requested=a.cancel_requested)
+                )
+                if res.rowcount != 1:
+                    continue  # stale: someone else moved it; the next round sees the truth
+                c.execute(insert(t.job_events).values(job_id=a.id, at=a.updated_at, event=tr.event.value,
+                                                      from_state=b.state.value, to_state=a.state.value,
+                                                      attempt=b.attempt, reason=tr.reason))
+                applied.append(a)
+        return applied
+
+    def set_reason(self, job_id: str, reason: str) -> None:
+        with self.engine.begin() as c:
+            c.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(reason=reason))
+
+    def set_reasons(self, reasons: dict[str, str]) -> None:
+        if not reasons:
+            return
+        with self.engine.begin() as c:
+            for job_id, reason in reasons.items():
+                c.execute(update(t.jobs).where(and_(t.jobs.c.id == job_id, t.jobs.c.reason != reason))
+                          .values(reason=reason))
+
+    def request_cancel(self, job_id: str, now: datetime) -> Job:
+        with self.engine.begin() as c:
+            c.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(cancel_requested=True, updated_at=now))
+        return self.get(job_id)

@@ -1,0 +1,53 @@
+"""The FastAPI application: routers under /api/v1, problem+json errors, body-size limit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from yungu.api import problems
+from yungu.api.routes import admin, jobs, world
+
+MAX_BODY_BYTES = 1 << 20
+
+
+class BodyLimit:
+    """Refuse oversized bodies before they are read (pure ASGI: no per-request task overhead)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and value.isdigit() and int(value) > MAX_BODY_BYTES:
+                    resp = problems.problem(413, "Request body too large",
+                                            f"bodies are limited to {MAX_BODY_BYTES} bytes; got {int(value)}",
+                                            "body_too_large")
+                    await resp(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def create_app(container: Any) -> FastAPI:
+    app = FastAPI(title="Yungu 云谷 API", version="0.1.0",
+                  description="Federated compute-power network: monitor, schedule and trade capacity.",
+                  openapi_url="/api/v1/openapi.json", docs_url="/api/v1/docs", redoc_url=None)
+    app.state.container = container
+    app.state.key_cache = {}
+    problems.install(app)
+    app.add_middleware(BodyLimit)
+
+    @app.get("/api/v1/health", tags=["meta"])
+    def health() -> JSONResponse:
+        c = app.state.container
+        return JSONResponse({"status": "ok", "platform_id": c.world.platform_id,
+                             "platform_name": c.world.platform_name, "reconciler_rounds": c.reconciler.rounds})
+
+    for module in (jobs, world, admin):
+        app.include_router(module.router, prefix="/api/v1")
+    # Area routers (ledger, market, billing, telemetry, energy, certs, alerts, explain) are
+    # included below as they land; each exports ``router``.
+    return app

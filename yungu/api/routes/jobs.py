@@ -1,0 +1,109 @@
+"""Jobs: submit, list, status, events, logs, cancel. A tenant only ever sees its own jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+
+from yungu.api.deps import ANY_ROLE, container, require
+from yungu.api.schemas import JobIn, StateName, job_out
+from yungu.domain.errors import Forbidden, InvalidInput, NotFound
+from yungu.domain.job import Job, JobState
+from yungu.domain.tenancy import Principal, Role
+from yungu.ports.executor import ExecError
+
+router = APIRouter(tags=["jobs"])
+SUBMITTERS = (Role.TENANT, Role.OPERATOR)
+
+
+def _visible_job(request: Request, job_id: str, p: Principal) -> Job:
+    job = container(request).store.get(job_id)
+    if not p.may_access_tenant(job.tenant_id):
+        raise NotFound(f"no job {job_id}")  # never reveal that another tenant's job exists
+    return job
+
+
+@router.post("/jobs", status_code=201)
+def submit(request: Request, response: Response, body: JobIn = Body(...),
+           idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200),
+           p: Principal = Depends(require(*SUBMITTERS))) -> dict[str, Any]:
+    c = container(request)
+    if body.tenant_id and body.tenant_id != p.tenant_id:
+        if not p.role.can_see_all_tenants():
+            raise Forbidden("a tenant key cannot submit for another tenant")
+        tenant_id = body.tenant_id
+        c.store.tenant(tenant_id)
+    elif p.tenant_id:
+        tenant_id = p.tenant_id
+    else:
+        raise InvalidInput("an admin/operator key must name tenant_id in the body")
+    spec = body.to_spec()
+    spec.validate()
+    if spec.pool and spec.pool not in {pool.id for pool in c.world.pools}:
+        raise InvalidInput(f"unknown pool {spec.pool!r}; see GET /api/v1/pools")
+    for acc in spec.resources.accelerator_types:
+        c.catalogue.get(acc)
+    if spec.data_location and spec.data_location not in {r.id for r in c.world.regions}:
+        raise InvalidInput(f"unknown region {spec.data_location!r} in data_location")
+    body_hash = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    job, created = c.store.submit(tenant_id, spec, c.clock.now(), c.ids.new(), idempotency_key, body_hash)
+    if created:
+        c.reconciler.wake()
+    else:
+        response.status_code = 200
+    return job_out(job)
+
+
+@router.get("/jobs")
+def list_jobs(request: Request, state: list[StateName] = Query(default=[]), tenant_id: str | None = None,
+              cursor: str | None = None, limit: int = Query(50, ge=1, le=500),
+              p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
+    if p.role.can_see_all_tenants():
+        scope = tenant_id
+    else:
+        if tenant_id and tenant_id != p.tenant_id:
+            raise Forbidden("a tenant key can only list its own jobs")
+        scope = p.tenant_id or "-"
+    jobs = container(request).store.list(scope, [JobState(s) for s in state], cursor, limit)
+    return {"items": [job_out(j) for j in jobs], "next_cursor": jobs[-1].id if len(jobs) == limit else None}
+
+
+@router.get("/jobs/{job_id}")
+def get_job(request: Request, job_id: str, p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
+    return job_out(_visible_job(request, job_id, p))
+
+
+@router.get("/jobs/{job_id}/events")
+def job_events(request: Request, job_id: str, p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
+    _visible_job(request, job_id, p)
+    return {"items": container(request).store.events(job_id)}
+
+
+@router.get("/jobs/{job_id}/logs")
+def job_logs(request: Request, job_id: str, stream: str = Query("stdout", pattern=r"^(stdout|stderr)(:\d+)?$"),
+             offset: int = Query(0, ge=0), limit: int = Query(1 << 20, ge=1, le=8 << 20),
+             p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
+    job = _visible_job(request, job_id, p)
+    if job.allocation is None:
+        return {"data": "", "next_offset": offset, "eof": job.state.terminal, "state": job.state.value}
+    c = container(request)
+    chunk = c.reconciler.executor_for_pool(job.allocation.pool_id).logs(job.request_id, stream, offset, limit)
+    if isinstance(chunk, ExecError):
+        return {"data": "", "next_offset": offset, "eof": job.state.terminal, "state": job.state.value,
+                "error": chunk.message}
+    return {"data": chunk.data.decode("utf-8", "replace"), "next_offset": chunk.next_offset,
+            "eof": chunk.eof and job.state.terminal, "state": job.state.value}
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202)
+def cancel(request: Request, job_id: str, p: Principal = Depends(require(*SUBMITTERS))) -> dict[str, Any]:
+    job = _visible_job(request, job_id, p)
+    if job.state.terminal:
+        return job_out(job)
+    c = container(request)
+    job = c.store.request_cancel(job_id, c.clock.now())
+    c.reconciler.wake()
+    return job_out(job)

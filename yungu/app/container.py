@@ -1,0 +1,72 @@
+"""The composition root: config -> objects. Everything is wired here and only here."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from yungu.adapters.config import PlatformConfig, load_catalogue, load_config
+from yungu.adapters.executors.registry import build_executor
+from yungu.adapters.store import tables as _tables  # noqa: F401  (registers core tables)
+from yungu.adapters.store.db import create_engine, migrate, sqlite_url
+from yungu.adapters.store.job_store import SqlStore
+from yungu.adapters.system import Ids, SystemClock
+from yungu.control.reconciler import Reconciler
+from yungu.domain.catalogue import Catalogue
+from yungu.domain.world import World
+from yungu.engines.scheduler.firstfit import FirstFit
+from yungu.ports.executor import Executor
+
+log = logging.getLogger("yungu")
+
+
+@dataclass
+class Container:
+    data_dir: Path
+    config: PlatformConfig
+    catalogue: Catalogue
+    engine: Engine
+    store: SqlStore
+    executors: dict[str, Executor]
+    reconciler: Reconciler
+    clock: SystemClock
+    ids: Ids
+    extras: dict[str, Any] = field(default_factory=dict)  # area services (ledger, telemetry, ...)
+
+    @property
+    def world(self) -> World:
+        return self.config.world
+
+    def close(self) -> None:
+        self.reconciler.stop()
+        for ex in self.executors.values():
+            ex.close()
+        self.engine.dispose()
+
+
+def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = None,
+          start_loop: bool = True) -> Container:
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    catalogue = load_catalogue()
+    config = load_config(config_path, catalogue)
+    engine = create_engine(db_url or os.environ.get("YUNGU_DB_URL") or sqlite_url(data_dir))
+    migrate(engine)
+    store = SqlStore(engine, config.world.platform_id)
+    if store.platform_value("platform_id") is None:
+        store.set_platform_value("platform_id", config.world.platform_id)
+    clock, ids = SystemClock(), Ids()
+    executors: dict[str, Executor] = {
+        name: build_executor(str(settings["type"]), name, settings, data_dir / "executors" / name)
+        for name, settings in config.executors.items()
+    }
+    reconciler = Reconciler(store, FirstFit(), executors, config.world, catalogue, clock)
+    c = Container(data_dir, config, catalogue, engine, store, executors, reconciler, clock, ids)
+    if start_loop:
+        reconciler.start()
+    return c

@@ -1,0 +1,78 @@
+"""``yungu server``: build the container, bootstrap an admin key, serve the API."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from yungu.api.app import create_app
+from yungu.app.container import Container, build
+from yungu.domain.tenancy import Role
+from yungu.domain.job import JobSpec, Resources
+
+log = logging.getLogger("yungu")
+
+DEMO_JOBS = [
+    ("hello-horinger", "echo '你好，和林格尔! Hello from Horinger'; uname -a; sleep 2; echo done"),
+    ("count-primes", "python3 -c \"print(sum(1 for n in range(2, 20000) if all(n % d for d in range(2, int(n**0.5)+1))))\""),
+    ("green-batch", "for i in 1 2 3 4 5; do echo step $i; sleep 1; done"),
+]
+
+
+def bootstrap_admin(c: Container) -> str | None:
+    """On first start, create an admin key and store it (0600) in the data dir; return it once."""
+    key_file = c.data_dir / "admin.key"
+    if c.store.count_admin_keys():
+        return None
+    _, secret = c.store.create_key(c.ids.new(), Role.ADMIN, None, "bootstrap admin", c.clock.now())
+    key_file.write_text(secret + "\n")
+    os.chmod(key_file, 0o600)
+    return secret
+
+
+def submit_demo(c: Container) -> list[str]:
+    tenant = c.store.tenant_by_name("demo-lab") or c.store.create_tenant(c.ids.new(), "demo-lab", c.clock.now())
+    ids = []
+    for name, cmd in DEMO_JOBS:
+        job, _ = c.store.submit(tenant.id, JobSpec(name=name, command=cmd, resources=Resources(cpus=1, memory_gb=1)),
+                                c.clock.now(), c.ids.new(), idempotency_key=f"demo-{name}", body_hash="demo")
+        ids.append(job.id)
+    c.reconciler.wake()
+    return ids
+
+
+def serve(host: str, port: int, data_dir: Path, config: Path | None, db_url: str | None, demo: bool,
+          log_level: str = "warning") -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    c = build(data_dir, config, db_url)
+    secret = bootstrap_admin(c)
+    url = f"http://{host}:{port}"
+    print(f"Yungu 云谷 — platform {c.world.platform_id}: {len(c.world.regions)} regions, "
+          f"{len(c.world.sites)} sites, {len(c.world.pools)} pools ({c.config.source})", flush=True)
+    print(f"  API  {url}/api/v1   docs {url}/api/v1/docs   data {c.data_dir}", flush=True)
+    if secret:
+        print("  Admin key created (saved to {}):\n    export YUNGU_URL={} YUNGU_API_KEY={}".format(
+            c.data_dir / "admin.key", url, secret), flush=True)
+    else:
+        print(f"  Admin key: {c.data_dir / 'admin.key'}  (export YUNGU_API_KEY=$(cat {c.data_dir / 'admin.key'}))",
+              flush=True)
+    if demo:
+        ids = submit_demo(c)
+        print(f"  Demo tenant 'demo-lab': submitted {len(ids)} jobs — try: yungu jobs  /  yungu logs -f {ids[0]}",
+              flush=True)
+    app = create_app(c)
+
+    def _term(*_: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, _term)
+    try:
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+    finally:
+        c.close()
+        sys.stdout.flush()

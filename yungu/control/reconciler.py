@@ -1,0 +1,272 @@
+"""The job control loop: observe, decide, act, record.
+
+One round (``run_once``):
+
+1. **observe** every dispatched/running job through its executor (one batch call per
+   executor) and record what the world says: started, succeeded, failed, cancelled, lost;
+2. **cancel** what users asked to cancel (queued jobs at once; running ones via the executor);
+3. **admit** pending jobs (validate against the world);
+4. **decide**: build a frozen snapshot and ask the scheduler for a plan; record placements
+   (queued -> scheduled, with the allocation) *before* acting on them;
+5. **act**: dispatch scheduled jobs through their site's executor with the attempt's request
+   id. A crash anywhere here is harmless: on restart a scheduled job is dispatched again with
+   the same request id, and the executor returns the first launch instead of running twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+from yungu.control.capacity import pool_states
+from yungu.domain.catalogue import Catalogue
+from yungu.domain.clock import Clock
+from yungu.domain.job import Event, Job, JobState
+from yungu.domain.world import World
+from yungu.engines.scheduler.types import Plan, Scheduler, Snapshot
+from yungu.ports.executor import ExecError, ExecErrorCode, ExecPhase, ExecStatus, Executor, Launch, ReplicaLaunch
+from yungu.ports.store import Transition
+
+log = logging.getLogger("yungu.control")
+
+ACTIVE = (JobState.SCHEDULED, JobState.DISPATCHED, JobState.RUNNING)
+WAITING = (JobState.PENDING, JobState.QUEUED)
+
+
+class Reconciler:
+    def __init__(self, store, scheduler: Scheduler, executors: Mapping[str, Executor], world: World,
+                 catalogue: Catalogue, clock: Clock,
+                 signals: Callable[[datetime], Mapping[str, object]] | None = None,
+                 on_transition: Callable[[list[Job]], None] | None = None,
+                 cancel_grace_s: float = 5.0) -> None:
+        self.store = store
+        self.scheduler = scheduler
+        self.executors = executors  # executor name -> Executor
+        self.world = world
+        self.catalogue = catalogue
+        self.clock = clock
+        self.signals = signals
+        self.on_transition = on_transition
+        self.cancel_grace_s = cancel_grace_s
+        self._site_executor = {s.id: s.executor for s in world.sites}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._cancelling: set[str] = set()
+        self._cancel_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="yungu-cancel")
+        self.last_plan: Plan | None = None
+        self.last_snapshot: Snapshot | None = None
+        self.rounds = 0
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ lifecycle
+    def executor_for_pool(self, pool_id: str) -> Executor:
+        return self.executors[self._site_executor[self.world.pool(pool_id).site_id]]
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="yungu-reconciler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        self._cancel_pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run(self) -> None:
+        self.adopt_orphans()
+        while not self._stop.is_set():
+            busy = False
+            try:
+                busy = self.run_once()
+            except Exception:  # a bug: log it and keep the platform serving
+                log.exception("reconcile round failed")
+            self._wake.wait(timeout=0.01 if busy else 0.5)
+            self._wake.clear()
+
+    # ------------------------------------------------------------ the round
+    def run_once(self) -> bool:
+        """One reconcile round; returns True while there is work in flight."""
+        self.rounds += 1
+        active = self.store.in_states(ACTIVE)
+        active = self._observe([j for j in active if j.state is not JobState.SCHEDULED]) + \
+            [j for j in active if j.state is JobState.SCHEDULED]
+        waiting = self.store.in_states(WAITING)
+        waiting = self._cancel(waiting, active)
+        waiting = self._admit(waiting)
+        active = [j for j in active if j.state in ACTIVE]
+        placed = self._decide([j for j in waiting if j.state is JobState.QUEUED], active)
+        self._dispatch([j for j in active if j.state is JobState.SCHEDULED] + placed)
+        return bool(active or placed or any(j.state is JobState.QUEUED for j in waiting))
+
+    def _record(self, trs: list[Transition]) -> list[Job]:
+        applied = self.store.record(trs)
+        if applied and self.on_transition:
+            self.on_transition(applied)
+        return applied
+
+    def _observe(self, jobs: list[Job]) -> list[Job]:
+        by_exec: dict[str, list[Job]] = defaultdict(list)
+        for j in jobs:
+            if j.allocation:
+                by_exec[self._site_executor[self.world.pool(j.allocation.pool_id).site_id]].append(j)
+        now = self.clock.now()
+        trs: list[Transition] = []
+        result: dict[str, Job] = {j.id: j for j in jobs}
+        for name, group in by_exec.items():
+            statuses = self.executors[name].observe([j.request_id for j in group])
+            for j in group:
+                st = statuses.get(j.request_id)
+                tr = self._transition_for(j, st, now)
+                if tr:
+                    trs.append(tr)
+        for a in self._record(trs):
+            result[a.id] = a
+        return list(result.values())
+
+    def _transition_for(self, j: Job, st: ExecStatus | ExecError | None, now: datetime) -> Transition | None:
+        if st is None or isinstance(st, ExecError):
+            if isinstance(st, ExecError) and st.code is ExecErrorCode.NOT_FOUND:
+                return Transition(j, j.apply(Event.REQUEUE, now, reason=f"executor lost the job: {st.message}"),
+                                  Event.REQUEUE, st.message)
+            return None  # unreachable: keep the job where it is and try again
+        p = st.phase
+        if p is ExecPhase.RUNNING and j.state is JobState.DISPATCHED:
+            return Transition(j, j.apply(Event.START, now), Event.START)
+        if p is ExecPhase.SUCCEEDED:
+            return Transition(j, j.apply(Event.SUCCEED, now, exit_code=st.exit_code or 0, reason=""), Event.SUCCEED)
+        if p is ExecPhase.FAILED:
+            why = st.reason or f"exit code {st.exit_code}"
+            return Transition(j, j.apply(Event.FAIL, now, exit_code=st.exit_code, reason=why), Event.FAIL, why)
+        if p is ExecPhase.CANCELLED:
+            return Transition(j, j.apply(Event.CANCEL, now, exit_code=st.exit_code, reason="cancelled by request"),
+                              Event.CANCEL, "cancelled")
+        if p is ExecPhase.LOST:
+            why = st.reason or "the engine lost the job"
+            if j.cancel_requested:
+                return Transition(j, j.apply(Event.CANCEL, now, reason=why), Event.CANCEL, why)
+            return Transition(j, j.apply(Event.REQUEUE, now, reason=f"requeued: {why}"), Event.REQUEUE, why)
+        return None
+
+    def _cancel(self, waiting: list[Job], active: list[Job]) -> list[Job]:
+        now = self.clock.now()
+        trs = [Transition(j, j.apply(Event.CANCEL, now, reason="cancelled by request"), Event.CANCEL, "cancelled by user")
+               for j in waiting if j.cancel_requested]
+        trs += [Transition(j, j.apply(Event.CANCEL, now, reason="cancelled by request"), Event.CANCEL, "cancelled by user")
+                for j in active if j.cancel_requested and j.state is JobState.SCHEDULED]
+        done = {a.id for a in self._record(trs)}
+        for j in active:
+            if j.cancel_requested and j.state in (JobState.DISPATCHED, JobState.RUNNING) and j.id not in self._cancelling:
+                self._cancelling.add(j.id)
+                self._cancel_pool.submit(self._cancel_running, j)
+        return [j for j in waiting if j.id not in done]
+
+    def _cancel_running(self, job: Job) -> None:
+        try:
+            assert job.allocation is not None
+            st = self.executor_for_pool(job.allocation.pool_id).cancel(job.request_id, self.cancel_grace_s)
+            tr = self._transition_for(job, st, self.clock.now())
+            if isinstance(st, ExecStatus) and not st.done:
+                tr = Transition(job, job.apply(Event.CANCEL, self.clock.now(), reason="cancelled by request"),
+                                Event.CANCEL, "cancelled by user")
+            if tr:
+                self._record([tr])
+        except Exception:
+            log.exception("cancel of %s failed", job.id)
+        finally:
+            self._cancelling.discard(job.id)
+            self.wake()
+
+    def _admit(self, waiting: list[Job]) -> list[Job]:
+        now = self.clock.now()
+        trs: list[Transition] = []
+        for j in waiting:
+            if j.state is not JobState.PENDING:
+                continue
+            problem = self._admission_problem(j)
+            if problem:
+                trs.append(Transition(j, j.apply(Event.REJECT, now, reason=problem), Event.REJECT, problem))
+            else:
+                trs.append(Transition(j, j.apply(Event.ADMIT, now, reason=""), Event.ADMIT))
+        applied = {a.id: a for a in self._record(trs)}
+        return [applied.get(j.id, j) for j in waiting if applied.get(j.id, j).state in WAITING]
+
+    def _admission_problem(self, j: Job) -> str:
+        s = j.spec
+        if s.pool and s.pool not in {p.id for p in self.world.pools}:
+            return f"unknown pool {s.pool!r}"
+        for acc in s.resources.accelerator_types:
+            if acc not in self.catalogue:
+                return f"unknown accelerator {acc!r}"
+        return ""
+
+    def _decide(self, queued: list[Job], active: list[Job]) -> list[Job]:
+        if not queued:
+            return []
+        now = self.clock.now()
+        snapshot = Snapshot(now=now, world=self.world, catalogue=self.catalogue,
+                            pools=pool_states(self.world, active), pending=tuple(queued), running=tuple(active),
+                            signals=self.signals(now) if self.signals else {})
+        plan = self.scheduler.schedule(snapshot)
+        self.last_plan, self.last_snapshot = plan, snapshot
+        by_id = {j.id: j for j in queued}
+        trs = [Transition(by_id[s.job_id], by_id[s.job_id].apply(Event.PLACE, now, allocation=s.allocation,
+                                                                  reason=s.explanation), Event.PLACE, s.explanation)
+               for s in plan.starts]
+        for inf in plan.infeasible:
+            why = "infeasible: " + "; ".join(inf.status.reasons)[:2000]
+            trs.append(Transition(by_id[inf.job_id], by_id[inf.job_id].apply(Event.REJECT, now, reason=why),
+                                  Event.REJECT, why))
+        placed = self._record(trs)
+        self.store.set_reasons({d.job_id: "waiting: " + "; ".join(d.status.reasons) for d in plan.defers})
+        return [j for j in placed if j.state is JobState.SCHEDULED]
+
+    def launch_for(self, j: Job) -> Launch:
+        a = j.allocation
+        assert a is not None
+        return Launch(request_id=j.request_id, job_id=j.id, tenant_id=j.tenant_id, pool_id=a.pool_id,
+                      command=j.spec.command, replicas=tuple(ReplicaLaunch(r.node, r.devices) for r in a.replicas),
+                      cpus_per_replica=a.cpus_per_replica, memory_gb_per_replica=a.memory_gb_per_replica,
+                      accelerators_per_replica=j.spec.resources.accelerators, env=dict(j.spec.env))
+
+    def _dispatch(self, scheduled: list[Job]) -> None:
+        now = self.clock.now()
+        trs: list[Transition] = []
+        for j in scheduled:
+            if j.cancel_requested:
+                continue
+            assert j.allocation is not None
+            st = self.executor_for_pool(j.allocation.pool_id).submit(self.launch_for(j))
+            if isinstance(st, ExecError):
+                if st.code is ExecErrorCode.REJECTED:
+                    why = f"executor rejected the launch: {st.message}"
+                    trs.append(Transition(j, j.apply(Event.FAIL, now, reason=why), Event.FAIL, why))
+                else:
+                    self.store.set_reason(j.id, f"dispatch retrying: {st.message}")
+                continue
+            d = j.apply(Event.DISPATCH, now, reason="")
+            trs.append(Transition(j, d, Event.DISPATCH))
+            follow = self._transition_for(d, st, now)
+            if follow:
+                trs.append(follow)
+        self._record(trs)
+
+    def adopt_orphans(self) -> None:
+        """After a restart: stop engine work that no live job attempt owns (never both run)."""
+        live = {j.request_id for j in self.store.in_states(ACTIVE)}
+        for name, ex in self.executors.items():
+            listed = ex.list_active()
+            if isinstance(listed, ExecError):
+                log.warning("executor %s unreachable at start: %s", name, listed.message)
+                continue
+            for st in listed:
+                if st.request_id not in live:
+                    log.warning("cancelling orphan %s on %s (no live job attempt owns it)", st.request_id, name)
+                    ex.cancel(st.request_id, self.cancel_grace_s)
