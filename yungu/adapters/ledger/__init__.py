@@ -1,0 +1,1 @@
+"""Ledger, billing and market persistence (issue 5)."""

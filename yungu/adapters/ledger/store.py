@@ -1,0 +1,284 @@
+"""The durable ledger: the pure ``Book`` rules applied atomically in SQLite or PostgreSQL.
+
+One ``submit`` call is one database transaction: it locks the accounts it touches
+(SQLite: ``BEGIN IMMEDIATE`` serialises writers; PostgreSQL: ``SELECT ... FOR UPDATE`` in
+account-id order, so concurrent batches cannot deadlock), reads the transfers whose ids it
+repeats and the pending transfers it closes, runs the rules, and writes the new transfers,
+pending-state changes and balances. Either the whole batch is committed or nothing is.
+
+Batching is the throughput lever: a batch of N transfers costs one commit (one fsync on
+PostgreSQL, one WAL append on SQLite) instead of N. Results are per transfer, as in
+TigerBeetle: a failed transfer in a non-linked batch changes nothing and does not stop the
+others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from yungu.adapters.store.ledger_tables import ledger_accounts as A
+from yungu.adapters.store.ledger_tables import ledger_transfers as T
+from yungu.domain.clock import Clock
+from yungu.domain.errors import Conflict, InvalidInput, LimitExceeded, NotFound, Unavailable
+from yungu.engines.ledger import (
+    Account,
+    AccountKind,
+    Balance,
+    Book,
+    Outcome,
+    PendingState,
+    Recorded,
+    Result,
+    Transfer,
+    TransferKind,
+)
+
+CHUNK = 900  # stay under SQLite's bound-parameter limits on IN (...)
+
+
+def raise_for(outcome: Outcome) -> None:
+    """Map a failed outcome to the exception tree (for single-transfer API calls)."""
+    r = outcome.result
+    if r.ok:
+        return
+    detail: dict[str, object] = {"transfer_id": outcome.id, "result": r.value}
+    msg = f"transfer {outcome.id}: {r.value}" + (f" ({outcome.detail})" if outcome.detail else "")
+    if r in (Result.UNKNOWN_ACCOUNT, Result.PENDING_NOT_FOUND):
+        raise NotFound(msg, detail=detail)
+    if r in (Result.EXISTS_WITH_DIFFERENT_FIELDS, Result.PENDING_ALREADY_CLOSED):
+        raise Conflict(msg, detail=detail)
+    if r is Result.EXCEEDS_LIMIT:
+        raise LimitExceeded(msg, detail=detail)
+    raise InvalidInput(msg, detail=detail)
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), CHUNK):
+        yield items[i : i + CHUNK]
+
+
+def _account(row: object) -> Account:
+    r = row._mapping  # type: ignore[attr-defined]
+    return Account(r["id"], AccountKind(r["kind"]), r["currency"], r["credit_limit"], r["owner"], r["name"])
+
+
+def _balance(row: object) -> Balance:
+    r = row._mapping  # type: ignore[attr-defined]
+    return Balance(r["debits_posted"], r["credits_posted"], r["debits_pending"], r["credits_pending"])
+
+
+def _recorded(row: object) -> Recorded:
+    r = row._mapping  # type: ignore[attr-defined]
+    t = Transfer(r["id"], r["debit_account"], r["credit_account"], r["amount"], r["currency"],
+                 TransferKind(r["kind"]), r["pending_id"], r["timeout_s"], r["ref"], r["memo"])
+    return Recorded(t, r["created_at"], r["moved"], r["dr"], r["cr"], r["expires_at"],
+                    PendingState(r["state"]) if r["state"] else None)
+
+
+class LedgerStore:
+    def __init__(self, engine: Engine, clock: Clock) -> None:
+        self.engine = engine
+        self.clock = clock
+        self._pg = engine.dialect.name == "postgresql"
+
+    # --- accounts ----------------------------------------------------------------
+    def open_accounts(self, accounts: Sequence[Account]) -> list[Outcome]:
+        """Create accounts; a repeat with the same fields is ``exists``, else a conflict."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            book = self._load(conn, [], [a.id for a in accounts])
+            outs = [book.open(a) for a in accounts]
+            new = [a for a, o in zip(accounts, outs, strict=True) if o.result is Result.OK]
+            if new:
+                conn.execute(insert(A), [
+                    {"id": a.id, "kind": a.kind.value, "currency": a.currency, "credit_limit": a.credit_limit,
+                     "owner": a.owner, "name": a.name, "debits_posted": 0, "credits_posted": 0,
+                     "debits_pending": 0, "credits_pending": 0, "created_at": now} for a in new])
+        return outs
+
+    def open_account(self, account: Account) -> Account:
+        out = self.open_accounts([account])[0]
+        if out.result is Result.INVALID:
+            raise InvalidInput(out.detail)
+        if out.result is Result.EXISTS_WITH_DIFFERENT_FIELDS:
+            raise Conflict(f"account {account.id} exists with different fields")
+        return account
+
+    def set_credit_limit(self, account_id: str, credit_limit: int | None) -> None:
+        if credit_limit is not None and credit_limit < 0:
+            raise InvalidInput("credit_limit must be >= 0 or None")
+        with self.engine.begin() as conn:
+            row = conn.execute(self._locked(select(A).where(A.c.id == account_id))).first()
+            if row is None:
+                raise NotFound(f"unknown account {account_id!r}")
+            bal = _balance(row)
+            if credit_limit is not None and bal.available < -credit_limit:
+                raise LimitExceeded(f"account {account_id} is already below -{credit_limit}")
+            conn.execute(update(A).where(A.c.id == account_id).values(credit_limit=credit_limit))
+
+    def account(self, account_id: str) -> tuple[Account, Balance]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(A).where(A.c.id == account_id)).first()
+        if row is None:
+            raise NotFound(f"unknown account {account_id!r}")
+        return _account(row), _balance(row)
+
+    def accounts(self, owner: str | None = None, currency: str | None = None) -> list[tuple[Account, Balance]]:
+        q = select(A).order_by(A.c.id)
+        if owner is not None:
+            q = q.where(A.c.owner == owner)
+        if currency is not None:
+            q = q.where(A.c.currency == currency)
+        with self.engine.connect() as conn:
+            return [(_account(r), _balance(r)) for r in conn.execute(q)]
+
+    # --- transfers ---------------------------------------------------------------
+    def submit(self, transfers: Sequence[Transfer], *, linked: bool = False) -> list[Outcome]:
+        """Apply a batch atomically; per-transfer outcomes. ``linked``: all or nothing."""
+        if not transfers:
+            return []
+        for attempt in range(5):
+            try:
+                return self._submit_once(transfers, linked)
+            except IntegrityError:
+                # A concurrent batch inserted one of our ids first: run again, it will be seen.
+                if attempt == 4:
+                    raise
+            except OperationalError as exc:
+                if attempt == 4:
+                    raise Unavailable("ledger database busy or unreachable") from exc
+        raise AssertionError("unreachable")
+
+    def transfer(self, t: Transfer) -> Outcome:
+        """One transfer; raises the mapped error when it fails (API convenience)."""
+        out = self.submit([t])[0]
+        raise_for(out)
+        return out
+
+    def expire_due(self, limit: int = 1000) -> list[Outcome]:
+        """Expire pending transfers whose timeout passed (run periodically by the billing loop)."""
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            ids = [r.id for r in conn.execute(
+                select(T.c.id).where(and_(T.c.state == PendingState.PENDING.value, T.c.expires_at <= now))
+                .order_by(T.c.id).limit(limit))]
+            if not ids:
+                return []
+            book = self._load(conn, ids, [])
+            outs = book.expire_due(now)
+            self._write(conn, book)
+        return outs
+
+    def get_transfer(self, transfer_id: str) -> Recorded:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(T).where(T.c.id == transfer_id)).first()
+        if row is None:
+            raise NotFound(f"unknown transfer {transfer_id!r}")
+        return _recorded(row)
+
+    def history(self, account_id: str, limit: int = 100, after: str = "") -> list[Recorded]:
+        q = (select(T).where(or_(T.c.dr == account_id, T.c.cr == account_id)).where(T.c.id > after)
+             .order_by(T.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return [_recorded(r) for r in conn.execute(q)]
+
+    def by_ref(self, ref: str) -> list[Recorded]:
+        with self.engine.connect() as conn:
+            return [_recorded(r) for r in conn.execute(select(T).where(T.c.ref == ref).order_by(T.c.id))]
+
+    def totals(self) -> dict[str, int]:
+        """Sum of posted balances per currency: always zero (the double-entry invariant)."""
+        out: dict[str, int] = {}
+        for acc, bal in self.accounts():
+            out[acc.currency] = out.get(acc.currency, 0) + bal.posted
+        return out
+
+    # --- internals -----------------------------------------------------------------
+    def _locked(self, q):  # type: ignore[no-untyped-def]
+        return q.with_for_update() if self._pg else q
+
+    def _submit_once(self, transfers: Sequence[Transfer], linked: bool) -> list[Outcome]:
+        now = self.clock.now()
+        with self.engine.begin() as conn:
+            ids = [t.id for t in transfers if isinstance(t.id, str)]
+            pend = [t.pending_id for t in transfers if t.pending_id and isinstance(t.pending_id, str)]
+            book = self._load(conn, ids + pend, [a for t in transfers for a in (t.debit_account, t.credit_account)
+                                                 if a and isinstance(a, str)])
+            outs = book.apply_linked(transfers, now) if linked else [book.apply(t, now) for t in transfers]
+            self._write(conn, book)
+        return outs
+
+    def _load(self, conn: Connection, transfer_ids: Sequence[str], account_ids: Sequence[str]) -> Book:
+        book = Book()
+        tids = sorted(set(transfer_ids))
+        for chunk in _chunks(tids):
+            for row in conn.execute(select(T).where(T.c.id.in_(chunk))):
+                rec = _recorded(row)
+                book.transfers[rec.transfer.id] = rec
+        accs = set(account_ids)
+        for rec in book.transfers.values():
+            if rec.state is not None:
+                accs.update((rec.debit_account, rec.credit_account))
+        for chunk in _chunks(sorted(accs)):
+            for row in conn.execute(self._locked(select(A).where(A.c.id.in_(chunk)).order_by(A.c.id))):
+                book.accounts[row.id] = _account(row)
+                book.balances[row.id] = _balance(row)
+        if self._pg and tids:
+            # Re-read after the locks: a concurrent batch may have closed a pending meanwhile.
+            for chunk in _chunks(tids):
+                for row in conn.execute(select(T).where(T.c.id.in_(chunk))):
+                    rec = _recorded(row)
+                    book.transfers[rec.transfer.id] = rec
+        return book
+
+    def _write(self, conn: Connection, book: Book) -> None:
+        created, closed, balances = book.changes()
+        if created:
+            conn.execute(insert(T), [
+                {"id": r.transfer.id, "kind": r.transfer.kind.value, "debit_account": r.transfer.debit_account,
+                 "credit_account": r.transfer.credit_account, "amount": r.transfer.amount,
+                 "currency": r.transfer.currency, "pending_id": r.transfer.pending_id,
+                 "timeout_s": r.transfer.timeout_s, "ref": r.transfer.ref, "memo": r.transfer.memo,
+                 "dr": r.debit_account, "cr": r.credit_account, "moved": r.amount, "created_at": r.created_at,
+                 "expires_at": r.expires_at, "state": r.state.value if r.state else None}
+                for r in created])
+        if closed:
+            conn.execute(update(T).where(T.c.id == bindparam("pid")).values(state=bindparam("st")),
+                         [{"pid": k, "st": v.value} for k, v in closed.items()])
+        if balances:
+            conn.execute(
+                update(A).where(A.c.id == bindparam("aid")).values(
+                    debits_posted=bindparam("dp"), credits_posted=bindparam("cp"),
+                    debits_pending=bindparam("dq"), credits_pending=bindparam("cq")),
+                [{"aid": k, "dp": b.debits_posted, "cp": b.credits_posted, "dq": b.debits_pending,
+                  "cq": b.credits_pending} for k, b in balances.items()])
+
+
+def new_accounts_for_tenant(tenant_id: str, currency: str = "CNY", credit_limit: int = 0) -> list[Account]:
+    return [
+        Account(f"tenant:{tenant_id}:wallet", AccountKind.TENANT_WALLET, currency, credit_limit, tenant_id, "wallet"),
+        Account(f"tenant:{tenant_id}:arrears", AccountKind.TENANT_ARREARS, currency, None, tenant_id, "arrears"),
+    ]
+
+
+def system_accounts(currency: str = "CNY") -> list[Account]:
+    c = currency.lower()
+    return [
+        Account(f"sys:{c}:external", AccountKind.EXTERNAL, currency, None, "", "bank / outside world"),
+        Account(f"sys:{c}:revenue", AccountKind.PLATFORM_REVENUE, currency, None, "", "platform commission"),
+        Account(f"sys:{c}:vat", AccountKind.TAX_PAYABLE, currency, None, "", "output VAT payable"),
+        Account(f"sys:{c}:escrow", AccountKind.ESCROW, currency, None, "", "budget and reservation escrow"),
+    ]
+
+
+def ensure_system_accounts(store: LedgerStore, currency: str = "CNY") -> None:
+    store.open_accounts(system_accounts(currency))
+
+
+def now_utc(clock: Clock) -> datetime:
+    return clock.now()
