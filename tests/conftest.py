@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -44,7 +45,8 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield os.environ["YUNGU_TEST_PG_URL"].rstrip("/")
         return
     bindir = _pg_bin()
-    root = tmp_path_factory.mktemp("pg")
+    # Not under pytest's tmp dir: that is 0700 root, and the server runs as user postgres.
+    root = Path(tempfile.mkdtemp(prefix="yungu-pg-"))
     data = root / "data"
     port = _free_port()
     as_user: list[str] = []
@@ -64,6 +66,7 @@ def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
                        capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
