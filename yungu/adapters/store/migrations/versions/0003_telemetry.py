@@ -4,6 +4,11 @@ Revision ID: 0003_telemetry
 Revises: 0002_ledger
 """
 
+import sqlalchemy as sa
+from alembic import op
+
+from yungu.adapters.store.types import UTCDateTime
+
 revision = "0003_telemetry"
 down_revision = "0002_ledger"
 branch_labels = None
@@ -11,8 +16,108 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "telemetry_nodes",
+        sa.Column("node_id", sa.String(128), primary_key=True),
+        sa.Column("site_id", sa.String(64), nullable=False),
+        sa.Column("pool_id", sa.String(128), nullable=False),
+        sa.Column("key_hash", sa.String(128), nullable=False),
+        sa.Column("cpu_model", sa.String(64), nullable=False),
+        sa.Column("gpu_model", sa.String(64), nullable=False),
+        sa.Column("registered_at", UTCDateTime, nullable=False),
+        sa.Column("last_seen_ms", sa.BigInteger, nullable=True),
+        sa.Column("last_seq", sa.BigInteger, nullable=True),
+        sa.Column("last_power_w", sa.Float, nullable=True),
+        sa.Column("energy_j", sa.Float, nullable=False),
+    )
+    op.create_table(
+        "telemetry_samples",
+        sa.Column("node_id", sa.String(128), primary_key=True),
+        sa.Column("seq", sa.BigInteger, primary_key=True),
+        sa.Column("ts_ms", sa.BigInteger, nullable=False),
+        sa.Column("site_id", sa.String(64), nullable=False),
+        sa.Column("pool_id", sa.String(128), nullable=False),
+        sa.Column("cpu_util", sa.Float, nullable=False),
+        sa.Column("mem_util", sa.Float, nullable=False),
+        sa.Column("cpu_power_w", sa.Float, nullable=False),
+        sa.Column("gpu_power_w", sa.Float, nullable=False),
+        sa.Column("cpu_energy_j", sa.Float, nullable=True),
+        sa.Column("gpu_energy_j", sa.Float, nullable=True),
+        sa.Column("modelled", sa.Boolean, nullable=False),
+        sa.Column("detail", sa.Text, nullable=True),
+    )
+    op.create_index("ix_telemetry_samples_site_ts", "telemetry_samples", ["site_id", "ts_ms"])
+    op.create_table(
+        "telemetry_job_samples",
+        sa.Column("job_id", sa.String(64), primary_key=True),
+        sa.Column("node_id", sa.String(128), primary_key=True),
+        sa.Column("seq", sa.BigInteger, primary_key=True),
+        sa.Column("ts_ms", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
+        "telemetry_rollup_1m",
+        sa.Column("node_id", sa.String(128), primary_key=True),
+        sa.Column("minute_ms", sa.BigInteger, primary_key=True),
+        sa.Column("site_id", sa.String(64), nullable=False),
+        sa.Column("pool_id", sa.String(128), nullable=False),
+        sa.Column("n", sa.Integer, nullable=False),
+        sa.Column("cpu_util_avg", sa.Float, nullable=False),
+        sa.Column("power_avg_w", sa.Float, nullable=False),
+        sa.Column("power_max_w", sa.Float, nullable=False),
+        sa.Column("modelled", sa.Boolean, nullable=False),
+    )
+    op.create_index("ix_telemetry_rollup_1m_site_minute", "telemetry_rollup_1m", ["site_id", "minute_ms"])
+    op.create_table(
+        "telemetry_quarantine",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("received_ms", sa.BigInteger, nullable=False),
+        sa.Column("node_id", sa.String(128), nullable=False),
+        sa.Column("seq", sa.BigInteger, nullable=True),
+        sa.Column("reason", sa.String(64), nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+        sa.Column("payload", sa.Text, nullable=False),
+    )
+    op.create_index("ix_telemetry_quarantine_reason", "telemetry_quarantine", ["reason"])
+    op.create_table(
+        "telemetry_counters",
+        sa.Column("name", sa.String(96), primary_key=True),
+        sa.Column("value", sa.BigInteger, nullable=False),
+    )
+    op.create_table(
+        "energy_certificates",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("kind", sa.String(16), nullable=False),
+        sa.Column("subject", sa.String(128), nullable=False),
+        sa.Column("tenant_id", sa.String(64), nullable=False),
+        sa.Column("issued_at", UTCDateTime, nullable=False),
+        sa.Column("body", sa.Text, nullable=False),
+        sa.Column("signature", sa.String(128), nullable=False),
+        sa.Column("key_id", sa.String(64), nullable=False),
+    )
+    op.create_index("ix_energy_certificates_subject", "energy_certificates", ["kind", "subject"])
+    op.create_table(
+        "telemetry_alerts",
+        sa.Column("id", sa.String(64), primary_key=True),
+        sa.Column("kind", sa.String(32), nullable=False),
+        sa.Column("subject", sa.String(128), nullable=False),
+        sa.Column("severity", sa.String(16), nullable=False),
+        sa.Column("message", sa.Text, nullable=False),
+        sa.Column("first_seen", UTCDateTime, nullable=False),
+        sa.Column("last_seen", UTCDateTime, nullable=False),
+        sa.Column("resolved_at", UTCDateTime, nullable=True),
+    )
+    op.create_index("ix_telemetry_alerts_open", "telemetry_alerts", ["kind", "subject", "resolved_at"])
 
 
 def downgrade() -> None:
-    pass
+    for name in (
+        "telemetry_alerts",
+        "energy_certificates",
+        "telemetry_counters",
+        "telemetry_quarantine",
+        "telemetry_rollup_1m",
+        "telemetry_job_samples",
+        "telemetry_samples",
+        "telemetry_nodes",
+    ):
+        op.drop_table(name)
