@@ -1,0 +1,1 @@
+"""Readers for job traces, energy series and simulator scenarios (files in, plain values out)."""

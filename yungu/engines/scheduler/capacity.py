@@ -1,0 +1,168 @@
+"""Round-local capacity bookkeeping shared by every policy: free nodes, gang placement, estimates.
+
+A round copies the snapshot's free capacity into small mutable lists, places gangs
+all-or-nothing (best fit per replica: the fullest node that still fits, which keeps whole
+nodes free for large gangs), and answers "when would this gang fit on this pool" from the
+running jobs' estimated ends (for EASY reservations). Nothing here outlives one
+``schedule()`` call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from yungu.domain.catalogue import Catalogue
+from yungu.domain.job import Allocation, Job, ReplicaPlacement
+from yungu.domain.world import Pool
+from yungu.engines.scheduler.types import PoolState
+
+DEFAULT_DURATION_S = 3600.0
+
+
+def throughput(catalogue: Catalogue, pool: Pool) -> float:
+    """Relative training throughput of one device of the pool (A100 = 1.0; CPU pools 1.0)."""
+    if pool.accelerator and pool.accelerator in catalogue:
+        t = catalogue.get(pool.accelerator).relative_throughput
+        return t if t > 0 else 1.0
+    return 1.0
+
+
+def device_power_w(catalogue: Catalogue, pool: Pool, load: float) -> float:
+    """Average electrical power of one busy device (W): idle + load x (TDP - idle)."""
+    if pool.accelerator and pool.accelerator in catalogue:
+        spec = catalogue.get(pool.accelerator)
+        return spec.idle_w + load * (spec.tdp_w - spec.idle_w)
+    return 0.0
+
+
+def ref_duration_s(job: Job, default: float = DEFAULT_DURATION_S) -> float:
+    d = job.spec.estimated_duration_s
+    return float(d) if d else default
+
+
+def devices(job: Job) -> int:
+    return job.spec.resources.accelerators * job.spec.replicas
+
+
+class Free:
+    """Mutable free capacity of one pool during a round."""
+
+    __slots__ = ("available", "cpus", "devs", "free_devices", "mem", "pool_id")
+
+    def __init__(self, state: PoolState) -> None:
+        self.pool_id = state.pool_id
+        self.available = state.available
+        self.cpus = [n.cpus for n in state.nodes]
+        self.mem = [n.memory_gb for n in state.nodes]
+        self.devs = [list(n.devices) for n in state.nodes]
+        self.free_devices = sum(len(d) for d in self.devs)
+
+    def copy(self) -> Free:
+        c = Free.__new__(Free)
+        c.pool_id, c.available = self.pool_id, self.available
+        c.cpus, c.mem = list(self.cpus), list(self.mem)
+        c.devs = [list(d) for d in self.devs]
+        c.free_devices = self.free_devices
+        return c
+
+    def find(self, job: Job) -> list[tuple[int, tuple[int, ...]]] | None:
+        """Node and device indices for every replica (best fit), or None; changes nothing."""
+        r = job.spec.resources
+        need = r.accelerators * job.spec.replicas
+        if need > self.free_devices or not self.available:
+            return None
+        cpus, mem = list(self.cpus), list(self.mem)
+        ndev = [len(d) for d in self.devs]
+        out: list[tuple[int, tuple[int, ...]]] = []
+        taken: dict[int, int] = {}
+        for _ in range(job.spec.replicas):
+            best = -1
+            for i in range(len(cpus)):
+                if cpus[i] >= r.cpus and mem[i] >= r.memory_gb and ndev[i] >= r.accelerators and (
+                    best < 0 or ndev[i] < ndev[best]
+                ):
+                    best = i
+                    if ndev[i] == r.accelerators:
+                        break
+            if best < 0:
+                return None
+            k = taken.get(best, 0)
+            out.append((best, tuple(self.devs[best][k : k + r.accelerators])))
+            taken[best] = k + r.accelerators
+            cpus[best] -= r.cpus
+            mem[best] -= r.memory_gb
+            ndev[best] -= r.accelerators
+        return out
+
+    def take(self, job: Job, where: list[tuple[int, tuple[int, ...]]]) -> Allocation:
+        r = job.spec.resources
+        for node, devs in where:
+            self.cpus[node] -= r.cpus
+            self.mem[node] -= r.memory_gb
+            gone = set(devs)
+            self.devs[node] = [d for d in self.devs[node] if d not in gone]
+            self.free_devices -= len(devs)
+        return Allocation(
+            job.id,
+            self.pool_id,
+            tuple(ReplicaPlacement(n, d) for n, d in where),
+            r.cpus,
+            r.memory_gb,
+        )
+
+    def release(self, alloc: Allocation) -> None:
+        for rp in alloc.replicas:
+            if rp.node >= len(self.cpus):
+                continue
+            self.cpus[rp.node] += alloc.cpus_per_replica
+            self.mem[rp.node] += alloc.memory_gb_per_replica
+            self.devs[rp.node].extend(rp.devices)
+            self.free_devices += len(rp.devices)
+
+
+@dataclass(frozen=True)
+class RunningInfo:
+    job: Job
+    pool_id: str
+    expected_end: datetime
+    devices: int
+
+
+def running_by_pool(
+    running: Iterable[Job], pools: Mapping[str, Pool], catalogue: Catalogue, now: datetime
+) -> dict[str, list[RunningInfo]]:
+    """Running jobs per pool with their estimated end (start + estimate / throughput)."""
+    out: dict[str, list[RunningInfo]] = {}
+    for j in running:
+        if j.allocation is None:
+            continue
+        pool = pools.get(j.allocation.pool_id)
+        if pool is None:
+            continue
+        run = ref_duration_s(j) / throughput(catalogue, pool)
+        start = j.started_at or now
+        end = max(now, start + timedelta(seconds=run))
+        out.setdefault(pool.id, []).append(RunningInfo(j, pool.id, end, j.allocation.devices))
+    for v in out.values():
+        v.sort(key=lambda r: r.expected_end)
+    return out
+
+
+def earliest_fit(job: Job, free: Free, running: list[RunningInfo], now: datetime) -> tuple[datetime, int] | None:
+    """When the gang would fit on this pool if nothing else started (EASY shadow time).
+
+    Returns ``(shadow time, devices left over at that time)``, or None if it never fits
+    (even with every running job gone).
+    """
+    if free.find(job) is not None:
+        return now, free.free_devices - devices(job)
+    trial = free.copy()
+    trial.available = True
+    for r in running:
+        if r.job.allocation is not None:
+            trial.release(r.job.allocation)
+        if trial.find(job) is not None:
+            return r.expected_end, trial.free_devices - devices(job)
+    return None

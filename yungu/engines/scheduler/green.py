@@ -1,0 +1,613 @@
+"""Yungu's scheduler: green-power- and price-aware placement across every region's pools.
+
+One round (``schedule(snapshot) -> Plan``), pure and deterministic:
+
+1. **Order** the queue: deadline-urgent jobs first, then priority, then tenants within their
+   quota before borrowers, then weighted fair share (usage / weight), then submission time.
+2. **Filter** pools per job with the registered filter plugins (declared fit, reachable,
+   max price, ...). A job no pool can ever take is *infeasible* with every pool's reason.
+3. **Score** options: starting *now* on each feasible pool, and for a job with a deadline
+   (or window), starting *later* at the forecast-best hour of each site. Each option carries
+   estimated cost, carbon, green share, wait, latency and deadline slack; score plugins turn
+   them into terms and the job's objective weights (``time``/``cost``/``green``/``balanced``
+   or explicit weights, clamped to operator limits) combine them.
+4. **Decide**: start the best option with room now (gangs all-or-nothing, best fit on
+   nodes), defer to a better future hour if the forecast says it pays, or, when nothing has
+   room, reserve the earliest pool for the job (EASY backfill: later jobs may use the hole
+   only if they end before the reservation or fit beside it), or preempt lower-priority work,
+   choosing the victims with the least lost work.
+
+Time shifting uses forecasts only (``Snapshot.signals``), and never defers a job past the
+last start that still meets its deadline with a safety margin; once that point nears, the
+job is *urgent*: it goes first and may preempt work that has no deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from yungu.domain.catalogue import Catalogue
+from yungu.domain.job import Job, Objective
+from yungu.domain.status import Code, Status
+from yungu.domain.world import Pool, Site
+from yungu.engines.energy.signals import floor_hour
+from yungu.engines.scheduler.capacity import (
+    Free,
+    RunningInfo,
+    device_power_w,
+    devices,
+    earliest_fit,
+    ref_duration_s,
+    running_by_pool,
+    throughput,
+)
+from yungu.engines.scheduler.outlook import SiteOutlook, outlook_from_signal
+from yungu.engines.scheduler.plugins import Option, PoolView, Reference, Registry, default_registry
+from yungu.engines.scheduler.types import Defer, Infeasible, Plan, Preempt, Snapshot, Start
+
+PRESETS: Mapping[Objective, Mapping[str, float]] = {
+    Objective.TIME: {"wait": 1.0, "cost": 0.05, "carbon": 0.05, "latency": 0.1},
+    Objective.COST: {"cost": 1.0, "wait": 0.3, "carbon": 0.05, "latency": 0.05, "deadline_risk": 0.1},
+    Objective.GREEN: {"carbon": 1.0, "green": 0.2, "wait": 0.3, "latency": 0.05, "deadline_risk": 0.1},
+    Objective.BALANCED: {
+        "cost": 0.5,
+        "carbon": 0.5,
+        "green": 0.1,
+        "wait": 0.5,
+        "latency": 0.1,
+        "deadline_risk": 0.2,
+    },
+}
+
+
+@dataclass(frozen=True)
+class TenantPolicy:
+    """Fair-share weight and quota (normalised compute units: devices x relative throughput)."""
+
+    weight: float = 1.0
+    quota_units: float | None = None  # None: no quota
+    borrow_units: float = float("inf")  # how far above the quota idle capacity may be borrowed
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Operator policy. Defaults are what the benchmarks use unless a scenario says otherwise."""
+
+    tenants: Mapping[str, TenantPolicy] = field(default_factory=dict)
+    latency_ms: Mapping[tuple[str, str], float] = field(default_factory=dict)  # region pairs
+    default_latency_ms: float = 150.0  # between regions absent from the matrix
+    weight_limits: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+    objective_override: Objective | None = None  # operator: force one objective for all jobs
+    weights_override: Mapping[str, float] = field(default_factory=dict)  # operator default weights
+    power_load: float = 0.8  # average device load for energy estimates
+    default_carbon_g_per_kwh: float = 500.0  # where a site has no forecast
+    time_shift: bool = True
+    backfill: bool = True
+    preemption: bool = True
+    deadline_margin_frac: float = 0.1  # safety margin before a deadline, fraction of run time
+    deadline_margin_s: float = 1800.0
+    urgent_lead_s: float = 3600.0  # a deadline job becomes urgent this long before its last start
+    shift_gain: float = 0.05  # a later start must beat starting now by this fraction of the score
+    max_shift_hours: int = 48
+
+    def latency(self, a: str | None, b: str) -> float:
+        if a is None or a == b:
+            return 0.0
+        return self.latency_ms.get((a, b), self.latency_ms.get((b, a), self.default_latency_ms))
+
+
+@dataclass(frozen=True)
+class Scored:
+    option: Option
+    score: float
+    terms: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Alternative:
+    """One row of an explanation."""
+
+    pool_id: str
+    site_id: str
+    start: datetime
+    wait_s: float
+    run_s: float
+    cost_cny: Decimal
+    carbon_kg: float
+    energy_kwh: float
+    green_share: float
+    latency_ms: float
+    room_now: bool
+    score: float
+    chosen: bool
+    why_lost: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    job_id: str
+    at: datetime
+    decision: str  # "start", "defer", "wait", "infeasible"
+    summary: str
+    weights: Mapping[str, float]
+    alternatives: tuple[Alternative, ...]
+    filtered: Mapping[str, tuple[str, ...]]  # pool -> reasons it was excluded
+
+
+def _margin(policy: PolicyConfig, run_s: float) -> float:
+    return policy.deadline_margin_s + policy.deadline_margin_frac * run_s
+
+
+class _Round:
+    """Everything derived from one snapshot; lives for one ``schedule()`` call."""
+
+    def __init__(self, sched: GreenScheduler, snapshot: Snapshot) -> None:
+        self.s = sched
+        self.snap = snapshot
+        self.now = snapshot.now
+        w = snapshot.world
+        self.pools: dict[str, Pool] = {p.id: p for p in w.pools}
+        self.sites: dict[str, Site] = {s.id: s for s in w.sites}
+        self.free: dict[str, Free] = {pid: Free(st) for pid, st in snapshot.pools.items()}
+        self.outlooks: dict[str, SiteOutlook] = {
+            site.id: sched.outlook(site, snapshot.signals.get(site.id), self.now) for site in w.sites
+        }
+        self.running = running_by_pool(snapshot.running, self.pools, sched.catalogue, self.now)
+        self.usage: dict[str, float] = {}
+        for j in snapshot.running:
+            if j.allocation and j.allocation.pool_id in self.pools:
+                self.usage[j.tenant_id] = self.usage.get(j.tenant_id, 0.0) + self.units(
+                    j, self.pools[j.allocation.pool_id]
+                )
+        self.reservations: dict[str, list[float]] = {}  # pool -> [shadow epoch s, extra devices]
+        self.preempted: set[str] = set()
+        self.views: dict[tuple[object, ...], tuple[list[Pool], dict[str, Status]]] = {}
+        self.now_cache: dict[tuple[object, ...], list[Scored]] = {}
+        self.best_start_cache: dict[tuple[object, ...], datetime] = {}
+        self.tmax = max((throughput(sched.catalogue, p) for p in w.pools), default=1.0)
+
+    # ------------------------------------------------------------ estimates
+
+    def units(self, job: Job, pool: Pool) -> float:
+        return devices(job) * throughput(self.s.catalogue, pool) if devices(job) else 0.0
+
+    def hourly_price(self, job: Job, pool: Pool) -> Decimal:
+        if devices(job):
+            return pool.price_cny_per_device_hour * devices(job)
+        return pool.price_cny_per_cpu_hour * job.spec.resources.cpus * job.spec.replicas
+
+    def option(self, job: Job, pool: Pool, start: datetime, ref_s: float, room: bool) -> Option:
+        site = self.sites[pool.site_id]
+        run = ref_s / throughput(self.s.catalogue, pool)
+        ol = self.outlooks[site.id]
+        n = devices(job)
+        kwh = n * device_power_w(self.s.catalogue, pool, self.s.policy.power_load) / 1000.0 * run / 3600 * site.pue
+        price = ol.price.mean(start, run)
+        ci = ol.carbon.mean(start, run)
+        re = ol.renewable.mean(start, run)
+        cost = float(self.hourly_price(job, pool)) * run / 3600 + kwh * price
+        green = site.green_contract_share + (1 - site.green_contract_share) * re
+        slack = None
+        if job.spec.deadline is not None:
+            slack = (job.spec.deadline - start).total_seconds() - run
+        return Option(
+            pool.id,
+            site.id,
+            site.region_id,
+            start,
+            run,
+            max(0.0, (start - self.now).total_seconds()),
+            cost,
+            kwh * ci,
+            kwh,
+            green,
+            self.s.policy.latency(job.spec.data_location, site.region_id),
+            slack,
+            room,
+        )
+
+    def weights(self, job: Job) -> Mapping[str, float]:
+        pol = self.s.policy
+        obj = pol.objective_override or job.spec.objective
+        w = dict(PRESETS[obj])
+        w.update(pol.weights_override)
+        if job.spec.objective_weights and pol.objective_override is None:
+            w = {k: float(v) for k, v in job.spec.objective_weights.items() if k in self.s.registry.scores()}
+        for k, (lo, hi) in pol.weight_limits.items():
+            w[k] = min(hi, max(lo, w.get(k, 0.0)))
+        return w
+
+    def score(self, job: Job, opt: Option, ref: Reference, w: Mapping[str, float]) -> Scored:
+        terms = {}
+        total = 0.0
+        for name, plugin in self.s.registry.scores().items():
+            wt = w.get(name, 0.0)
+            if wt:
+                t = plugin.score(job, opt, ref) * wt
+                terms[name] = t
+                total += t
+        return Scored(opt, total, terms)
+
+    # ------------------------------------------------------------ filtering
+
+    def shape(self, job: Job) -> tuple[object, ...]:
+        s = job.spec
+        return (
+            s.resources,
+            s.replicas,
+            s.pool,
+            s.data_location,
+            s.max_price_cny_per_hour,
+            s.objective,
+            tuple(sorted(s.objective_weights.items())),
+        )
+
+    def candidates(self, job: Job) -> tuple[list[Pool], dict[str, Status]]:
+        key = self.shape(job)
+        hit = self.views.get(key)
+        if hit is not None:
+            return hit
+        ok: list[Pool] = []
+        rejected: dict[str, Status] = {}
+        for pool in self.snap.world.pools:
+            st = self.snap.pools.get(pool.id)
+            view = PoolView(pool, self.sites[pool.site_id], st is not None and st.available, self.hourly_price(job, pool))
+            for _, plugin in self.s.registry.filters():
+                status = plugin.filter(job, view)
+                if not status.ok:
+                    rejected[pool.id] = status
+                    break
+            else:
+                ok.append(pool)
+        self.views[key] = (ok, rejected)
+        return ok, rejected
+
+    def now_options(self, job: Job, pools: list[Pool], ref_s: float) -> list[Scored]:
+        key = (*self.shape(job), round(ref_s / 900))
+        hit = self.now_cache.get(key)
+        if hit is not None:
+            return hit
+        opts = [self.option(job, p, self.now, ref_s, True) for p in pools]
+        ref = reference(opts)
+        w = self.weights(job)
+        scored = sorted((self.score(job, o, ref, w) for o in opts), key=lambda s: (s.score, s.option.pool_id))
+        self.now_cache[key] = scored
+        return scored
+
+    def latest_start(self, job: Job, pool: Pool, ref_s: float) -> datetime | None:
+        if job.spec.deadline is None:
+            return None
+        run = ref_s / throughput(self.s.catalogue, pool)
+        return job.spec.deadline - timedelta(seconds=run + _margin(self.s.policy, run))
+
+    def urgent(self, job: Job) -> bool:
+        if job.spec.deadline is None:
+            return False
+        run = ref_duration_s(job) / self.tmax
+        last = job.spec.deadline - timedelta(seconds=run + _margin(self.s.policy, run))
+        return self.now + timedelta(seconds=self.s.policy.urgent_lead_s) >= last
+
+    def future_options(self, job: Job, now_scored: list[Scored], ref_s: float) -> list[Scored]:
+        """For a flexible job: the forecast-best later start at each site (best pool per site)."""
+        pol = self.s.policy
+        if not pol.time_shift or job.spec.deadline is None:
+            return []
+        w = self.weights(job)
+        kind = "carbon" if w.get("carbon", 0.0) + w.get("green", 0.0) >= w.get("cost", 0.0) else "price"
+        seen: set[str] = set()
+        out: list[Option] = []
+        horizon = self.now + timedelta(hours=pol.max_shift_hours)
+        for sc in now_scored:
+            o = sc.option
+            if o.site_id in seen:
+                continue
+            seen.add(o.site_id)
+            pool = self.pools[o.pool_id]
+            latest = self.latest_start(job, pool, ref_s)
+            if latest is None:
+                continue
+            latest = min(latest - timedelta(seconds=pol.urgent_lead_s), horizon)
+            first = floor_hour(self.now) + timedelta(hours=1)
+            if latest < first:
+                continue
+            key = (o.site_id, round(o.run_s / 900), kind, latest.timestamp() // 3600)
+            t = self.best_start_cache.get(key)
+            if t is None:
+                t = self.outlooks[o.site_id].best_start(first, latest, o.run_s, kind)
+                self.best_start_cache[key] = t
+            out.append(self.option(job, pool, t, ref_s, False))
+        if not out:
+            return []
+        ref = reference([s.option for s in now_scored])
+        return sorted((self.score(job, o, ref, w) for o in out), key=lambda s: s.score)
+
+
+def reference(opts: list[Option]) -> Reference:
+    return Reference(
+        max((o.cost_cny for o in opts), default=0.0),
+        max((o.carbon_g for o in opts), default=0.0),
+        max((o.latency_ms for o in opts), default=0.0),
+    )
+
+
+class GreenScheduler:
+    """The Yungu scheduler (implements ``Scheduler``): ``GreenScheduler(catalogue, policy)``."""
+
+    name = "yungu-green"
+
+    def __init__(
+        self, catalogue: Catalogue, policy: PolicyConfig | None = None, registry: Registry | None = None
+    ) -> None:
+        self.catalogue = catalogue
+        self.policy = policy or PolicyConfig()
+        self.registry = registry or default_registry()
+        self._outlooks: dict[tuple[str, int], tuple[object, SiteOutlook]] = {}
+
+    def outlook(self, site: Site, signal: object, now: datetime) -> SiteOutlook:
+        # Memoised per (site, signal object): the simulator hands the same forecast object to
+        # every round of an hour, so prefix sums are built once per hour, not once per round.
+        key = (site.id, id(signal))
+        hit = self._outlooks.get(key)
+        if hit is not None and hit[0] is signal and signal is not None:
+            return hit[1]
+        ol = outlook_from_signal(
+            site.id,
+            signal,
+            now,
+            default_carbon=self.policy.default_carbon_g_per_kwh,
+            default_price=float(site.electricity_price_cny_per_kwh),
+        )
+        if len(self._outlooks) > 4096:
+            self._outlooks.clear()
+        self._outlooks[key] = (signal, ol)
+        return ol
+
+    # ------------------------------------------------------------------ round
+
+    def schedule(self, snapshot: Snapshot) -> Plan:
+        rd = _Round(self, snapshot)
+        pol = self.policy
+        starts: list[Start] = []
+        defers: list[Defer] = []
+        preempts: list[Preempt] = []
+        infeasible: list[Infeasible] = []
+
+        def order(j: Job) -> tuple[object, ...]:
+            tp = pol.tenants.get(j.tenant_id, TenantPolicy())
+            used = rd.usage.get(j.tenant_id, 0.0)
+            over = tp.quota_units is not None and used >= tp.quota_units
+            return (not rd.urgent(j), -j.spec.priority, over, used / max(tp.weight, 1e-9), j.submitted_at, j.id)
+
+        queue = sorted(snapshot.pending, key=order)
+        no_room = Status(Code.UNSCHEDULABLE, ("no feasible pool has room now",), self.name)
+        for job in queue:
+            if job.spec.earliest_start and job.spec.earliest_start > rd.now:
+                defers.append(Defer(job.id, job.spec.earliest_start, Status(Code.WAIT, ("window opens later",), self.name)))
+                continue
+            pools, rejected = rd.candidates(job)
+            if not pools:
+                reasons = tuple(f"{pid}: {'; '.join(st.reasons)}" for pid, st in rejected.items())
+                if all(st.code is Code.UNSCHEDULABLE_AND_UNRESOLVABLE for st in rejected.values()):
+                    infeasible.append(Infeasible(job.id, Status(Code.UNSCHEDULABLE_AND_UNRESOLVABLE, reasons, self.name)))
+                else:
+                    defers.append(Defer(job.id, None, Status(Code.UNSCHEDULABLE, reasons, self.name)))
+                continue
+            ref_s = ref_duration_s(job)
+            now_scored = rd.now_options(job, pools, ref_s)
+            urgent = rd.urgent(job)
+            if job.spec.deadline is not None:
+                # Pools that can no longer meet the deadline drop out (unless none can: best effort).
+                fit = [s for s in now_scored if (s.option.slack_s or 0.0) >= 0]
+                now_scored = fit or now_scored
+            tp = pol.tenants.get(job.tenant_id, TenantPolicy())
+            chosen: Scored | None = None
+            where: list[tuple[int, tuple[int, ...]]] | None = None
+            quota_blocked = False
+            for sc in now_scored:
+                free = rd.free.get(sc.option.pool_id)
+                if free is None or free.free_devices < devices(job) or not free.available:
+                    continue
+                pool = rd.pools[sc.option.pool_id]
+                if tp.quota_units is not None:
+                    if rd.usage.get(job.tenant_id, 0.0) + rd.units(job, pool) > tp.quota_units + tp.borrow_units:
+                        quota_blocked = True
+                        continue
+                res = rd.reservations.get(pool.id)
+                if res is not None and not urgent:
+                    ends = rd.now.timestamp() + sc.option.run_s
+                    if ends > res[0] and devices(job) > res[1]:
+                        continue
+                w = free.find(job)
+                if w is not None:
+                    chosen, where = sc, w
+                    break
+            future = [] if urgent else rd.future_options(job, now_scored, ref_s)
+            if future:
+                best_f = future[0]
+                base = chosen.score if chosen is not None else None
+                if base is None or best_f.score < base * (1 - pol.shift_gain) - 1e-9:
+                    defers.append(
+                        Defer(
+                            job.id,
+                            best_f.option.start,
+                            Status(
+                                Code.WAIT,
+                                (
+                                    f"forecast better at {best_f.option.site_id} from "
+                                    f"{best_f.option.start.isoformat()} (score {best_f.score:.3f}"
+                                    + (f" vs {base:.3f} now)" if base is not None else ", no room now)"),
+                                ),
+                                self.name,
+                            ),
+                        )
+                    )
+                    continue
+            if chosen is not None and where is not None:
+                pool = rd.pools[chosen.option.pool_id]
+                res = rd.reservations.get(pool.id)
+                if res is not None and rd.now.timestamp() + chosen.option.run_s > res[0]:
+                    res[1] -= devices(job)
+                alloc = rd.free[pool.id].take(job, where)
+                rd.usage[job.tenant_id] = rd.usage.get(job.tenant_id, 0.0) + rd.units(job, pool)
+                starts.append(Start(job.id, alloc, _start_note(chosen, now_scored)))
+                continue
+            if quota_blocked:
+                defers.append(Defer(job.id, None, Status(Code.WAIT, ("tenant quota (with borrowing) reached",), self.name)))
+                continue
+            if pol.preemption and (urgent or job.spec.priority > 0):
+                victims = self._victims(rd, job, now_scored, urgent)
+                if victims:
+                    for v in victims:
+                        rd.preempted.add(v.job.id)
+                        preempts.append(
+                            Preempt(v.job.id, job.id, f"{'deadline' if urgent else 'priority'} job {job.id} needs {v.pool_id}")
+                        )
+                    defers.append(Defer(job.id, rd.now, Status(Code.WAIT, ("preempting to make room",), self.name)))
+                    continue
+            if pol.backfill:
+                until = self._reserve(rd, job, now_scored)
+                if until is not None:
+                    defers.append(Defer(job.id, until, Status(Code.WAIT, (f"reserved from {until.isoformat()}",), self.name)))
+                    continue
+            defers.append(Defer(job.id, None, no_room))
+        return Plan(tuple(starts), tuple(defers), tuple(preempts), tuple(infeasible))
+
+    def _reserve(self, rd: _Round, job: Job, scored: list[Scored]) -> datetime | None:
+        best: tuple[datetime, int, str] | None = None
+        for sc in scored:
+            pid = sc.option.pool_id
+            if pid in rd.reservations or pid not in rd.free:
+                continue
+            got = earliest_fit(job, rd.free[pid], rd.running.get(pid, []), rd.now)
+            if got is not None and (best is None or got[0] < best[0]):
+                best = (got[0], got[1], pid)
+        if best is None:
+            return None
+        rd.reservations[best[2]] = [best[0].timestamp(), float(best[1])]
+        return best[0]
+
+    def _victims(self, rd: _Round, job: Job, scored: list[Scored], urgent: bool) -> list[RunningInfo]:
+        """The cheapest set of victims (least lost work) on one pool that lets the gang fit."""
+        best: tuple[float, list[RunningInfo]] | None = None
+        for sc in scored:
+            pid = sc.option.pool_id
+            free = rd.free.get(pid)
+            if free is None or not free.available:
+                continue
+            cands = []
+            for r in rd.running.get(pid, []):
+                v = r.job
+                if v.id in rd.preempted:
+                    continue
+                lower = v.spec.priority < job.spec.priority
+                flexible = urgent and v.spec.deadline is None and v.spec.priority <= job.spec.priority
+                if lower or flexible:
+                    lost = (rd.now - (v.started_at or rd.now)).total_seconds() * r.devices
+                    cands.append((lost, r))
+            cands.sort(key=lambda c: (c[0], c[1].job.id))
+            trial = free.copy()
+            picked: list[RunningInfo] = []
+            lost_total = 0.0
+            for lost, r in cands:
+                if trial.find(job) is not None:
+                    break
+                assert r.job.allocation is not None
+                trial.release(r.job.allocation)
+                picked.append(r)
+                lost_total += lost
+            if picked and trial.find(job) is not None and (best is None or lost_total < best[0]):
+                best = (lost_total, picked)
+        return best[1] if best else []
+
+    # ------------------------------------------------------------------ explain
+
+    def explain(self, snapshot: Snapshot, job_id: str) -> Explanation:
+        """Why the job goes where it goes: the chosen option and the best alternatives.
+
+        Computed against the snapshot alone (as if the job were first in the queue).
+        """
+        job = next((j for j in snapshot.pending if j.id == job_id), None)
+        if job is None:
+            job = next((j for j in snapshot.running if j.id == job_id), None)
+        if job is None:
+            from yungu.domain.errors import NotFound
+
+            raise NotFound(f"job {job_id} is not in the snapshot")
+        rd = _Round(self, snapshot)
+        w = rd.weights(job)
+        pools, rejected = rd.candidates(job)
+        filtered = {pid: st.reasons for pid, st in rejected.items()}
+        if not pools:
+            return Explanation(job.id, rd.now, "infeasible", "no pool can ever run this job", w, (), filtered)
+        ref_s = ref_duration_s(job)
+        now_scored = rd.now_options(job, pools, ref_s)
+        rows: list[Scored] = []
+        for sc in now_scored:
+            free = rd.free.get(sc.option.pool_id)
+            room = free is not None and free.find(job) is not None
+            rows.append(Scored(_with_room(sc.option, room), sc.score, sc.terms))
+        rows += rd.future_options(job, now_scored, ref_s)
+        rows.sort(key=lambda s: (not s.option.room_now and s.option.wait_s == 0, s.score))
+        best = rows[0]
+        decision = "start" if best.option.wait_s == 0 and best.option.room_now else (
+            "defer" if best.option.wait_s > 0 else "wait"
+        )
+        alts = tuple(_alt(r, r is best, best) for r in rows[:8])
+        summary = (
+            f"{decision} on {best.option.pool_id} at {best.option.start.isoformat()}: "
+            f"est. {best.option.cost_cny:.2f} CNY, {best.option.carbon_g / 1000:.2f} kgCO2e, "
+            f"green {best.option.green_share:.0%}"
+        )
+        return Explanation(job.id, rd.now, decision, summary, w, alts, filtered)
+
+
+def _with_room(o: Option, room: bool) -> Option:
+    from dataclasses import replace
+
+    return replace(o, room_now=room)
+
+
+def _alt(r: Scored, chosen: bool, best: Scored) -> Alternative:
+    why: list[str] = []
+    if not chosen:
+        if r.option.wait_s == 0 and not r.option.room_now:
+            why.append("no room now")
+        for name, t in sorted(r.terms.items(), key=lambda kv: -(kv[1] - best.terms.get(kv[0], 0.0))):
+            d = t - best.terms.get(name, 0.0)
+            if d > 1e-6:
+                why.append(f"worse {name} (+{d:.3f} score)")
+        if not why:
+            why.append("equal score; lost the tie-break")
+    o = r.option
+    return Alternative(
+        o.pool_id,
+        o.site_id,
+        o.start,
+        o.wait_s,
+        o.run_s,
+        Decimal(repr(round(o.cost_cny, 2))),
+        o.carbon_g / 1000.0,
+        o.energy_kwh,
+        o.green_share,
+        o.latency_ms,
+        o.room_now,
+        r.score,
+        chosen,
+        tuple(why[:3]),
+    )
+
+
+def _start_note(chosen: Scored, scored: list[Scored]) -> str:
+    o = chosen.option
+    return (
+        f"{o.pool_id}: score {chosen.score:.3f} (best of {len(scored)}), est. {o.cost_cny:.2f} CNY, "
+        f"{o.carbon_g / 1000:.2f} kgCO2e, green {o.green_share:.0%}"
+    )
+
+
+def explain(scheduler: GreenScheduler, snapshot: Snapshot, job_id: str) -> Explanation:
+    """Pure: the explanation of ``job_id`` in ``snapshot`` (what the API stores per job)."""
+    return scheduler.explain(snapshot, job_id)
