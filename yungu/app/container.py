@@ -62,7 +62,7 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
         store.set_platform_value("platform_id", config.world.platform_id)
     clock, ids = SystemClock(), Ids()
     executors: dict[str, Executor] = {
-        name: build_executor(str(settings["type"]), name, settings, data_dir / "executors" / name)
+        name: build_executor(str(settings["type"]), name, {k: v for k, v in settings.items() if k != "type"}, data_dir)
         for name, settings in config.executors.items()
     }
     reconciler = Reconciler(store, FirstFit(), executors, config.world, catalogue, clock)

@@ -1,0 +1,86 @@
+"""Shared benchmark plumbing: a throwaway PostgreSQL server, a real `yungu server`, wrk."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL server on loopback (fsync on, synchronous_commit on)."""
+    bindir = next((p for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+                   if (p / "initdb").exists()), None)
+    if bindir is None:
+        raise SystemExit("PostgreSQL binaries not found: apt-get install postgresql")
+    root = Path(tempfile.mkdtemp(prefix="yungu-bench-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = root / "data"
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "yungu", "--auth=trust"],
+                   check=True, capture_output=True)
+    with (data / "postgresql.conf").open("a") as f:
+        f.write(f"\nport={port}\nlisten_addresses='127.0.0.1'\nunix_socket_directories='{root}'\nmax_connections=200\n")
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start"],
+                   check=True, capture_output=True)
+    try:
+        with psycopg.connect(f"postgresql://yungu@127.0.0.1:{port}/postgres", autocommit=True) as c:
+            c.execute("CREATE DATABASE bench")
+        yield f"postgresql://yungu@127.0.0.1:{port}/bench"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def wrk(url: str, seconds: int, connections: int, script: str | None = None, threads: int = 2) -> dict[str, float]:
+    """Run wrk; return requests/s and latency percentiles in milliseconds."""
+    exe = shutil.which("wrk")
+    if exe is None:
+        raise SystemExit("wrk not found: apt-get install wrk (Debian)")
+    args = [exe, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script:
+        f = tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False)  # noqa: SIM115
+        f.write(script)
+        f.close()
+        args += ["-s", f.name]
+    out = subprocess.run([*args, url], capture_output=True, text=True, check=True).stdout
+    res: dict[str, float] = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct in ("50", "99"):
+        m = re.search(rf"\s{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\b", out)
+        if m:
+            v, unit = float(m.group(1)), m.group(2)
+            res[f"p{pct}_ms"] = v / 1000 if unit == "us" else v * 1000 if unit == "s" else v
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    res["non2xx"] = float(non2xx.group(1)) if non2xx else 0.0
+    return res
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB"

@@ -1,0 +1,70 @@
+"""Run the real ``yungu server`` as an OS process for end-to-end, CLI and crash tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def yungu_exe() -> str:
+    return shutil.which("yungu") or str(Path(sys.executable).parent / "yungu")
+
+
+class ServerProcess:
+    def __init__(self, data_dir: Path, port: int | None = None, db_url: str | None = None,
+                 extra: list[str] | None = None) -> None:
+        self.data_dir, self.port, self.db_url = data_dir, port or free_port(), db_url
+        self.extra = extra or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> ServerProcess:
+        args = [yungu_exe(), "server", "--port", str(self.port), "--data-dir", str(self.data_dir), *self.extra]
+        env = dict(os.environ)
+        if self.db_url:
+            env["YUNGU_DB_URL"] = self.db_url
+        log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {log.name}")
+            try:
+                if httpx.get(self.url + "/api/v1/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not answer within {timeout}s; see {log.name}")
+
+    @property
+    def admin_key(self) -> str:
+        return (self.data_dir / "admin.key").read_text().strip()
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
