@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +51,7 @@ def _free_ports(n: int) -> list[int]:
 class SlurmCluster:
     root: Path
     conf: Path
+    sock_dir: Path  # munged's socket: every parent must be searchable, so not under pytest's 0700 tmp
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -76,9 +78,10 @@ class SlurmCluster:
                 proc.kill()
                 proc.wait(timeout=5)
         self.procs.clear()
+        shutil.rmtree(self.sock_dir, ignore_errors=True)
 
 
-def _conf_text(root: Path, host: str, ctld_port: int, node_ports: list[int]) -> str:
+def _conf_text(root: Path, sock_dir: Path, host: str, ctld_port: int, node_ports: list[int]) -> str:
     nodes = "\n".join(
         f"NodeName={name} NodeHostname={host} Port={port} CPUs={CPUS_PER_NODE} RealMemory=4000 State=UNKNOWN"
         for name, port in zip(NODES, node_ports, strict=True)
@@ -92,7 +95,7 @@ SlurmctldPort={ctld_port}
 SlurmdPort={node_ports[0]}
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket={root}/munge/munge.socket
+AuthInfo=socket={sock_dir}/munge.socket
 StateSaveLocation={root}/state
 SlurmdSpoolDir={root}/spool/%n
 SlurmctldPidFile={root}/slurmctld.pid
@@ -133,15 +136,16 @@ def start_cluster(root: Path, timeout_s: float = 30.0) -> SlurmCluster:
         raise ClusterStartError(f"Slurm/munge binaries missing: {missing}; install Debian packages slurm-wlm munge")
     if os.geteuid() != 0:
         raise ClusterStartError("the test Slurm cluster runs its daemons as root (SlurmUser=root)")
-    for sub in ("key", "munge", "state", "log", *(f"spool/{n}" for n in NODES)):
+    for sub in ("key", "state", "log", *(f"spool/{n}" for n in NODES)):
         (root / sub).mkdir(parents=True, exist_ok=True)
     (root / "key").chmod(0o700)
-    (root / "munge").chmod(0o755)  # munged insists that clients can traverse the socket directory
+    sock_dir = Path(tempfile.mkdtemp(prefix="yungu-munge-", dir="/tmp"))
+    sock_dir.chmod(0o755)  # munged insists that every client can reach its socket
     host = socket.gethostname().split(".")[0]
     ctld_port, *node_ports = _free_ports(1 + len(NODES))
     conf = root / "slurm.conf"
-    conf.write_text(_conf_text(root, host, ctld_port, node_ports))
-    cluster = SlurmCluster(root=root, conf=conf)
+    conf.write_text(_conf_text(root, sock_dir, host, ctld_port, node_ports))
+    cluster = SlurmCluster(root=root, conf=conf, sock_dir=sock_dir)
     sbin = "/usr/sbin"
 
     def spawn(name: str, argv: list[str]) -> None:
@@ -153,9 +157,9 @@ def start_cluster(root: Path, timeout_s: float = 30.0) -> SlurmCluster:
         subprocess.run([f"{sbin}/mungekey", "-c", "-k", str(root / "key/munge.key")], check=True,
                        capture_output=True)
         spawn("munged", [f"{sbin}/munged", "-F", f"--key-file={root}/key/munge.key",
-                         f"--socket={root}/munge/munge.socket", f"--pid-file={root}/munge/munged.pid",
-                         f"--seed-file={root}/munge/seed", f"--log-file={root}/log/munged.log"])
-        _wait_for(lambda: (root / "munge/munge.socket").exists(), 10, "munged socket", cluster)
+                         f"--socket={sock_dir}/munge.socket", f"--pid-file={sock_dir}/munged.pid",
+                         f"--seed-file={root}/key/seed", f"--log-file={root}/log/munged.log"])
+        _wait_for(lambda: (sock_dir / "munge.socket").exists(), 10, "munged socket", cluster)
         spawn("slurmctld", [f"{sbin}/slurmctld", "-D", "-c", "-i", "-f", str(conf)])
         for node in NODES:
             spawn(f"slurmd-{node}", [f"{sbin}/slurmd", "-D", "-N", node, "-f", str(conf)])

@@ -46,7 +46,7 @@ import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
@@ -430,23 +430,23 @@ class SlurmExecutor(BaseExecutor):
         if code is None:
             code = row.exit_code
         state = row.state.split()[0] if row.state else ""
-        base = {"request_id": rid, "native_id": row.job_id, "started_at": row.start}
+        base = ExecStatus(rid, ExecPhase.PENDING, native_id=row.job_id, started_at=row.start)
         if state in _PENDING_STATES:
-            return ExecStatus(phase=ExecPhase.PENDING, reason=row.reason if row.reason != "None" else "", **base)
+            return replace(base, reason=row.reason if row.reason != "None" else "")
         if state in _RUNNING_STATES:
             if state == "COMPLETING" and code is not None:
                 return _finished(rid, row.job_id, code, row.start, row.end)
-            return ExecStatus(phase=ExecPhase.RUNNING, **base)
+            return replace(base, phase=ExecPhase.RUNNING)
         if state == "COMPLETED":
             return _finished(rid, row.job_id, code if code is not None else 0, row.start, row.end)
         if state == "CANCELLED":
-            return ExecStatus(phase=ExecPhase.CANCELLED, exit_code=code, reason="cancelled (scancel)",
-                              finished_at=row.end, **base)
+            return replace(base, phase=ExecPhase.CANCELLED, exit_code=code, reason="cancelled (scancel)",
+                           finished_at=row.end)
         # FAILED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, BOOT_FAIL, DEADLINE, ...
         reason = state if state != "FAILED" else f"exited with {code}"
         if row.reason and row.reason not in ("None", "NonZeroExitCode"):
             reason += f" ({row.reason})"
-        return ExecStatus(phase=ExecPhase.FAILED, exit_code=code, reason=reason, finished_at=row.end, **base)
+        return replace(base, phase=ExecPhase.FAILED, exit_code=code, reason=reason, finished_at=row.end)
 
     def _from_files(self, rid: str, job_id: str) -> ExecStatus | None:
         """The outcome recorded in the job directory, once Slurm has forgotten the job."""

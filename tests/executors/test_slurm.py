@@ -1,0 +1,150 @@
+"""The Slurm executor against a real two-node Slurm cluster (slurmctld + 2 slurmd, munge).
+
+No mocks: the fixture starts the daemons in a temp directory; if they cannot start, the
+tests fail loudly with the daemons' logs (CI installs slurm-wlm and munge from Debian).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.executors.engine_cases import EngineContract, MakeExecutor, launch, wait_done, wait_for
+from tests.executors.slurm_cluster import ClusterStartError, SlurmCluster, start_cluster
+from yungu.adapters.executors.slurm import SlurmConfig, SlurmExecutor, parse_sacct, parse_squeue
+from yungu.ports.executor import ExecError, ExecErrorCode, ExecPhase, ExecStatus
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlurmCluster]:
+    try:
+        cluster = start_cluster(tmp_path_factory.mktemp("slurm"))
+    except (ClusterStartError, OSError, subprocess.SubprocessError) as exc:
+        pytest.fail(f"the Slurm test cluster could not start (install slurm-wlm and munge; run as root): {exc}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def make_executor(slurm: SlurmCluster, tmp_path: Path) -> MakeExecutor:
+    workdir = tmp_path / "slurm-jobs"
+    return lambda: SlurmExecutor("hpc-test", SlurmConfig(workdir=workdir, slurm_conf=slurm.conf))
+
+
+@pytest.fixture
+def engine_timeout() -> float:
+    return 30.0
+
+
+class TestSlurmContract(EngineContract):
+    pass
+
+
+def test_gang_spans_two_slurm_nodes(make_executor: MakeExecutor, tmp_path: Path) -> None:
+    ex = make_executor()
+    la = launch(f"echo $SLURMD_NODENAME > {tmp_path}/node-$YUNGU_REPLICA", replicas=2, cpus_per_replica=4)
+    assert isinstance(ex.submit(la), ExecStatus)
+    assert wait_done(ex, la.request_id, 30).phase is ExecPhase.SUCCEEDED
+    # 4 CPUs each: the two replicas cannot share one 4-CPU node.
+    assert sorted(p.read_text().strip() for p in tmp_path.glob("node-*")) == ["n1", "n2"]
+
+
+def test_stderr_is_a_separate_stream(make_executor: MakeExecutor) -> None:
+    ex = make_executor()
+    la = launch("echo to-out; echo to-err >&2")
+    assert isinstance(ex.submit(la), ExecStatus)
+    wait_done(ex, la.request_id, 30)
+    out, err = ex.logs(la.request_id, "stdout"), ex.logs(la.request_id, "stderr")
+    assert not isinstance(out, ExecError) and not isinstance(err, ExecError)
+    assert (out.data, err.data) == (b"to-out\n", b"to-err\n")
+    assert out.eof and err.eof
+
+
+def test_outcome_survives_slurm_forgetting_the_job(make_executor: MakeExecutor) -> None:
+    """Accounting is off: once the job leaves squeue (MinJobAge=2 s) the exit-code file answers."""
+    ex = make_executor()
+    la = launch("exit 4")
+    assert isinstance(ex.submit(la), ExecStatus)
+    wait_done(ex, la.request_id, 30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        r = subprocess.run(["squeue", "-h", "--states=all", "-o", "%j"], capture_output=True, text=True,
+                           env={"SLURM_CONF": str(ex.config.slurm_conf), "PATH": "/usr/bin:/bin"})
+        if f"yungu-{la.request_id}" not in r.stdout:
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail("Slurm kept the finished job in squeue for 30 s")
+    st = make_executor().status(la.request_id)
+    assert isinstance(st, ExecStatus) and (st.phase, st.exit_code) == (ExecPhase.FAILED, 4)
+
+
+def test_job_cancelled_behind_our_back_is_reported(make_executor: MakeExecutor, slurm: SlurmCluster) -> None:
+    """An operator's scancel is not our cancel: the job failed (while Slurm remembers) or is lost."""
+    ex = make_executor()
+    la = launch("sleep 120")
+    first = ex.submit(la)
+    assert isinstance(first, ExecStatus)
+    wait_for(ex, la.request_id, lambda s: s.phase is ExecPhase.RUNNING, 30)
+    subprocess.run(["scancel", first.native_id], env=slurm.env, check=True)
+    st = wait_done(ex, la.request_id, 30)
+    assert st.phase is ExecPhase.CANCELLED  # Slurm says CANCELLED while it still lists the job
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        st2 = ex.status(la.request_id)
+        assert isinstance(st2, ExecStatus)
+        if st2.phase is ExecPhase.LOST:
+            assert "no longer knows" in st2.reason
+            return
+        time.sleep(0.5)
+    pytest.fail(f"expected LOST once Slurm forgot the job, got {st2!r}")
+
+
+def test_unreachable_controller_is_a_retryable_error(tmp_path: Path, slurm: SlurmCluster) -> None:
+    dead = tmp_path / "dead.conf"
+    text = slurm.conf.read_text()
+    port_line = next(ln for ln in text.splitlines() if ln.startswith("SlurmctldPort="))
+    dead.write_text(text.replace(port_line, "SlurmctldPort=1").replace("MessageTimeout=10", "MessageTimeout=2"))
+    ex = SlurmExecutor("down", SlurmConfig(workdir=tmp_path / "w", slurm_conf=dead, command_timeout_s=3))
+    t0 = time.monotonic()
+    result = ex.submit(launch("echo hi"))
+    assert isinstance(result, ExecError) and result.code is ExecErrorCode.UNREACHABLE, result
+    assert result.retryable
+    listed = ex.list_active()
+    assert isinstance(listed, ExecError) and listed.code is ExecErrorCode.UNREACHABLE
+    assert ex.check()["reachable"] is False
+    assert time.monotonic() - t0 < 20
+
+
+def test_bad_launch_is_rejected_before_sbatch(make_executor: MakeExecutor) -> None:
+    ex = make_executor()
+    for bad in (launch("true", rid="has space.1"), launch("true", replicas=0), launch("true", cpus_per_replica=0)):
+        r = ex.submit(bad)
+        assert isinstance(r, ExecError) and r.code is ExecErrorCode.REJECTED, r
+
+
+def test_squeue_rows_parse() -> None:
+    text = ("17|yungu-a.1|RUNNING|1795357776|1795361376|None|n1|yungu:a.1\n"
+            "18|yungu-b.1|PENDING|N/A|N/A|Resources||yungu:b|with|pipes\n"
+            "19|yungu-c.1|FAILED|1795357776|1795357780|NonZeroExitCode|n[1-2]|\n")
+    rows = parse_squeue(text)
+    assert [(r.job_id, r.state) for r in rows] == [("17", "RUNNING"), ("18", "PENDING"), ("19", "FAILED")]
+    assert rows[0].start is not None and rows[0].end is None  # a running job's %e is its limit, not an end
+    assert rows[1].start is None and rows[1].reason == "Resources"
+    assert rows[2].end is not None and rows[2].nodes == "n[1-2]"
+
+
+def test_sacct_rows_parse_exit_codes_and_signals() -> None:
+    text = ("21|yungu-a.1|COMPLETED|0:0|1795357776|1795357780|None\n"
+            "22|yungu-b.1|FAILED|3:0|1795357776|1795357780|None\n"
+            "23|yungu-c.1|CANCELLED by 0|0:15|1795357776|1795357780|None\n")
+    rows = {r.job_id: r for r in parse_sacct(text)}
+    assert (rows["21"].state, rows["21"].exit_code) == ("COMPLETED", 0)
+    assert (rows["22"].state, rows["22"].exit_code) == ("FAILED", 3)
+    assert (rows["23"].state, rows["23"].exit_code) == ("CANCELLED", 128 + 15)
