@@ -29,17 +29,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
-from sqlalchemy import and_, delete, func, select, text, update
+import numpy as np
+from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from yungu.adapters.store.telemetry_tables import (
+    telemetry_chunks,
     telemetry_counters,
     telemetry_job_samples,
     telemetry_nodes,
     telemetry_quarantine,
     telemetry_rollup_1m,
-    telemetry_samples,
 )
+from yungu.adapters.telemetry import chunks
 from yungu.domain.errors import Conflict, InvalidInput, NotFound
 from yungu.engines.energy.samples import (
     MAX_FUTURE_S,
@@ -47,12 +49,10 @@ from yungu.engines.energy.samples import (
     NodeSample,
     check_sample,
     sample_from_dict,
+    sample_to_dict,
 )
 
-SAMPLE_COLS = (
-    "node_id", "seq", "ts_ms", "site_id", "pool_id", "cpu_util", "mem_util",
-    "cpu_power_w", "gpu_power_w", "cpu_energy_j", "gpu_energy_j", "modelled", "detail",
-)  # fmt: skip
+DETAIL_KEYS = ("gpus", "jobs", "cpu_idle_w", "gpu_idle_w", "cores", "node_cpu_seconds", "cpu_method")
 
 
 @dataclass(frozen=True)
@@ -97,17 +97,11 @@ class TelemetryStore:
         self.engine = engine
         self._nodes: dict[str, NodeInfo] = {}
         self._lock = threading.Lock()
-        dialect = engine.dialect.name
-        ph = (
-            ", ".join(["?"] * len(SAMPLE_COLS))
-            if engine.dialect.paramstyle == "qmark"
-            else ", ".join(["%s"] * len(SAMPLE_COLS))
-        )
-        self._pg = dialect == "postgresql"
-        verb = "INSERT OR IGNORE INTO" if dialect == "sqlite" else "INSERT INTO"
-        tail = " ON CONFLICT DO NOTHING" if self._pg else ""
-        self._insert_sql = f"{verb} telemetry_samples ({', '.join(SAMPLE_COLS)}) VALUES ({ph}){tail}"
+        self._locks: dict[str, threading.Lock] = {}
+        self._pg = engine.dialect.name == "postgresql"
         p = "?" if engine.dialect.paramstyle == "qmark" else "%s"
+        verb = "INSERT INTO" if self._pg else "INSERT OR IGNORE INTO"
+        tail = " ON CONFLICT DO NOTHING" if self._pg else ""
         self._insert_job_sql = (
             f"{verb} telemetry_job_samples (job_id, node_id, seq, ts_ms) VALUES ({p}, {p}, {p}, {p}){tail}"
         )
@@ -192,77 +186,92 @@ class TelemetryStore:
                     detail,
                     r,
                 )
-            self._write(res, [], [], quarantine, node_id, None)
+            with self.engine.begin() as c:
+                self._write(c, res, None, [], quarantine, node_id)
             return res
 
-        good, jobs = self._validate(info, rows, now_ms, reject)
-        if good:
-            lo, hi = min(t[1] for t in good), max(t[1] for t in good)
-        with self.engine.begin() as c:
-            fresh: list[tuple[Any, ...]] = []
-            if good:
-                stored = dict(
-                    c.execute(
-                        select(telemetry_samples.c.seq, telemetry_samples.c.ts_ms).where(
-                            telemetry_samples.c.node_id == node_id,
-                            telemetry_samples.c.seq.between(lo, hi),
-                        )
-                    ).all()
-                )
-                batch_seen: dict[int, int] = {}
-                for t in good:
-                    seq, ts = t[1], t[2]
-                    prior = stored.get(seq, batch_seen.get(seq))
-                    if prior is None:
-                        batch_seen[seq] = ts
-                        fresh.append(t)
-                    elif prior == ts:
-                        res.duplicates += 1
-                    else:
-                        reject(
-                            seq,
-                            "duplicate_seq_conflict",
-                            f"seq {seq} already stored with another timestamp",
-                            {"seq": seq, "ts_ms": ts},
-                        )
-                fresh_seqs = {t[1] for t in fresh}
-                jobs = [j for j in jobs if j[2] in fresh_seqs]
-            self._write(res, fresh, jobs, quarantine, node_id, c)
+        arr, details, jobs = self._validate(info, rows, now_ms, reject)
+        with self._node_lock(node_id), self.engine.begin() as c:
+            fresh = self._dedup(c, node_id, arr, details, res, reject)
+            if fresh is not None:
+                keep = {int(x) for x in fresh[0]["seq"]}
+                jobs = [j for j in jobs if j[2] in keep]
+            self._write(c, res, fresh, jobs, quarantine, node_id)
         return res
+
+    def _node_lock(self, node_id: str) -> threading.Lock:
+        with self._lock:
+            lk = self._locks.get(node_id)
+            if lk is None:
+                lk = self._locks[node_id] = threading.Lock()
+            return lk
 
     def _validate(
         self, info: NodeInfo, rows: Sequence[Any], now_ms: int, reject: Any
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-        good: list[tuple[Any, ...]] = []
-        jobs: list[tuple[Any, ...]] = []
-        hi_ms = now_ms + MAX_FUTURE_S * 1000
-        lo_ms = now_ms - MAX_PAST_S * 1000
-        node_id, site, pool = info.node_id, info.site_id, info.pool_id
+    ) -> tuple[chunks.Chunk, dict[int, dict[str, Any]], list[tuple[Any, ...]]]:
+        """Columnar fast path for plain node samples; full parse and reasons for the rest."""
+        node_id = info.node_id
+        simple: list[dict[str, Any]] = []
+        other: list[Any] = []
         for r in rows:
+            if (
+                isinstance(r, dict)
+                and not r.get("gpus")
+                and not r.get("jobs")
+                and r.get("node_id", node_id) == node_id
+            ):
+                simple.append(r)
+            else:
+                other.append(r)
+        good_parts: list[chunks.Chunk] = []
+        slow: list[Any] = []
+        if simple:
+            try:
+                seq_l = [r.get("seq") for r in simple]
+                if not all(type(x) is int for x in seq_l):
+                    raise ValueError("seq")
+                arr = chunks.empty(len(simple))
+                arr["seq"] = np.array(seq_l, dtype=np.int64)
+                ts = np.array([r.get("ts") for r in simple], dtype=np.float64) * 1000.0
+                cu = np.array([r.get("cpu_utilisation") for r in simple], dtype=np.float64)
+                mu = np.array([r.get("memory_utilisation", 0.0) for r in simple], dtype=np.float64)
+                cp = np.array([r.get("cpu_power_w") for r in simple], dtype=np.float64)
+                ce = np.array([r.get("cpu_energy_j") for r in simple], dtype=np.float64)
+                mod = np.array(
+                    [r.get("cpu_method", "modelled") != "measured" for r in simple], dtype=np.uint8
+                )
+                with np.errstate(invalid="ignore"):
+                    ok = (
+                        (arr["seq"] >= 0)
+                        & np.isfinite(ts) & (ts <= now_ms + MAX_FUTURE_S * 1000) & (ts >= now_ms - MAX_PAST_S * 1000)
+                        & np.isfinite(cu) & (cu >= 0) & (cu <= 1)
+                        & np.isfinite(mu) & (mu >= 0) & (mu <= 1)
+                        & np.isfinite(cp) & (cp >= 0)
+                        & (np.isnan(ce) | (ce >= 0)) & ~np.isinf(ce)
+                    )  # fmt: skip
+                ce_none = np.array([r.get("cpu_energy_j") is None for r in simple], dtype=bool)
+                ok &= ~(np.isnan(ce) & ~ce_none)  # an explicit NaN counter is bad, an absent one is fine
+                arr["ts_ms"] = np.where(ok, ts, 0).astype(np.int64)
+                arr["cpu_util"], arr["mem_util"], arr["cpu_power_w"] = cu, mu, cp
+                arr["gpu_power_w"], arr["cpu_energy_j"], arr["gpu_energy_j"], arr["modelled"] = (
+                    0.0,
+                    ce,
+                    np.nan,
+                    mod,
+                )
+                good_parts.append(arr[ok])
+                slow.extend(simple[i] for i in np.flatnonzero(~ok))
+            except (TypeError, ValueError):
+                slow.extend(simple)
+        slow.extend(other)
+        details: dict[int, dict[str, Any]] = {}
+        jobs: list[tuple[Any, ...]] = []
+        extra: list[tuple[Any, ...]] = []
+        for r in slow:
+            seq = r.get("seq") if isinstance(r, dict) else None
             if not isinstance(r, dict):
                 reject(None, "malformed", "sample is not a JSON object", r)
                 continue
-            seq, ts = r.get("seq"), r.get("ts")
-            cpu_u, mem_u, cpu_p = (
-                r.get("cpu_utilisation"),
-                r.get("memory_utilisation", 0.0),
-                r.get("cpu_power_w"),
-            )
-            gpus, jobl = r.get("gpus"), r.get("jobs")
-            rn = r.get("node_id", node_id)
-            # Fast path: plain node samples with every field well-formed.
-            if (
-                rn == node_id and type(seq) is int and seq >= 0 and _finite(ts) and _finite(cpu_u) and _finite(mem_u)
-                and _finite(cpu_p) and cpu_p >= 0 and 0.0 <= cpu_u <= 1.0 and 0.0 <= mem_u <= 1.0
-                and lo_ms <= ts * 1000 <= hi_ms and not gpus and not jobl
-                and (r.get("cpu_energy_j") is None or (_finite(r["cpu_energy_j"]) and r["cpu_energy_j"] >= 0))
-            ):  # fmt: skip
-                good.append((
-                    node_id, seq, int(ts * 1000), site, pool, float(cpu_u), float(mem_u), float(cpu_p), 0.0,
-                    r.get("cpu_energy_j"), None, r.get("cpu_method", "modelled") == "modelled", None,
-                ))  # fmt: skip
-                continue
-            # Slow path: full parse, every reason listed.
             try:
                 s = sample_from_dict(r if "node_id" in r else {**r, "node_id": node_id})
             except InvalidInput as exc:
@@ -272,57 +281,118 @@ class TelemetryStore:
             if reasons:
                 reject(s.seq, reasons[0].reason, "; ".join(f"{x.reason}: {x.detail}" for x in reasons), r)
                 continue
-            good.append(self._row(s, site, pool))
+            extra.append(self._row(s))
+            d = sample_to_dict(s)
+            details[s.seq] = {k: d[k] for k in DETAIL_KEYS}
             jobs.extend((j.job_id, node_id, s.seq, int(s.ts * 1000)) for j in s.jobs)
-        return good, jobs
+        if extra:
+            e = chunks.empty(len(extra))
+            for i, t in enumerate(extra):
+                e[i] = t
+            good_parts.append(e)
+        arr = np.concatenate(good_parts) if good_parts else chunks.empty(0)
+        return arr, details, jobs
 
     @staticmethod
-    def _row(s: NodeSample, site: str, pool: str) -> tuple[Any, ...]:
+    def _row(s: NodeSample) -> tuple[Any, ...]:
         gpu_e = [g.energy_j for g in s.gpus]
-        detail = None
-        if s.gpus or s.jobs or s.cpu_idle_w or s.gpu_idle_w:
-            from yungu.engines.energy.samples import sample_to_dict
-
-            d = sample_to_dict(s)
-            detail = json.dumps(
-                {
-                    k: d[k]
-                    for k in (
-                        "gpus",
-                        "jobs",
-                        "cpu_idle_w",
-                        "gpu_idle_w",
-                        "cores",
-                        "node_cpu_seconds",
-                        "cpu_method",
-                    )
-                }
-            )
+        gpu_counter = (
+            sum(e for e in gpu_e if e is not None)
+            if s.gpus and all(e is not None for e in gpu_e)
+            else math.nan
+        )
         return (
-            s.node_id, s.seq, int(s.ts * 1000), site, pool, s.cpu_utilisation, s.memory_utilisation, s.cpu_power_w,
-            sum(g.power_w for g in s.gpus), s.cpu_energy_j,
-            sum(e for e in gpu_e if e is not None) if s.gpus and all(e is not None for e in gpu_e) else None,
-            s.modelled, detail,
+            s.seq, int(s.ts * 1000), s.cpu_utilisation, s.memory_utilisation, s.cpu_power_w,
+            sum(g.power_w for g in s.gpus), math.nan if s.cpu_energy_j is None else s.cpu_energy_j, gpu_counter,
+            1 if s.modelled else 0,
         )  # fmt: skip
+
+    def _dedup(
+        self,
+        c: Connection,
+        node_id: str,
+        arr: chunks.Chunk,
+        details: dict[int, dict[str, Any]],
+        res: IngestResult,
+        reject: Any,
+    ) -> tuple[chunks.Chunk, dict[int, dict[str, Any]]] | None:
+        """Drop resends (counted) and conflicting reuse of a seq (quarantined)."""
+        if len(arr) == 0:
+            return None
+        arr = arr[np.argsort(arr["seq"], kind="stable")]
+        # within the batch
+        first = np.ones(len(arr), dtype=bool)
+        first[1:] = arr["seq"][1:] != arr["seq"][:-1]
+        prev_ts = np.empty(len(arr), dtype=np.int64)
+        prev_ts[0] = 0
+        prev_ts[1:] = arr["ts_ms"][:-1]
+        # (a run of equal seqs compares each to its predecessor, which carries the first's ts or was itself a copy)
+        dups = ~first
+        same = dups & (arr["ts_ms"] == prev_ts)
+        conflict = dups & ~same
+        for i in np.flatnonzero(conflict):
+            reject(
+                int(arr["seq"][i]),
+                "duplicate_seq_conflict",
+                f"seq {int(arr['seq'][i])} sent twice with different timestamps",
+                {"seq": int(arr["seq"][i])},
+            )
+        res.duplicates += int(same.sum())
+        arr = arr[first]
+        lo, hi = int(arr["seq"][0]), int(arr["seq"][-1])
+        t = telemetry_chunks.c
+        stored = c.execute(select(t.data).where(t.node_id == node_id, t.seq_max >= lo, t.seq_min <= hi)).all()
+        if stored:
+            old = np.concatenate([chunks.decode(r[0]) for r in stored])
+            old = old[(old["seq"] >= lo) & (old["seq"] <= hi)]
+            idx = np.searchsorted(np.sort(old["seq"]), arr["seq"])
+            old_sorted = old[np.argsort(old["seq"])]
+            idx = np.clip(idx, 0, max(0, len(old_sorted) - 1))
+            hit = (
+                (len(old_sorted) > 0) & (old_sorted["seq"][idx] == arr["seq"])
+                if len(old_sorted)
+                else np.zeros(len(arr), bool)
+            )
+            if np.any(hit):
+                same_ts = hit & (old_sorted["ts_ms"][idx] == arr["ts_ms"])
+                res.duplicates += int(same_ts.sum())
+                for i in np.flatnonzero(hit & ~same_ts):
+                    s = int(arr["seq"][i])
+                    reject(
+                        s,
+                        "duplicate_seq_conflict",
+                        f"seq {s} already stored with another timestamp",
+                        {"seq": s},
+                    )
+                arr = arr[~hit]
+        if len(arr) == 0:
+            return None
+        keep = {int(x) for x in arr["seq"]} if details else set()
+        return arr, {k: v for k, v in details.items() if k in keep}
 
     def _write(
         self,
+        conn: Connection,
         res: IngestResult,
-        fresh: list[tuple[Any, ...]],
+        fresh: tuple[chunks.Chunk, dict[int, dict[str, Any]]] | None,
         jobs: list[tuple[Any, ...]],
         quarantine: list[tuple[int, str, int | None, str, str, str]],
         node_id: str,
-        conn: Connection | None,
     ) -> None:
-        if conn is None:
-            with self.engine.begin() as c:
-                self._write(res, fresh, jobs, quarantine, node_id, c)
-            return
-        if fresh:
-            conn.exec_driver_sql(self._insert_sql, fresh)
-            res.accepted = len(fresh)
-            res.last_seq = max(t[1] for t in fresh)
-            self._advance_node(conn, node_id, fresh)
+        if fresh is not None:
+            arr, details = fresh
+            info = self._nodes[node_id]
+            conn.execute(
+                telemetry_chunks.insert().values(
+                    node_id=node_id, site_id=info.site_id, pool_id=info.pool_id,
+                    seq_min=int(arr["seq"].min()), seq_max=int(arr["seq"].max()),
+                    ts_min_ms=int(arr["ts_ms"].min()), ts_max_ms=int(arr["ts_ms"].max()), n=len(arr), rolled=False,
+                    data=chunks.encode(arr), detail=json.dumps({str(k): v for k, v in details.items()}) if details else None,
+                )
+            )  # fmt: skip
+            res.accepted = len(arr)
+            res.last_seq = int(arr["seq"].max())
+            self._advance_node(conn, node_id, arr)
         if jobs:
             conn.exec_driver_sql(self._insert_job_sql, jobs)
         if quarantine:
@@ -339,7 +409,7 @@ class TelemetryStore:
         counts.update(f"quarantined_{r}" for _, r, _ in res.quarantined)
         self._bump(conn, {k: v for k, v in counts.items() if v})
 
-    def _advance_node(self, conn: Connection, node_id: str, fresh: list[tuple[Any, ...]]) -> None:
+    def _advance_node(self, conn: Connection, node_id: str, arr: chunks.Chunk) -> None:
         """Move the node's live energy counter forward over samples newer than its last one.
 
         Late samples (a replayed backlog older than the newest stored sample) do not move
@@ -352,14 +422,18 @@ class TelemetryStore:
         last_ms, last_p, energy, last_seq = (
             (row[0], row[1], float(row[2] or 0.0), row[3]) if row else (None, None, 0.0, None)
         )
-        for t in sorted(fresh, key=lambda t: t[2]):
-            ts, p = t[2], t[7] + t[8]
-            if last_ms is not None and ts <= last_ms:
-                continue
+        a = arr[np.argsort(arr["ts_ms"], kind="stable")]
+        if last_ms is not None:
+            a = a[a["ts_ms"] > last_ms]
+        if len(a):
+            ts = a["ts_ms"].astype(np.float64)
+            p = a["cpu_power_w"].astype(np.float64) + a["gpu_power_w"].astype(np.float64)
             if last_ms is not None and last_p is not None:
-                energy += 0.5 * (last_p + p) * (ts - last_ms) / 1000.0
-            last_ms, last_p = ts, p
-        top = max(t[1] for t in fresh)
+                ts = np.concatenate([[float(last_ms)], ts])
+                p = np.concatenate([[float(last_p)], p])
+            energy += float(np.sum(0.5 * (p[1:] + p[:-1]) * np.diff(ts)) / 1000.0)
+            last_ms, last_p = int(ts[-1]), float(p[-1])
+        top = int(arr["seq"].max())
         conn.execute(
             update(telemetry_nodes)
             .where(n.node_id == node_id)
@@ -398,39 +472,43 @@ class TelemetryStore:
 
     # ---- reads -------------------------------------------------------------------------
 
-    def seqs(self, node_id: str) -> list[int]:
+    def _chunks(self, where: Any, cols: Sequence[Any] | None = None) -> list[Any]:
+        t = telemetry_chunks.c
         with self.engine.connect() as c:
-            return [
-                int(r[0])
-                for r in c.execute(
-                    select(telemetry_samples.c.seq)
-                    .where(telemetry_samples.c.node_id == node_id)
-                    .order_by(telemetry_samples.c.seq)
-                ).all()
-            ]
+            return list(c.execute(select(*(cols or (t.node_id, t.data, t.detail))).where(where)).all())
+
+    def seqs(self, node_id: str) -> list[int]:
+        t = telemetry_chunks.c
+        rows = self._chunks(t.node_id == node_id)
+        return sorted(int(x) for r in rows for x in chunks.decode(r.data)["seq"])
 
     def node_samples(
         self, node_id: str, start_ms: int | None = None, end_ms: int | None = None
     ) -> list[NodeSample]:
-        """Stored samples of a node as engine values (for attribution)."""
-        t = telemetry_samples
-        q = select(t).where(t.c.node_id == node_id).order_by(t.c.ts_ms)
+        """Stored samples of a node as engine values, in time order (for attribution)."""
+        t = telemetry_chunks.c
+        where = t.node_id == node_id
         if start_ms is not None:
-            q = q.where(t.c.ts_ms >= start_ms)
+            where = and_(where, t.ts_max_ms >= start_ms)
         if end_ms is not None:
-            q = q.where(t.c.ts_ms <= end_ms)
-        with self.engine.connect() as c:
-            rows = c.execute(q).all()
-        out = []
-        for r in rows:
-            d: dict[str, Any] = {
-                "node_id": r.node_id, "seq": r.seq, "ts": r.ts_ms / 1000, "cpu_utilisation": r.cpu_util,
-                "memory_utilisation": r.mem_util, "cpu_power_w": r.cpu_power_w, "cpu_energy_j": r.cpu_energy_j,
-                "cpu_method": "modelled" if r.modelled else "measured",
-            }  # fmt: skip
-            if r.detail:
-                d.update(json.loads(r.detail))
-            out.append(sample_from_dict(d))
+            where = and_(where, t.ts_min_ms <= end_ms)
+        out: list[NodeSample] = []
+        for r in self._chunks(where):
+            det = json.loads(r.detail) if r.detail else {}
+            for x in chunks.decode(r.data):
+                ts = int(x["ts_ms"])
+                if (start_ms is not None and ts < start_ms) or (end_ms is not None and ts > end_ms):
+                    continue
+                ce = float(x["cpu_energy_j"])
+                d: dict[str, Any] = {
+                    "node_id": node_id, "seq": int(x["seq"]), "ts": ts / 1000, "cpu_utilisation": float(x["cpu_util"]),
+                    "memory_utilisation": float(x["mem_util"]), "cpu_power_w": float(x["cpu_power_w"]),
+                    "cpu_energy_j": None if math.isnan(ce) else ce,
+                    "cpu_method": "modelled" if x["modelled"] else "measured",
+                }  # fmt: skip
+                d.update(det.get(str(int(x["seq"])), {}))
+                out.append(sample_from_dict(d))
+        out.sort(key=lambda s: s.ts)
         return out
 
     def job_nodes(self, job_id: str) -> dict[str, tuple[int, int]]:
@@ -447,28 +525,75 @@ class TelemetryStore:
     # ---- rollups, retention, queries ---------------------------------------------------
 
     def rollup(self, upto: datetime) -> int:
-        """Roll raw samples of complete minutes before ``upto`` into 1-minute rows. Idempotent."""
-        upto_ms = int(upto.timestamp() * 1000) // 60000 * 60000
+        """Fold chunks whose samples all precede ``upto`` into 1-minute rows. Idempotent.
+
+        A chunk is folded once (``rolled``); late chunks (a replayed backlog) are folded when
+        they arrive, adding into the minutes they cover.
+        """
+        upto_ms = int(upto.timestamp() * 1000)
+        t = telemetry_chunks.c
+        r = telemetry_rollup_1m.c
         with self.engine.begin() as c:
+            rows = c.execute(
+                select(t.id, t.node_id, t.site_id, t.pool_id, t.data).where(
+                    t.rolled.is_(False), t.ts_max_ms < upto_ms
+                )
+            ).all()
+            acc: dict[tuple[str, int], list[Any]] = {}
+            for row in rows:
+                a = chunks.decode(row.data)
+                minute = (a["ts_ms"] // 60000) * 60000
+                p = a["cpu_power_w"].astype(np.float64) + a["gpu_power_w"]
+                for m in np.unique(minute):
+                    sel = minute == m
+                    key = (row.node_id, int(m))
+                    cur = acc.get(key)
+                    vals = [
+                        int(sel.sum()),
+                        float(a["cpu_util"][sel].sum()),
+                        float(p[sel].sum()),
+                        float(p[sel].max()),
+                        bool(a["modelled"][sel].any()),
+                    ]
+                    if cur is None:
+                        acc[key] = [row.site_id, row.pool_id, *vals]
+                    else:
+                        cur[2] += vals[0]
+                        cur[3] += vals[1]
+                        cur[4] += vals[2]
+                        cur[5] = max(cur[5], vals[3])
+                        cur[6] = cur[6] or vals[4]
+            if acc:
+                existing = {
+                    (e.node_id, int(e.minute_ms)): e
+                    for e in c.execute(
+                        select(telemetry_rollup_1m).where(
+                            r.node_id.in_({k[0] for k in acc}), r.minute_ms.in_({k[1] for k in acc})
+                        )
+                    ).all()
+                }
+                inserts = []
+                for (node, m), v in acc.items():
+                    e = existing.get((node, m))
+                    if e is None:
+                        inserts.append({"node_id": node, "minute_ms": m, "site_id": v[0], "pool_id": v[1], "n": v[2],
+                                        "cpu_util_sum": v[3], "power_sum_w": v[4], "power_max_w": v[5], "modelled": v[6]})  # fmt: skip
+                    else:
+                        c.execute(
+                            update(telemetry_rollup_1m)
+                            .where(r.node_id == node, r.minute_ms == m)
+                            .values(n=e.n + v[2], cpu_util_sum=e.cpu_util_sum + v[3], power_sum_w=e.power_sum_w + v[4],
+                                    power_max_w=max(e.power_max_w, v[5]), modelled=bool(e.modelled) or v[6])
+                        )  # fmt: skip
+                if inserts:
+                    c.execute(telemetry_rollup_1m.insert(), inserts)
+            if rows:
+                c.execute(update(telemetry_chunks).where(t.id.in_([x.id for x in rows])).values(rolled=True))
             wm = c.execute(
-                text("SELECT value FROM telemetry_counters WHERE name = 'rollup_watermark_ms'")
+                select(telemetry_counters.c.value).where(telemetry_counters.c.name == "rollup_watermark_ms")
             ).scalar()
-            start = int(wm or 0)
-            if upto_ms <= start:
-                return 0
-            minute = "(ts_ms / 60000) * 60000"
-            n = c.execute(
-                text(
-                    f"INSERT INTO telemetry_rollup_1m (node_id, minute_ms, site_id, pool_id, n, cpu_util_avg, power_avg_w, power_max_w, modelled) "
-                    f"SELECT node_id, {minute}, MIN(site_id), MIN(pool_id), COUNT(*), AVG(cpu_util), "
-                    f"AVG(cpu_power_w + gpu_power_w), MAX(cpu_power_w + gpu_power_w), "
-                    f"{'BOOL_OR(modelled)' if self._pg else 'MAX(modelled)'} "
-                    f"FROM telemetry_samples WHERE ts_ms >= :lo AND ts_ms < :hi GROUP BY node_id, {minute}"
-                ),
-                {"lo": start, "hi": upto_ms},
-            ).rowcount
-            self._set(c, "rollup_watermark_ms", upto_ms)
-        return int(n or 0)
+            self._set(c, "rollup_watermark_ms", max(int(wm or 0), upto_ms // 60000 * 60000))
+        return len(acc)
 
     def _set(self, c: Connection, name: str, value: int) -> None:
         if not c.execute(
@@ -486,13 +611,16 @@ class TelemetryStore:
     def enforce_retention(
         self, now: datetime, *, raw_days: float = 7, rollup_days: float = 400
     ) -> dict[str, int]:
-        """Delete raw samples older than ``raw_days`` (only below the rollup watermark) and old rollups."""
+        """Delete raw chunks older than ``raw_days`` (only once rolled up) and old rollups."""
         now_ms = int(now.timestamp() * 1000)
-        wm = self.rollup_watermark()
-        raw_cut = min(now_ms - int(raw_days * 86400_000), int(wm.timestamp() * 1000) if wm else 0)
+        cut = now_ms - int(raw_days * 86400_000)
+        t = telemetry_chunks.c
         with self.engine.begin() as c:
-            raw = c.execute(delete(telemetry_samples).where(telemetry_samples.c.ts_ms < raw_cut)).rowcount
-            c.execute(delete(telemetry_job_samples).where(telemetry_job_samples.c.ts_ms < raw_cut))
+            raw = c.execute(
+                select(func.coalesce(func.sum(t.n), 0)).where(t.ts_max_ms < cut, t.rolled.is_(True))
+            ).scalar()
+            c.execute(delete(telemetry_chunks).where(t.ts_max_ms < cut, t.rolled.is_(True)))
+            c.execute(delete(telemetry_job_samples).where(telemetry_job_samples.c.ts_ms < cut))
             roll = c.execute(
                 delete(telemetry_rollup_1m).where(
                     telemetry_rollup_1m.c.minute_ms < now_ms - int(rollup_days * 86400_000)
@@ -507,10 +635,9 @@ class TelemetryStore:
 
         Power in a bucket is the sum over nodes of each node's mean power (a site's load),
         read from 1-minute rollups when the range lies below the rollup watermark and the step
-        is a whole number of minutes, from raw samples otherwise.
+        is a whole number of minutes, from raw chunks otherwise.
         """
-        col = {"site": "site_id", "pool": "pool_id", "node": "node_id"}.get(scope)
-        if col is None:
+        if scope not in ("site", "pool", "node"):
             raise InvalidInput(f"scope must be site, pool or node, not {scope!r}")
         if step_s < 1 or end <= start:
             raise InvalidInput("need step >= 1 s and end > start")
@@ -519,67 +646,106 @@ class TelemetryStore:
         lo, hi, step = int(start.timestamp() * 1000), int(end.timestamp() * 1000), step_s * 1000
         wm = self.rollup_watermark()
         use_rollup = wm is not None and hi <= int(wm.timestamp() * 1000) and step_s % 60 == 0
+        nodes: list[str] = []
+        parts: list[
+            tuple[int, Any, Any, Any, Any, Any]
+        ] = []  # node idx, ts, n, util_sum, power_sum, modelled
         if use_rollup:
-            sql = (
-                f"SELECT b, SUM(p), AVG(u), SUM(n), MAX(m) FROM ("
-                f" SELECT node_id, (minute_ms / :step) * :step AS b, AVG(power_avg_w) AS p, AVG(cpu_util_avg) AS u, SUM(n) AS n, "
-                f" MAX(CASE WHEN modelled THEN 1 ELSE 0 END) AS m"
-                f" FROM telemetry_rollup_1m WHERE {col} = :id AND minute_ms >= :lo AND minute_ms < :hi GROUP BY node_id, b"
-                f") x GROUP BY b ORDER BY b"
-            )
+            r = telemetry_rollup_1m.c
+            col = {"site": r.site_id, "pool": r.pool_id, "node": r.node_id}[scope]
+            with self.engine.connect() as c:
+                rows = c.execute(
+                    select(r.node_id, r.minute_ms, r.n, r.cpu_util_sum, r.power_sum_w, r.modelled)
+                    .where(col == ident, r.minute_ms >= lo, r.minute_ms < hi)
+                ).all()  # fmt: skip
+            if rows:
+                names = sorted({x[0] for x in rows})
+                nodes = names
+                ix = {n: i for i, n in enumerate(names)}
+                a = np.array(
+                    [(ix[x[0]], x[1], x[2], x[3], x[4], 1 if x[5] else 0) for x in rows], dtype=np.float64
+                )
+                parts.append((-1, a[:, 1], a[:, 2], a[:, 3], a[:, 4], a[:, 5]))
+                node_idx = a[:, 0].astype(np.int64)
         else:
-            sql = (
-                f"SELECT b, SUM(p), AVG(u), SUM(n), MAX(m) FROM ("
-                f" SELECT node_id, (ts_ms / :step) * :step AS b, AVG(cpu_power_w + gpu_power_w) AS p, AVG(cpu_util) AS u, COUNT(*) AS n,"
-                f" MAX(CASE WHEN modelled THEN 1 ELSE 0 END) AS m"
-                f" FROM telemetry_samples WHERE {col} = :id AND ts_ms >= :lo AND ts_ms < :hi GROUP BY node_id, b"
-                f") x GROUP BY b ORDER BY b"
-            )
-        with self.engine.connect() as c:
-            rows = c.execute(text(sql), {"id": ident, "lo": lo, "hi": hi, "step": step}).all()
-        return [
-            {"t": datetime.fromtimestamp(int(r[0]) / 1000, UTC).isoformat(), "power_w": float(r[1]), "cpu_util": float(r[2]),
-             "samples": int(r[3]), "method": "modelled" if r[4] else "measured", "source": "rollup_1m" if use_rollup else "raw"}
-            for r in rows
-        ]  # fmt: skip
+            t = telemetry_chunks.c
+            col = {"site": t.site_id, "pool": t.pool_id, "node": t.node_id}[scope]
+            rows = self._chunks(and_(col == ident, t.ts_max_ms >= lo, t.ts_min_ms < hi), (t.node_id, t.data))
+            names = sorted({x[0] for x in rows})
+            nodes = names
+            ix = {n: i for i, n in enumerate(names)}
+            idx_parts = []
+            for x in rows:
+                ch: Any = chunks.decode(x[1])
+                a = ch[(ch["ts_ms"] >= lo) & (ch["ts_ms"] < hi)]
+                parts.append(
+                    (
+                        ix[x[0]],
+                        a["ts_ms"],
+                        np.ones(len(a)),
+                        a["cpu_util"],
+                        a["cpu_power_w"].astype(np.float64) + a["gpu_power_w"],
+                        a["modelled"],
+                    )
+                )
+                idx_parts.append(np.full(len(a), ix[x[0]], dtype=np.int64))
+            node_idx = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int64)
+        if not parts:
+            return []
+        ts = np.concatenate([p[1] for p in parts]).astype(np.int64)
+        cnt = np.concatenate([p[2] for p in parts]).astype(np.float64)
+        usum = np.concatenate([p[3] for p in parts]).astype(np.float64)
+        psum = np.concatenate([p[4] for p in parts]).astype(np.float64)
+        mod = np.concatenate([p[5] for p in parts]).astype(np.float64)
+        if len(ts) == 0:
+            return []
+        b = (ts - lo) // step
+        nb, nn = int((hi - lo + step - 1) // step), len(nodes)
+        cell = node_idx * nb + b
+        size = nn * nb
+        n_c = np.bincount(cell, weights=cnt, minlength=size)
+        p_c = np.bincount(cell, weights=psum, minlength=size)
+        u_c = np.bincount(cell, weights=usum, minlength=size)
+        m_c = np.bincount(cell, weights=mod, minlength=size)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            node_p = np.where(n_c > 0, p_c / n_c, 0.0).reshape(nn, nb)
+        n_b = n_c.reshape(nn, nb).sum(axis=0)
+        u_b = u_c.reshape(nn, nb).sum(axis=0)
+        m_b = m_c.reshape(nn, nb).sum(axis=0)
+        p_b = node_p.sum(axis=0)
+        src = "rollup_1m" if use_rollup else "raw"
+        out = []
+        for i in np.flatnonzero(n_b > 0):
+            out.append({
+                "t": datetime.fromtimestamp((lo + int(i) * step) / 1000, UTC).isoformat(), "power_w": float(p_b[i]),
+                "cpu_util": float(u_b[i] / n_b[i]), "samples": int(n_b[i]),
+                "method": "modelled" if m_b[i] > 0 else "measured", "source": src,
+            })  # fmt: skip
+        return out
 
     def latest_by_node(self) -> list[dict[str, Any]]:
-        """The last sample of every node (for /metrics and alerts)."""
-        t = telemetry_samples
-        n = telemetry_nodes
+        """Every node with its last-seen time and last power (for /metrics and alerts)."""
+        n = telemetry_nodes.c
         with self.engine.connect() as c:
             rows = c.execute(
                 select(
-                    n.c.node_id,
-                    n.c.site_id,
-                    n.c.pool_id,
-                    n.c.last_seen_ms,
-                    t.c.cpu_util,
-                    t.c.cpu_power_w,
-                    t.c.gpu_power_w,
-                    t.c.modelled,
-                ).select_from(n.outerjoin(t, and_(t.c.node_id == n.c.node_id, t.c.seq == n.c.last_seq)))
+                    n.node_id,
+                    n.site_id,
+                    n.pool_id,
+                    n.last_seen_ms,
+                    n.last_power_w,
+                    n.energy_j,
+                    n.gpu_model,
+                    n.cpu_model,
+                )
             ).all()
         return [dict(r._mapping) for r in rows]
 
     def energy_totals(self) -> dict[str, float]:
-        """Joules per node integrated over stored raw samples (trapezoid), for *_joules_total."""
-        t = telemetry_samples
+        """The live per-node energy counters (joules), for ``*_joules_total``."""
+        n = telemetry_nodes.c
         with self.engine.connect() as c:
-            rows = c.execute(
-                select(t.c.node_id, t.c.ts_ms, t.c.cpu_power_w + t.c.gpu_power_w).order_by(
-                    t.c.node_id, t.c.ts_ms
-                )
-            ).all()
-        out: dict[str, float] = {}
-        prev: tuple[str, int, float] | None = None
-        for node, ts, p in rows:
-            if prev and prev[0] == node:
-                out[node] = out.get(node, 0.0) + 0.5 * (prev[2] + p) * (ts - prev[1]) / 1000
-            else:
-                out.setdefault(node, 0.0)
-            prev = (node, ts, p)
-        return out
+            return {r[0]: float(r[1] or 0.0) for r in c.execute(select(n.node_id, n.energy_j)).all()}
 
 
 def require_node(store: TelemetryStore, node_id: str) -> NodeInfo:

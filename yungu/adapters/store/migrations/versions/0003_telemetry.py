@@ -31,22 +31,23 @@ def upgrade() -> None:
         sa.Column("energy_j", sa.Float, nullable=False),
     )
     op.create_table(
-        "telemetry_samples",
-        sa.Column("node_id", sa.String(128), primary_key=True),
-        sa.Column("seq", sa.BigInteger, primary_key=True),
-        sa.Column("ts_ms", sa.BigInteger, nullable=False),
+        "telemetry_chunks",
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("node_id", sa.String(128), nullable=False),
         sa.Column("site_id", sa.String(64), nullable=False),
         sa.Column("pool_id", sa.String(128), nullable=False),
-        sa.Column("cpu_util", sa.Float, nullable=False),
-        sa.Column("mem_util", sa.Float, nullable=False),
-        sa.Column("cpu_power_w", sa.Float, nullable=False),
-        sa.Column("gpu_power_w", sa.Float, nullable=False),
-        sa.Column("cpu_energy_j", sa.Float, nullable=True),
-        sa.Column("gpu_energy_j", sa.Float, nullable=True),
-        sa.Column("modelled", sa.Boolean, nullable=False),
+        sa.Column("seq_min", sa.BigInteger, nullable=False),
+        sa.Column("seq_max", sa.BigInteger, nullable=False),
+        sa.Column("ts_min_ms", sa.BigInteger, nullable=False),
+        sa.Column("ts_max_ms", sa.BigInteger, nullable=False),
+        sa.Column("n", sa.Integer, nullable=False),
+        sa.Column("rolled", sa.Boolean, nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
         sa.Column("detail", sa.Text, nullable=True),
     )
-    op.create_index("ix_telemetry_samples_site_ts", "telemetry_samples", ["site_id", "ts_ms"])
+    op.create_index("ix_telemetry_chunks_site_ts", "telemetry_chunks", ["site_id", "ts_min_ms"])
+    op.create_index("ix_telemetry_chunks_node_seq", "telemetry_chunks", ["node_id", "seq_min"])
+    op.create_index("ix_telemetry_chunks_rolled", "telemetry_chunks", ["rolled", "ts_max_ms"])
     op.create_table(
         "telemetry_job_samples",
         sa.Column("job_id", sa.String(64), primary_key=True),
@@ -61,8 +62,8 @@ def upgrade() -> None:
         sa.Column("site_id", sa.String(64), nullable=False),
         sa.Column("pool_id", sa.String(128), nullable=False),
         sa.Column("n", sa.Integer, nullable=False),
-        sa.Column("cpu_util_avg", sa.Float, nullable=False),
-        sa.Column("power_avg_w", sa.Float, nullable=False),
+        sa.Column("cpu_util_sum", sa.Float, nullable=False),
+        sa.Column("power_sum_w", sa.Float, nullable=False),
         sa.Column("power_max_w", sa.Float, nullable=False),
         sa.Column("modelled", sa.Boolean, nullable=False),
     )
@@ -117,7 +118,7 @@ def downgrade() -> None:
         "telemetry_quarantine",
         "telemetry_rollup_1m",
         "telemetry_job_samples",
-        "telemetry_samples",
+        "telemetry_chunks",
         "telemetry_nodes",
     ):
         op.drop_table(name)
