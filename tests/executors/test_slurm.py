@@ -13,7 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.executors.engine_cases import EngineContract, MakeExecutor, launch, wait_done, wait_for
+from tests.executors.contract import (
+    ExecutorContract,
+    MakeExecutor,
+    make_launch,
+    ok,
+    wait_done,
+    wait_until,
+)
 from tests.executors.slurm_cluster import ClusterStartError, SlurmCluster, start_cluster
 from yungu.adapters.executors.slurm import SlurmConfig, SlurmExecutor, parse_sacct, parse_squeue
 from yungu.ports.executor import ExecError, ExecErrorCode, ExecPhase, ExecStatus
@@ -42,13 +49,13 @@ def engine_timeout() -> float:
     return 30.0
 
 
-class TestSlurmContract(EngineContract):
+class TestSlurmContract(ExecutorContract):
     pass
 
 
 def test_gang_spans_two_slurm_nodes(make_executor: MakeExecutor, tmp_path: Path) -> None:
     ex = make_executor()
-    la = launch(f"echo $SLURMD_NODENAME > {tmp_path}/node-$YUNGU_REPLICA", replicas=2, cpus_per_replica=4)
+    la = make_launch(f"echo $SLURMD_NODENAME > {tmp_path}/node-$YUNGU_REPLICA", replicas=2, cpus_per_replica=4)
     assert isinstance(ex.submit(la), ExecStatus)
     assert wait_done(ex, la.request_id, 30).phase is ExecPhase.SUCCEEDED
     # 4 CPUs each: the two replicas cannot share one 4-CPU node.
@@ -57,7 +64,7 @@ def test_gang_spans_two_slurm_nodes(make_executor: MakeExecutor, tmp_path: Path)
 
 def test_stderr_is_a_separate_stream(make_executor: MakeExecutor) -> None:
     ex = make_executor()
-    la = launch("echo to-out; echo to-err >&2")
+    la = make_launch("echo to-out; echo to-err >&2")
     assert isinstance(ex.submit(la), ExecStatus)
     wait_done(ex, la.request_id, 30)
     out, err = ex.logs(la.request_id, "stdout"), ex.logs(la.request_id, "stderr")
@@ -66,44 +73,48 @@ def test_stderr_is_a_separate_stream(make_executor: MakeExecutor) -> None:
     assert out.eof and err.eof
 
 
-def test_outcome_survives_slurm_forgetting_the_job(make_executor: MakeExecutor) -> None:
+def test_outcome_survives_slurm_forgetting_the_job(make_executor: MakeExecutor, slurm: SlurmCluster) -> None:
     """Accounting is off: once the job leaves squeue (MinJobAge=2 s) the exit-code file answers."""
     ex = make_executor()
-    la = launch("exit 4")
+    la = make_launch("exit 4")
     assert isinstance(ex.submit(la), ExecStatus)
-    wait_done(ex, la.request_id, 30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        r = subprocess.run(["squeue", "-h", "--states=all", "-o", "%j"], capture_output=True, text=True,
-                           env={"SLURM_CONF": str(ex.config.slurm_conf), "PATH": "/usr/bin:/bin"})
-        if f"yungu-{la.request_id}" not in r.stdout:
-            break
-        time.sleep(0.5)
-    else:
-        pytest.fail("Slurm kept the finished job in squeue for 30 s")
+    _wait_until_slurm_forgets(slurm, ok(ex.status(la.request_id)).native_id)
     st = make_executor().status(la.request_id)
     assert isinstance(st, ExecStatus) and (st.phase, st.exit_code) == (ExecPhase.FAILED, 4)
 
 
-def test_job_cancelled_behind_our_back_is_reported(make_executor: MakeExecutor, slurm: SlurmCluster) -> None:
-    """An operator's scancel is not our cancel: the job failed (while Slurm remembers) or is lost."""
-    ex = make_executor()
-    la = launch("sleep 120")
-    first = ex.submit(la)
-    assert isinstance(first, ExecStatus)
-    wait_for(ex, la.request_id, lambda s: s.phase is ExecPhase.RUNNING, 30)
-    subprocess.run(["scancel", first.native_id], env=slurm.env, check=True)
-    st = wait_done(ex, la.request_id, 30)
-    assert st.phase is ExecPhase.CANCELLED  # Slurm says CANCELLED while it still lists the job
+def _wait_until_slurm_forgets(slurm: SlurmCluster, job_id: str) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        st2 = ex.status(la.request_id)
-        assert isinstance(st2, ExecStatus)
-        if st2.phase is ExecPhase.LOST:
-            assert "no longer knows" in st2.reason
+        r = subprocess.run(["squeue", "-h", "--states=all", "-o", "%i"], capture_output=True, text=True, env=slurm.env)
+        if job_id not in r.stdout.split():
             return
         time.sleep(0.5)
-    pytest.fail(f"expected LOST once Slurm forgot the job, got {st2!r}")
+    pytest.fail(f"Slurm kept job {job_id} in squeue for 30 s")
+
+
+def test_job_cancelled_behind_our_back_fails_and_stays_failed(make_executor: MakeExecutor,
+                                                              slurm: SlurmCluster) -> None:
+    """An operator's scancel is not our cancel: the job failed, and it stays failed once Slurm forgets it."""
+    ex = make_executor()
+    la = make_launch("sleep 120")
+    first = ok(ex.submit(la))
+    wait_until(ex, la.request_id, lambda s: s.phase is ExecPhase.RUNNING, 30)
+    subprocess.run(["scancel", first.native_id], env=slurm.env, check=True)
+    st = wait_done(ex, la.request_id, 30)
+    assert st.phase is ExecPhase.FAILED, st
+    _wait_until_slurm_forgets(slurm, first.native_id)
+    assert make_executor().status(la.request_id) == st
+
+
+def test_job_whose_outcome_slurm_lost_is_reported_lost(make_executor: MakeExecutor, slurm: SlurmCluster) -> None:
+    """The batch wrapper dies before writing its exit code and nobody looked before Slurm forgot."""
+    ex = make_executor()
+    la = make_launch("kill -9 $PPID")
+    first = ok(ex.submit(la))
+    _wait_until_slurm_forgets(slurm, first.native_id)
+    st = ok(ex.status(la.request_id))
+    assert st.phase is ExecPhase.LOST and "no longer knows" in st.reason
 
 
 def test_unreachable_controller_is_a_retryable_error(tmp_path: Path, slurm: SlurmCluster) -> None:
@@ -113,7 +124,7 @@ def test_unreachable_controller_is_a_retryable_error(tmp_path: Path, slurm: Slur
     dead.write_text(text.replace(port_line, "SlurmctldPort=1").replace("MessageTimeout=10", "MessageTimeout=2"))
     ex = SlurmExecutor("down", SlurmConfig(workdir=tmp_path / "w", slurm_conf=dead, command_timeout_s=3))
     t0 = time.monotonic()
-    result = ex.submit(launch("echo hi"))
+    result = ex.submit(make_launch("echo hi"))
     assert isinstance(result, ExecError) and result.code is ExecErrorCode.UNREACHABLE, result
     assert result.retryable
     listed = ex.list_active()
@@ -124,7 +135,7 @@ def test_unreachable_controller_is_a_retryable_error(tmp_path: Path, slurm: Slur
 
 def test_bad_launch_is_rejected_before_sbatch(make_executor: MakeExecutor) -> None:
     ex = make_executor()
-    for bad in (launch("true", rid="has space.1"), launch("true", replicas=0), launch("true", cpus_per_replica=0)):
+    for bad in (make_launch("true", request_id="has space.1"), make_launch("true", replicas=0), make_launch("true", cpus_per_replica=0)):
         r = ex.submit(bad)
         assert isinstance(r, ExecError) and r.code is ExecErrorCode.REJECTED, r
 
@@ -148,3 +159,24 @@ def test_sacct_rows_parse_exit_codes_and_signals() -> None:
     assert (rows["21"].state, rows["21"].exit_code) == ("COMPLETED", 0)
     assert (rows["22"].state, rows["22"].exit_code) == ("FAILED", 3)
     assert (rows["23"].state, rows["23"].exit_code) == ("CANCELLED", 128 + 15)
+
+
+def test_more_gpus_than_any_node_is_rejected_with_slurms_reason(make_executor: MakeExecutor) -> None:
+    ex = make_executor()
+    la = make_launch("echo never", accelerators_per_replica=4)
+    result = ex.submit(la)
+    assert isinstance(result, ExecError) and result.code is ExecErrorCode.REJECTED, result
+    assert "gres" in result.message.lower()  # Slurm's own words reach the operator
+    assert not result.retryable
+    active = ex.list_active()
+    assert not isinstance(active, ExecError)
+    assert la.request_id not in {s.request_id for s in active}
+
+
+def test_check_reports_the_capacity_slurm_sees(make_executor: MakeExecutor) -> None:
+    report = make_executor().check()
+    assert report["reachable"] is True, report
+    assert (report["nodes"], report["nodes_usable"], report["cpus"], report["gpus"]) == (2, 2, 8, 0)
+    caps = make_executor().capabilities()
+    assert caps.gangs and caps.logs and not caps.devices and not caps.energy_accounting
+    assert "GRES" in caps.unsupported["devices"]

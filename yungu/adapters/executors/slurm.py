@@ -38,11 +38,13 @@ Errors: slurmctld that does not answer (or a Slurm command that is missing) is
 from __future__ import annotations
 
 import fcntl
+import json
 import math
 import os
 import re
 import shlex
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -215,45 +217,73 @@ class SlurmExecutor(BaseExecutor):
         return self._observe([request_id])[request_id]
 
     def _observe(self, request_ids: Sequence[str]) -> Mapping[str, ExecStatus | ExecError]:
+        """One ``squeue`` for the whole batch (plus one ``sacct`` for jobs it no longer lists).
+
+        Precedence, so that a job's outcome never flips: a recorded outcome, then the
+        exit-code file, then Slurm's own state; the first final status seen is recorded.
+        """
         out: dict[str, ExecStatus | ExecError] = {}
         known: dict[str, str] = {}  # request id -> Slurm job id ("" when not recorded)
         for rid in request_ids:
             if not _SAFE_ID.match(rid) or not self._dir(rid).is_dir():
                 out[rid] = ExecError(ExecErrorCode.NOT_FOUND, f"unknown request {rid!r}")
                 continue
+            recorded = _load_outcome(self._dir(rid) / "outcome.json")
+            if recorded is not None:
+                out[rid] = recorded
+                continue
             known[rid] = _read(self._dir(rid) / "slurm_job_id")
-        if not known:
+            from_file = self._from_files(rid, known[rid])
+            if from_file is not None:
+                out[rid] = self._remember_outcome(from_file)
+        pending = [rid for rid in known if rid not in out]
+        if not pending:
             return out
         rows = self._squeue()
         if isinstance(rows, ExecError):
-            # Finished jobs are still answerable from their files; the rest inherit the outage.
-            for rid in known:
-                out[rid] = self._from_files(rid, known[rid]) or rows
+            for rid in pending:
+                out[rid] = rows
             return out
         by_name = {r.name: r for r in rows}
         by_id = {r.job_id: r for r in rows}
         missing = []
-        for rid, job_id in known.items():
+        for rid in pending:
+            job_id = known[rid]
             row = by_id.get(job_id) if job_id else by_name.get(self._job_name(rid))
             if row is not None:
-                out[rid] = self._from_row(rid, row)
+                out[rid] = self._remember_outcome(self._from_row(rid, row))
             else:
                 missing.append(rid)
         acct = self._sacct([known[r] for r in missing if known[r]]) if missing else {}
         for rid in missing:
             row = acct.get(known[rid]) if known[rid] else None
             if row is not None:
-                out[rid] = self._from_row(rid, row)
-                continue
-            st = self._from_files(rid, known[rid])
-            if st is not None:
-                out[rid] = st
+                out[rid] = self._remember_outcome(self._from_row(rid, row))
+            elif (self._dir(rid) / "cancelled").exists():
+                out[rid] = self._remember_outcome(ExecStatus(rid, ExecPhase.CANCELLED, reason="cancelled (scancel)",
+                                                   native_id=known[rid]))
             elif not known[rid]:
                 out[rid] = ExecError(ExecErrorCode.NOT_FOUND, f"request {rid} was never submitted to Slurm")
             else:
+                # Not recorded: an exit-code file may still appear late on a shared filesystem.
                 out[rid] = ExecStatus(rid, ExecPhase.LOST, native_id=known[rid],
                                       reason="Slurm no longer knows the job and it left no exit code")
         return out
+
+    def _remember_outcome(self, st: ExecStatus) -> ExecStatus:
+        """Write a final status once (first writer wins); return the recorded one."""
+        if not st.done or st.phase is ExecPhase.LOST:
+            return st
+        path = self._dir(st.request_id) / "outcome.json"
+        tmp = path.with_name(f"outcome.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps(_outcome_json(st)))
+        try:
+            os.link(tmp, path)  # atomic, fails if another observer recorded first
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink(missing_ok=True)
+        return _load_outcome(path) or st
 
     def _logs(self, request_id: str, stream: str, offset: int, limit: int) -> LogChunk | ExecError:
         if stream not in ("stdout", "stderr"):
@@ -425,41 +455,42 @@ class SlurmExecutor(BaseExecutor):
         return {r.job_id: r for r in parse_sacct(run.out)}
 
     def _from_row(self, rid: str, row: QueueRow) -> ExecStatus:
-        jdir = self._dir(rid) if _SAFE_ID.match(rid) else None
-        code = _read_int(jdir / "exitcode") if jdir else None
-        if code is None:
-            code = row.exit_code
+        """Slurm's view, for a job whose command has left no exit-code file (yet)."""
+        ours = _SAFE_ID.match(rid) is not None and (self._dir(rid) / "cancelled").exists()
         state = row.state.split()[0] if row.state else ""
         base = ExecStatus(rid, ExecPhase.PENDING, native_id=row.job_id, started_at=row.start)
         if state in _PENDING_STATES:
             return replace(base, reason=row.reason if row.reason != "None" else "")
         if state in _RUNNING_STATES:
-            if state == "COMPLETING" and code is not None:
-                return _finished(rid, row.job_id, code, row.start, row.end)
             return replace(base, phase=ExecPhase.RUNNING)
-        if state == "COMPLETED":
-            return _finished(rid, row.job_id, code if code is not None else 0, row.start, row.end)
-        if state == "CANCELLED":
-            return replace(base, phase=ExecPhase.CANCELLED, exit_code=code, reason="cancelled (scancel)",
+        if ours:
+            return replace(base, phase=ExecPhase.CANCELLED, exit_code=row.exit_code, reason="cancelled (scancel)",
                            finished_at=row.end)
-        # FAILED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, BOOT_FAIL, DEADLINE, ...
-        reason = state if state != "FAILED" else f"exited with {code}"
+        if state == "COMPLETED":
+            return _finished(rid, row.job_id, row.exit_code or 0, row.start, row.end)
+        if state == "CANCELLED":
+            reason = "cancelled outside the platform (scancel by an operator or by Slurm)"
+        else:  # FAILED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, BOOT_FAIL, DEADLINE, ...
+            reason = state if state != "FAILED" else f"exited with {row.exit_code}"
         if row.reason and row.reason not in ("None", "NonZeroExitCode"):
             reason += f" ({row.reason})"
-        return replace(base, phase=ExecPhase.FAILED, exit_code=code, reason=reason, finished_at=row.end)
+        return replace(base, phase=ExecPhase.FAILED, exit_code=row.exit_code, reason=reason, finished_at=row.end)
 
     def _from_files(self, rid: str, job_id: str) -> ExecStatus | None:
-        """The outcome recorded in the job directory, once Slurm has forgotten the job."""
+        """The outcome the batch wrapper wrote when the command ended, if it did."""
         jdir = self._dir(rid)
         ec_path = jdir / "exitcode"
         code = _read_int(ec_path)
-        finished = _mtime(ec_path)
-        if (jdir / "cancelled").exists():
-            return ExecStatus(rid, ExecPhase.CANCELLED, exit_code=code, reason="cancelled (scancel)",
-                              native_id=job_id, finished_at=finished or _mtime(jdir / "cancelled"))
         if code is None:
             return None
-        return _finished(rid, job_id, code, None, finished)
+        finished = _mtime(ec_path)
+        if (jdir / "cancelled").exists() and code != 0:
+            return ExecStatus(rid, ExecPhase.CANCELLED, exit_code=code, reason="cancelled (scancel)",
+                              native_id=job_id, finished_at=finished)
+        st = _finished(rid, job_id, code, None, finished)
+        if code > 128:
+            st = replace(st, reason=f"exited with {code} (killed by signal {code - 128})")
+        return st
 
     # ---- plumbing ----------------------------------------------------------------------
 
@@ -579,6 +610,27 @@ def _finished(rid: str, job_id: str, code: int, start: datetime | None, end: dat
     phase = ExecPhase.SUCCEEDED if code == 0 else ExecPhase.FAILED
     return ExecStatus(rid, phase, exit_code=code, reason="" if code == 0 else f"exited with {code}",
                       native_id=job_id, started_at=start, finished_at=end)
+
+
+def _outcome_json(st: ExecStatus) -> dict[str, object]:
+    return {"request_id": st.request_id, "phase": st.phase.value, "exit_code": st.exit_code, "reason": st.reason,
+            "native_id": st.native_id,
+            "started_at": st.started_at.isoformat() if st.started_at else None,
+            "finished_at": st.finished_at.isoformat() if st.finished_at else None}
+
+
+def _load_outcome(path: Path) -> ExecStatus | None:
+    try:
+        d = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+    def when(key: str) -> datetime | None:
+        return datetime.fromisoformat(d[key]) if d.get(key) else None
+
+    return ExecStatus(d["request_id"], ExecPhase(d["phase"]), exit_code=d.get("exit_code"),
+                      reason=d.get("reason", ""), native_id=d.get("native_id", ""),
+                      started_at=when("started_at"), finished_at=when("finished_at"))
 
 
 def _epoch(s: str) -> datetime | None:
