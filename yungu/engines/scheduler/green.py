@@ -92,6 +92,7 @@ class PolicyConfig:
     urgent_lead_s: float = 3600.0  # a deadline job becomes urgent this long before its last start
     shift_gain: float = 0.05  # a later start must beat starting now by this fraction of the score
     max_shift_hours: int = 48
+    max_wait_frac: float = 0.25  # wait at most this fraction of the run for a clearly better full pool
 
     def latency(self, a: str | None, b: str) -> float:
         if a is None or a == b:
@@ -424,6 +425,11 @@ class GreenScheduler:
                 if w is not None:
                     chosen, where = sc, w
                     break
+            if not urgent and pol.max_wait_frac > 0:
+                waited = self._wait_for_better_pool(rd, job, now_scored, chosen, ref_s)
+                if waited is not None:
+                    defers.append(waited)
+                    continue
             future = [] if urgent else rd.future_options(job, now_scored, ref_s)
             if future:
                 best_f = future[0]
@@ -474,6 +480,45 @@ class GreenScheduler:
                     continue
             defers.append(Defer(job.id, None, no_room))
         return Plan(tuple(starts), tuple(defers), tuple(preempts), tuple(infeasible))
+
+    def _wait_for_better_pool(
+        self, rd: _Round, job: Job, scored: list[Scored], chosen: Scored | None, ref_s: float
+    ) -> Defer | None:
+        """Wait briefly for a clearly better pool that is full now (it frees within a fraction of
+        the run time, by the running jobs' estimates). The pool is then reserved for this job
+        (EASY-style), so the wait is bounded and later jobs cannot take the hole."""
+        pol = self.policy
+        w = rd.weights(job)
+        ref = reference([s.option for s in scored])
+        for sc in scored[:3]:
+            if chosen is not None and sc.score >= chosen.score * (1 - pol.shift_gain):
+                break
+            pid = sc.option.pool_id
+            if pid in rd.reservations or pid not in rd.free or (chosen is not None and pid == chosen.option.pool_id):
+                continue
+            got = earliest_fit(job, rd.free[pid], rd.running.get(pid, []), rd.now)
+            if got is None or got[0] <= rd.now:
+                continue
+            run = sc.option.run_s
+            if (got[0] - rd.now).total_seconds() > pol.max_wait_frac * run:
+                continue
+            opt = rd.option(job, rd.pools[pid], got[0], ref_s, False)
+            if opt.slack_s is not None and opt.slack_s < _margin(pol, run):
+                continue
+            cand = rd.score(job, opt, ref, w)
+            if chosen is None or cand.score < chosen.score * (1 - pol.shift_gain) - 1e-9:
+                rd.reservations[pid] = [got[0].timestamp(), float(got[1])]
+                return Defer(
+                    job.id,
+                    got[0],
+                    Status(
+                        Code.WAIT,
+                        (f"waiting {(got[0] - rd.now).total_seconds() / 60:.0f} min for {pid} (score {cand.score:.3f}"
+                         + (f" vs {chosen.score:.3f} now)" if chosen else ")"),),
+                        self.name,
+                    ),
+                )
+        return None
 
     def _reserve(self, rd: _Round, job: Job, scored: list[Scored]) -> datetime | None:
         best: tuple[datetime, int, str] | None = None

@@ -1,0 +1,142 @@
+"""The simulator's report: a Markdown table per policy and PNG plots (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from yungu.engines.sim.lp import LpBound  # noqa: E402
+from yungu.engines.sim.metrics import Metrics  # noqa: E402
+from yungu.engines.sim.model import SimResult  # noqa: E402
+
+COLUMNS = (
+    "policy", "jobs", "done", "failed", "avg JCT h", "p50 JCT h", "p99 JCT h", "avg wait h", "makespan h",
+    "util", "cost CNY", "energy kWh", "carbon kgCO2e", "green share", "deadline misses (feasible)",
+    "preempt", "round ms p50", "round ms p99",
+)
+
+
+def metrics_row(m: Metrics) -> list[str]:
+    return [
+        m.policy, str(m.jobs), str(m.finished), str(m.failed), f"{m.avg_jct_h:.2f}", f"{m.p50_jct_h:.2f}",
+        f"{m.p99_jct_h:.1f}", f"{m.avg_wait_h:.2f}", f"{m.makespan_h:.0f}", f"{m.utilisation:.1%}",
+        f"{m.cost_cny:,.0f}", f"{m.energy_kwh:,.0f}", f"{m.carbon_kg:,.0f}", f"{m.green_share:.1%}",
+        f"{m.deadline_misses}/{m.deadline_jobs} ({m.feasible_misses})", str(m.preemptions),
+        f"{m.round_ms_p50:.1f}", f"{m.round_ms_p99:.1f}",
+    ]
+
+
+def markdown_table(metrics: Sequence[Metrics]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(metrics_row(m)) + " |" for m in metrics]
+    return "\n".join(lines)
+
+
+def comparison(metrics: Sequence[Metrics], bounds: Sequence[LpBound], base: str = "fifo-backfill") -> list[str]:
+    """Ratios against FIFO+backfill and, where an LP bound exists, the share of the gap closed."""
+    by = {m.policy: m for m in metrics}
+    b = by.get(base)
+    if b is None:
+        return []
+    out = []
+    lpc = next((x for x in bounds if x.objective == "carbon" and not math.isnan(x.value)), None)
+    lpk = next((x for x in bounds if x.objective == "cost" and not math.isnan(x.value)), None)
+    for m in metrics:
+        if m.policy == base:
+            continue
+        s = (
+            f"- **{m.policy}** vs {base}: JCT x{m.avg_jct_h / b.avg_jct_h:.3f}, carbon "
+            f"{(m.carbon_kg / b.carbon_kg - 1):+.1%}, cost {(float(m.cost_cny) / float(b.cost_cny) - 1):+.1%}"
+        )
+        if lpc and b.carbon_kg > lpc.value:
+            s += f"; carbon gap to LP closed {(b.carbon_kg - m.carbon_kg) / (b.carbon_kg - lpc.value):.0%}"
+        if lpk and float(b.cost_cny) > lpk.value:
+            s += f"; cost gap to LP closed {(float(b.cost_cny) - float(m.cost_cny)) / (float(b.cost_cny) - lpk.value):.0%}"
+        out.append(s)
+    return out
+
+
+def plot_sites(res: SimResult, path: Path) -> None:
+    """Per site: busy share of capacity and grid renewable share, hourly."""
+    sites = list(res.site_load)
+    fig, axes = plt.subplots(len(sites), 1, figsize=(11, 2.2 * len(sites)), sharex=True)
+    if len(sites) == 1:
+        axes = [axes]
+    for ax, sid in zip(axes, sites, strict=True):
+        cap = max(1, res.capacity_devices.get(sid, 1))
+        load = [x / cap for x in res.site_load[sid]]
+        ax.plot(load, label="load (busy share)", lw=0.8)
+        ax.plot(res.site_green.get(sid, ())[: len(load)], label="grid renewable share", lw=0.8, alpha=0.8)
+        ax.set_ylabel(sid)
+        ax.set_ylim(0, 1.05)
+    axes[0].legend(loc="upper right", fontsize=7)
+    axes[-1].set_xlabel(f"hours from {res.start:%Y-%m-%d %H:%M} UTC")
+    fig.suptitle(f"{res.scenario}: {res.policy} — load vs green share per site")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_policies(metrics: Sequence[Metrics], bounds: Sequence[LpBound], path: Path) -> None:
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5))
+    names = [m.policy for m in metrics]
+    a.bar(names, [m.carbon_kg for m in metrics])
+    for x in bounds:
+        if x.objective == "carbon" and not math.isnan(x.value):
+            a.axhline(x.value, color="green", ls="--", label="LP bound")
+            a.legend()
+    a.set_title("carbon kgCO2e")
+    b.bar(names, [m.avg_jct_h for m in metrics], color="tab:orange")
+    b.set_title("average JCT (h)")
+    for ax in (a, b):
+        ax.tick_params(axis="x", rotation=30, labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(
+    out: Path,
+    scenario: str,
+    source: str,
+    results: Sequence[SimResult],
+    metrics: Sequence[Metrics],
+    bounds: Sequence[LpBound] = (),
+    skipped_rows: int = 0,
+    notes: Sequence[str] = (),
+) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [f"# Simulation report: {scenario}", "", f"Scenario file: `{source}`", ""]
+    if skipped_rows:
+        lines += [f"Skipped {skipped_rows} malformed trace rows (`--skip-bad-rows`).", ""]
+    lines += ["## Policies", "", markdown_table(metrics), ""]
+    if bounds:
+        lines += ["## LP optimum bound (HiGHS, fluid relaxation; see docs/scheduler.md)", ""]
+        lines += ["| objective | value | carbon kgCO2e | cost CNY | energy kWh | classes | variables | step h | status |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for x in bounds:
+            lines.append(
+                f"| {x.objective} | {x.value:,.0f} | {x.carbon_kg:,.0f} | {x.cost_cny:,.0f} | {x.energy_kwh:,.0f} | "
+                f"{x.classes} | {x.variables} | {x.step_hours:g} | {x.status} |"
+            )
+        lines.append("")
+    cmp = comparison(metrics, bounds)
+    if cmp:
+        lines += ["## Against FIFO + EASY backfill", "", *cmp, ""]
+    if notes:
+        lines += ["## Notes", "", *[f"- {n}" for n in notes], ""]
+    plot_policies(metrics, bounds, out / "policies.png")
+    lines += ["![policies](policies.png)", ""]
+    for r in results:
+        png = f"sites-{r.policy}.png"
+        plot_sites(r, out / png)
+        lines += [f"![{r.policy}]({png})", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
