@@ -156,25 +156,31 @@ class Reconciler:
         return None
 
     def _cancel(self, waiting: list[Job], active: list[Job]) -> list[Job]:
+        """Waiting jobs are cancelled at once. Placed ones go through the executor, even when
+        only *scheduled*: a crash may have left a launch the store never recorded."""
         now = self.clock.now()
         trs = [Transition(j, j.apply(Event.CANCEL, now, reason="cancelled by request"), Event.CANCEL, "cancelled by user")
                for j in waiting if j.cancel_requested]
-        trs += [Transition(j, j.apply(Event.CANCEL, now, reason="cancelled by request"), Event.CANCEL, "cancelled by user")
-                for j in active if j.cancel_requested and j.state is JobState.SCHEDULED]
         done = {a.id for a in self._record(trs)}
         for j in active:
-            if j.cancel_requested and j.state in (JobState.DISPATCHED, JobState.RUNNING) and j.id not in self._cancelling:
+            if j.cancel_requested and j.id not in self._cancelling:
                 self._cancelling.add(j.id)
-                self._cancel_pool.submit(self._cancel_running, j)
+                self._cancel_pool.submit(self._cancel_placed, j)
         return [j for j in waiting if j.id not in done]
 
-    def _cancel_running(self, job: Job) -> None:
+    def _cancel_placed(self, job: Job) -> None:
         try:
             assert job.allocation is not None
+            now = self.clock.now()
             st = self.executor_for_pool(job.allocation.pool_id).cancel(job.request_id, self.cancel_grace_s)
-            tr = self._transition_for(job, st, self.clock.now())
-            if isinstance(st, ExecStatus) and not st.done:
-                tr = Transition(job, job.apply(Event.CANCEL, self.clock.now(), reason="cancelled by request"),
+            if isinstance(st, ExecError) and st.code is not ExecErrorCode.NOT_FOUND:
+                log.warning("cancel of %s failed, will retry: %s", job.id, st.message)
+                return
+            if isinstance(st, ExecStatus) and st.phase in (ExecPhase.SUCCEEDED, ExecPhase.FAILED):
+                tr = self._transition_for(job, st, now)  # it finished first: record the truth
+            else:
+                exit_code = st.exit_code if isinstance(st, ExecStatus) else None
+                tr = Transition(job, job.apply(Event.CANCEL, now, exit_code=exit_code, reason="cancelled by request"),
                                 Event.CANCEL, "cancelled by user")
             if tr:
                 self._record([tr])

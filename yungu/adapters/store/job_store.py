@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, select, update
 from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import IntegrityError
 
@@ -56,8 +56,11 @@ class SqlStore:
             raise InvalidInput("tenant name must be 1..200 characters")
         try:
             with self.engine.begin() as c:
-                c.execute(insert(t.tenants).values(id=tenant_id, name=name, created_at=now,
-                                                   social_credit_code=social_credit_code))
+                c.execute(
+                    insert(t.tenants).values(
+                        id=tenant_id, name=name, created_at=now, social_credit_code=social_credit_code
+                    )
+                )
         except IntegrityError as exc:
             raise Conflict(f"a tenant named {name!r} already exists") from exc
         return Tenant(tenant_id, name, now, social_credit_code)
@@ -80,7 +83,9 @@ class SqlStore:
         return None if r is None else Tenant(r.id, r.name, r.created_at, r.social_credit_code)
 
     # ---------------------------------------------------------------- keys
-    def create_key(self, key_id: str, role: Role, tenant_id: str | None, name: str, now: datetime) -> tuple[ApiKey, str]:
+    def create_key(
+        self, key_id: str, role: Role, tenant_id: str | None, name: str, now: datetime
+    ) -> tuple[ApiKey, str]:
         """Create a key; the secret is returned once and only its hash is stored."""
         if role is Role.TENANT and not tenant_id:
             raise InvalidInput("a tenant key needs a tenant (--tenant)")
@@ -89,15 +94,26 @@ class SqlStore:
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
         prefix = secret[:10]
         with self.engine.begin() as c:
-            c.execute(insert(t.api_keys).values(id=key_id, prefix=prefix, secret_hash=hash_secret(secret),
-                                                role=role.value, tenant_id=tenant_id, name=name,
-                                                created_at=now, revoked=False))
+            c.execute(
+                insert(t.api_keys).values(
+                    id=key_id,
+                    prefix=prefix,
+                    secret_hash=hash_secret(secret),
+                    role=role.value,
+                    tenant_id=tenant_id,
+                    name=name,
+                    created_at=now,
+                    revoked=False,
+                )
+            )
         return ApiKey(key_id, prefix, role, tenant_id, name, now), secret
 
     def keys(self) -> list[ApiKey]:
         with self.engine.connect() as c:
             rows = c.execute(select(t.api_keys).order_by(t.api_keys.c.created_at)).all()
-        return [ApiKey(r.id, r.prefix, Role(r.role), r.tenant_id, r.name, r.created_at, r.revoked) for r in rows]
+        return [
+            ApiKey(r.id, r.prefix, Role(r.role), r.tenant_id, r.name, r.created_at, r.revoked) for r in rows
+        ]
 
     def revoke_key(self, key_id: str) -> None:
         with self.engine.begin() as c:
@@ -107,29 +123,54 @@ class SqlStore:
 
     def principal(self, secret: str) -> Principal | None:
         with self.engine.connect() as c:
-            r = c.execute(select(t.api_keys.c.id, t.api_keys.c.role, t.api_keys.c.tenant_id)
-                          .where(and_(t.api_keys.c.secret_hash == hash_secret(secret),
-                                      t.api_keys.c.revoked.is_(False)))).first()
+            r = c.execute(
+                select(t.api_keys.c.id, t.api_keys.c.role, t.api_keys.c.tenant_id).where(
+                    and_(t.api_keys.c.secret_hash == hash_secret(secret), t.api_keys.c.revoked.is_(False))
+                )
+            ).first()
         return None if r is None else Principal(r.id, Role(r.role), r.tenant_id)
 
     def count_admin_keys(self) -> int:
         with self.engine.connect() as c:
-            return int(c.execute(select(func.count()).select_from(t.api_keys)
-                                 .where(t.api_keys.c.role == Role.ADMIN.value)).scalar() or 0)
+            return int(
+                c.execute(
+                    select(func.count()).select_from(t.api_keys).where(t.api_keys.c.role == Role.ADMIN.value)
+                ).scalar()
+                or 0
+            )
 
     # ---------------------------------------------------------------- jobs
-    def submit(self, tenant_id: str, spec: JobSpec, now: datetime, job_id: str,
-               idempotency_key: str | None = None, body_hash: str | None = None) -> tuple[Job, bool]:
+    def submit(
+        self,
+        tenant_id: str,
+        spec: JobSpec,
+        now: datetime,
+        job_id: str,
+        idempotency_key: str | None = None,
+        body_hash: str | None = None,
+    ) -> tuple[Job, bool]:
         """Insert a pending job. With an idempotency key, a repeat returns the first job
         (``created`` False); the same key with a different body is a ``Conflict``."""
         if idempotency_key is not None:
             existing = self._by_idem(tenant_id, idempotency_key)
             if existing is not None:
                 return self._check_idem(existing, body_hash), False
-        values = dict(id=job_id, platform_id=self.platform_id, tenant_id=tenant_id, name=spec.name,
-                      state=JobState.PENDING.value, spec=dumps_spec(spec), attempt=0, priority=spec.priority,
-                      submitted_at=now, updated_at=now, reason="", cancel_requested=False,
-                      idempotency_key=idempotency_key, body_hash=body_hash)
+        values = dict(
+            id=job_id,
+            platform_id=self.platform_id,
+            tenant_id=tenant_id,
+            name=spec.name,
+            state=JobState.PENDING.value,
+            spec=dumps_spec(spec),
+            attempt=0,
+            priority=spec.priority,
+            submitted_at=now,
+            updated_at=now,
+            reason="",
+            cancel_requested=False,
+            idempotency_key=idempotency_key,
+            body_hash=body_hash,
+        )
         try:
             with self.engine.begin() as c:
                 c.execute(insert(t.jobs).values(**values))
@@ -144,24 +185,37 @@ class SqlStore:
 
     def _by_idem(self, tenant_id: str, key: str) -> Row[Any] | None:
         with self.engine.connect() as c:
-            return c.execute(select(t.jobs).where(and_(t.jobs.c.tenant_id == tenant_id,
-                                                       t.jobs.c.idempotency_key == key))).first()
+            return c.execute(
+                select(t.jobs).where(and_(t.jobs.c.tenant_id == tenant_id, t.jobs.c.idempotency_key == key))
+            ).first()
 
     def _check_idem(self, row: Row[Any], body_hash: str | None) -> Job:
         if row.body_hash != body_hash:
-            raise Conflict("Idempotency-Key was already used with a different request body",
-                           detail={"job_id": row.id})
+            raise Conflict(
+                "Idempotency-Key was already used with a different request body", detail={"job_id": row.id}
+            )
         return self._job(row)
 
     def _job(self, r: Row[Any]) -> Job:
         spec = self._spec_cache.get(r.id)
         if spec is None:
             spec = self._spec_cache.setdefault(r.id, loads_spec(r.spec))
-        return Job(id=r.id, platform_id=r.platform_id, tenant_id=r.tenant_id, spec=spec,
-                   state=JobState(r.state), submitted_at=r.submitted_at, updated_at=r.updated_at,
-                   attempt=r.attempt, allocation=loads_allocation(r.id, r.allocation),
-                   started_at=r.started_at, finished_at=r.finished_at, exit_code=r.exit_code,
-                   reason=r.reason, cancel_requested=bool(r.cancel_requested))
+        return Job(
+            id=r.id,
+            platform_id=r.platform_id,
+            tenant_id=r.tenant_id,
+            spec=spec,
+            state=JobState(r.state),
+            submitted_at=r.submitted_at,
+            updated_at=r.updated_at,
+            attempt=r.attempt,
+            allocation=loads_allocation(r.id, r.allocation),
+            started_at=r.started_at,
+            finished_at=r.finished_at,
+            exit_code=r.exit_code,
+            reason=r.reason,
+            cancel_requested=bool(r.cancel_requested),
+        )
 
     def get(self, job_id: str) -> Job:
         with self.engine.connect() as c:
@@ -170,8 +224,13 @@ class SqlStore:
             raise NotFound(f"no job {job_id}")
         return self._job(r)
 
-    def list(self, tenant_id: str | None, states: Iterable[JobState] = (), after: str | None = None,
-             limit: int = 50) -> list[Job]:
+    def list(
+        self,
+        tenant_id: str | None,
+        states: Iterable[JobState] = (),
+        after: str | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
         """Newest first; ``after`` is the last id of the previous page (keyset pagination)."""
         q = select(t.jobs)
         if tenant_id is not None:
@@ -187,8 +246,11 @@ class SqlStore:
 
     def in_states(self, states: Iterable[JobState]) -> list[Job]:
         with self.engine.connect() as c:
-            rows = c.execute(select(t.jobs).where(t.jobs.c.state.in_([s.value for s in states]))
-                             .order_by(t.jobs.c.priority.desc(), t.jobs.c.id)).all()
+            rows = c.execute(
+                select(t.jobs)
+                .where(t.jobs.c.state.in_([s.value for s in states]))
+                .order_by(t.jobs.c.priority.desc(), t.jobs.c.id)
+            ).all()
         return [self._job(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
@@ -198,32 +260,55 @@ class SqlStore:
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
         with self.engine.connect() as c:
-            rows = c.execute(select(t.job_events).where(t.job_events.c.job_id == job_id)
-                             .order_by(t.job_events.c.seq)).all()
-        return [{"at": r.at.isoformat(), "event": r.event, "from": r.from_state, "to": r.to_state,
-                 "attempt": r.attempt, "reason": r.reason} for r in rows]
+            rows = c.execute(
+                select(t.job_events).where(t.job_events.c.job_id == job_id).order_by(t.job_events.c.seq)
+            ).all()
+        return [
+            {
+                "at": r.at.isoformat(),
+                "event": r.event,
+                "from": r.from_state,
+                "to": r.to_state,
+                "attempt": r.attempt,
+                "reason": r.reason,
+            }
+            for r in rows
+        ]
+
+    # Built once: per-row statement construction dominated the loop's cost.
+    _CAS = (update(t.jobs)
+            .where(and_(t.jobs.c.id == bindparam("b_id"), t.jobs.c.state == bindparam("b_state"),
+                        t.jobs.c.attempt == bindparam("b_attempt")))
+            .values(state=bindparam("state"), attempt=bindparam("attempt"), pool_id=bindparam("pool_id"),
+                    allocation=bindparam("allocation"), updated_at=bindparam("updated_at"),
+                    started_at=bindparam("started_at"), finished_at=bindparam("finished_at"),
+                    exit_code=bindparam("exit_code"), reason=bindparam("reason"),
+                    cancel_requested=bindparam("cancel_requested")))
+    _EVENT = insert(t.job_events)
 
     def record(self, transitions: Sequence[Transition]) -> list[Job]:
         applied: list[Job] = []
         if not transitions:
             return applied
+        events: list[dict[str, Any]] = []
         with self.engine.begin() as c:
             for tr in transitions:
                 a, b = tr.after, tr.before
-                res = c.execute(
-                    update(t.jobs)
-                    .where(and_(t.jobs.c.id == b.id, t.jobs.c.state == b.state.value, t.jobs.c.attempt == b.attempt))
-                    .values(state=a.state.value, attempt=a.attempt, pool_id=a.allocation.pool_id if a.allocation else None,
-                            allocation=dumps_allocation(a.allocation), updated_at=a.updated_at,
-                            started_at=a.started_at, finished_at=a.finished_at, exit_code=a.exit_code,
-                            reason=a.reason, cancel_requested=a.cancel_requested)
-                )
+                res = c.execute(self._CAS, {
+                    "b_id": b.id, "b_state": b.state.value, "b_attempt": b.attempt,
+                    "state": a.state.value, "attempt": a.attempt,
+                    "pool_id": a.allocation.pool_id if a.allocation else None,
+                    "allocation": dumps_allocation(a.allocation), "updated_at": a.updated_at,
+                    "started_at": a.started_at, "finished_at": a.finished_at, "exit_code": a.exit_code,
+                    "reason": a.reason, "cancel_requested": a.cancel_requested})
                 if res.rowcount != 1:
                     continue  # stale: someone else moved it; the next round sees the truth
-                c.execute(insert(t.job_events).values(job_id=a.id, at=a.updated_at, event=tr.event.value,
-                                                      from_state=b.state.value, to_state=a.state.value,
-                                                      attempt=b.attempt, reason=tr.reason))
+                events.append({"job_id": a.id, "at": a.updated_at, "event": tr.event.value,
+                               "from_state": b.state.value, "to_state": a.state.value,
+                               "attempt": b.attempt, "reason": tr.reason})
                 applied.append(a)
+            if events:
+                c.execute(self._EVENT, events)
         return applied
 
     def set_reason(self, job_id: str, reason: str) -> None:
@@ -235,10 +320,15 @@ class SqlStore:
             return
         with self.engine.begin() as c:
             for job_id, reason in reasons.items():
-                c.execute(update(t.jobs).where(and_(t.jobs.c.id == job_id, t.jobs.c.reason != reason))
-                          .values(reason=reason))
+                c.execute(
+                    update(t.jobs)
+                    .where(and_(t.jobs.c.id == job_id, t.jobs.c.reason != reason))
+                    .values(reason=reason)
+                )
 
     def request_cancel(self, job_id: str, now: datetime) -> Job:
         with self.engine.begin() as c:
-            c.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(cancel_requested=True, updated_at=now))
+            c.execute(
+                update(t.jobs).where(t.jobs.c.id == job_id).values(cancel_requested=True, updated_at=now)
+            )
         return self.get(job_id)
