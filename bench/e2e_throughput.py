@@ -25,15 +25,15 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._support import machine  # noqa: E402
-from tests.e2e.server import ServerProcess  # noqa: E402
+from bench._support import machine
+from tests.e2e.server import ServerProcess
 
 TERMINAL = {"succeeded", "failed", "cancelled"}
 
 
 def pct(xs: list[float], p: float) -> float:
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
+    return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
 def yungu(n: int, samples: int) -> dict[str, float]:

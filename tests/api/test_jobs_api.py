@@ -145,7 +145,7 @@ def test_gang_gets_distinct_devices_and_pools_show_load(sqlite_platform: Platfor
     jid = p.http.post("/api/v1/jobs", json=body, headers=h).json()["id"]
     job = p.wait(jid, h, {"running"})
     assert job["pool_id"] == "suzhou-h100"
-    devs = [tuple(r["devices"]) + (r["node"],) for r in job["allocation"]["replicas"]]
+    devs = [(*r["devices"], r["node"]) for r in job["allocation"]["replicas"]]
     assert len(set(devs)) == 2 and all(len(d) == 5 for d in devs)
     pool = next(x for x in p.http.get("/api/v1/pools", headers=h).json()["items"] if x["id"] == "suzhou-h100")
     assert pool["devices_used"] == 8 and pool["jobs"] == 1

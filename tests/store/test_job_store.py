@@ -5,7 +5,7 @@ from threading import Thread
 
 import pytest
 
-from yungu.adapters.store import tables  # noqa: F401
+from yungu.adapters.store import tables
 from yungu.adapters.store.db import create_engine, migrate
 from yungu.adapters.store.job_store import SqlStore
 from yungu.adapters.system import Ids
@@ -29,7 +29,7 @@ def test_submit_roundtrip_keeps_every_spec_field(store: SqlStore) -> None:
     t = store.create_tenant("t1", "lab", T0)
     spec = JobSpec("train", "python train.py", resources=Resources(4, 32, 2, ("H800", "A800")), replicas=2,
                    deadline=T0 + timedelta(hours=3), labels={"team": "nlp"}, env={"A": "1"})
-    job, created = store.submit(t.id, spec, T0, "j1")
+    _, created = store.submit(t.id, spec, T0, "j1")
     assert created
     store._spec_cache.clear()
     back = store.get("j1")
@@ -68,14 +68,14 @@ def test_tenant_listing_is_scoped_and_paginated(store: SqlStore) -> None:
     ids = Ids()
     mine = [store.submit("t1", JobSpec("n", "true"), T0, ids.new())[0].id for _ in range(7)]
     store.submit("t2", JobSpec("n", "true"), T0, ids.new())
-    page1 = store.list("t1", limit=5)
-    page2 = store.list("t1", after=page1[-1].id, limit=5)
+    page1 = store.page("t1", limit=5)
+    page2 = store.page("t1", after=page1[-1].id, limit=5)
     assert [j.id for j in page1 + page2] == sorted(mine, reverse=True)
 
 
 def test_api_keys_are_hashed_and_revocable(store: SqlStore) -> None:
     store.create_tenant("t1", "lab", T0)
-    key, secret = store.create_key("k1", Role.TENANT, "t1", "ci", T0)
+    _, secret = store.create_key("k1", Role.TENANT, "t1", "ci", T0)
     assert secret not in str(store.engine.url)
     with store.engine.connect() as c:
         stored = [r.secret_hash for r in c.execute(tables.api_keys.select())]
@@ -98,4 +98,4 @@ def test_concurrent_duplicate_idempotency_keys_create_one_job(store: SqlStore) -
         th.start()
     for th in threads:
         th.join()
-    assert len(set(results)) == 1 and len(store.list("t1")) == 1
+    assert len(set(results)) == 1 and len(store.page("t1")) == 1

@@ -122,7 +122,7 @@ class Budgets:
         """Post up to the actual cost; the rest of the reservation is released."""
         try:
             pending = self.ledger.get_transfer(f"budget:{job_id}")
-        except Exception:  # noqa: BLE001 - NotFound: nothing was reserved
+        except Exception:
             return Status(Code.SKIP, ("no reservation",), "budget")
         amount = min(actual_fen, pending.amount)
         kind = TransferKind.POST if amount > 0 else TransferKind.VOID
@@ -160,7 +160,7 @@ def meter(job: Job, world: World, catalogue: Catalogue | None, closed: set[str])
             spec = catalogue.get(pool.accelerator)
             rel = Decimal(str(spec.relative_throughput))
             power_w = Decimal(str(spec.tdp_w))
-        except Exception:  # noqa: BLE001 - unknown model: normalise at 1.0, no energy figure
+        except Exception:
             pass
     cu = (Decimal(dev_s) / 3600 * rel).quantize(Decimal("0.000001"))
     kwh = (Decimal(dev_s) / 3600 * power_w / 1000 * Decimal(str(site.pue))).quantize(Decimal("0.000001"))
@@ -239,7 +239,7 @@ class BillingLoop:
         try:
             pending = self.ledger.get_transfer(f"budget:{row.usage.job_id}")
             reserved = pending.amount
-        except Exception:  # noqa: BLE001 - NotFound: the job was admitted without a budget
+        except Exception:
             reserved = None
         for excess_from in (wallet(row.usage.tenant_id), arrears(row.usage.tenant_id)):
             entry = booking_entry(row, reserved, excess_from, self.currency)

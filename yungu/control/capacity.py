@@ -18,9 +18,9 @@ def pool_states(world: World, active: Iterable[Job], available: Mapping[str, boo
         a = job.allocation
         if a is None:
             continue
-        nodes = used.setdefault(a.pool_id, {})
+        per_node = used.setdefault(a.pool_id, {})
         for r in a.replicas:
-            n = nodes.setdefault(r.node, [0, 0])
+            n = per_node.setdefault(r.node, [0, 0])
             n[0] += a.cpus_per_replica
             n[1] += a.memory_gb_per_replica
             taken = devs_used.setdefault((a.pool_id, r.node), set())

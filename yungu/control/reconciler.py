@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import Any
 
 from yungu.control.capacity import pool_states
 from yungu.domain.catalogue import Catalogue
@@ -28,7 +29,15 @@ from yungu.domain.clock import Clock
 from yungu.domain.job import Event, Job, JobState
 from yungu.domain.world import World
 from yungu.engines.scheduler.types import Plan, Scheduler, Snapshot
-from yungu.ports.executor import ExecError, ExecErrorCode, ExecPhase, ExecStatus, Executor, Launch, ReplicaLaunch
+from yungu.ports.executor import (
+    ExecError,
+    ExecErrorCode,
+    ExecPhase,
+    ExecStatus,
+    Executor,
+    Launch,
+    ReplicaLaunch,
+)
 from yungu.ports.store import Transition
 
 log = logging.getLogger("yungu.control")
@@ -38,7 +47,7 @@ WAITING = (JobState.PENDING, JobState.QUEUED)
 
 
 class Reconciler:
-    def __init__(self, store, scheduler: Scheduler, executors: Mapping[str, Executor], world: World,
+    def __init__(self, store: Any, scheduler: Scheduler, executors: Mapping[str, Executor], world: World,
                  catalogue: Catalogue, clock: Clock,
                  signals: Callable[[datetime], Mapping[str, object]] | None = None,
                  on_transition: Callable[[list[Job]], None] | None = None,

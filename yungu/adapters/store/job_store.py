@@ -108,7 +108,7 @@ class SqlStore:
             )
         return ApiKey(key_id, prefix, role, tenant_id, name, now), secret
 
-    def keys(self) -> list[ApiKey]:
+    def api_keys(self) -> list[ApiKey]:
         with self.engine.connect() as c:
             rows = c.execute(select(t.api_keys).order_by(t.api_keys.c.created_at)).all()
         return [

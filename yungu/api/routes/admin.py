@@ -56,7 +56,7 @@ def create_key(request: Request, body: KeyIn = Body(...), _p: Principal = Depend
 def list_keys(request: Request, _p: Principal = Depends(require())) -> dict[str, Any]:
     return {"items": [{"id": k.id, "prefix": k.prefix, "role": k.role.value, "tenant_id": k.tenant_id,
                        "name": k.name, "created_at": k.created_at.isoformat(), "revoked": k.revoked}
-                      for k in container(request).store.keys()]}
+                      for k in container(request).store.api_keys()]}
 
 
 @router.delete("/admin/keys/{key_id}", status_code=204)

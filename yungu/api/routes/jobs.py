@@ -67,7 +67,7 @@ def list_jobs(request: Request, state: list[StateName] = Query(default=[]), tena
         if tenant_id and tenant_id != p.tenant_id:
             raise Forbidden("a tenant key can only list its own jobs")
         scope = p.tenant_id or "-"
-    jobs = container(request).store.list(scope, [JobState(s) for s in state], cursor, limit)
+    jobs = container(request).store.page(scope, [JobState(s) for s in state], cursor, limit)
     return {"items": [job_out(j) for j in jobs], "next_cursor": jobs[-1].id if len(jobs) == limit else None}
 
 
