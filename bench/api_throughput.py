@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench._support import machine, postgres, wrk  # noqa: E402
-from tests.e2e.server import ServerProcess  # noqa: E402
+from bench._support import machine, postgres, wrk
+from tests.e2e.server import ServerProcess
 
 SUBMIT = """
 wrk.method = "POST"

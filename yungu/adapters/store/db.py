@@ -15,8 +15,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData, event
-from sqlalchemy.engine import Engine
 from sqlalchemy import create_engine as _sa_create_engine
+from sqlalchemy.engine import Engine
 
 metadata = MetaData(
     naming_convention={

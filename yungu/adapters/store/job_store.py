@@ -224,7 +224,7 @@ class SqlStore:
             raise NotFound(f"no job {job_id}")
         return self._job(r)
 
-    def list(
+    def page(
         self,
         tenant_id: str | None,
         states: Iterable[JobState] = (),
