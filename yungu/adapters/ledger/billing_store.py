@@ -129,7 +129,8 @@ class BillingStore:
             r = conn.execute(select(I).where(I.c.id == number)).first()
         if r is None:
             raise NotFound(f"unknown invoice {number!r}")
-        return json.loads(r.body) | {"tenant_id": r.tenant_id}
+        body: dict[str, object] = json.loads(r.body)
+        return body | {"tenant_id": r.tenant_id}
 
     def usage(self, tenant_id: str | None = None, period: str | None = None, limit: int = 1000) -> list[UsageRow]:
         q = select(U).order_by(U.c.id).limit(limit)

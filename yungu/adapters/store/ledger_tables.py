@@ -7,7 +7,7 @@ per account per batch, as TigerBeetle does; the API converts to and from decimal
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Integer, String, Table, Text, UniqueConstraint, text
 
 from yungu.adapters.store.db import metadata
 from yungu.adapters.store.types import Amount, UTCDateTime
@@ -53,7 +53,9 @@ ledger_transfers = Table(
     Index("ix_ledger_transfers_dr", "dr"),
     Index("ix_ledger_transfers_cr", "cr"),
     Index("ix_ledger_transfers_ref", "ref"),
-    Index("ix_ledger_transfers_state_expires", "state", "expires_at"),
+    # Only open holds are ever looked up by state: a partial index keeps posted transfers out of it.
+    Index("ix_ledger_transfers_open_holds", "expires_at", sqlite_where=text("state = 'pending'"),
+          postgresql_where=text("state = 'pending'")),
 )
 
 usage_records = Table(
@@ -171,5 +173,15 @@ clearing_statements = Table(
     Column("created_at", UTCDateTime, nullable=False),
 )
 
-LEDGER_TABLES = (ledger_accounts, ledger_transfers, usage_records, billing_periods, invoices, market_orders,
-                 auctions, capacity_reservations, price_index, clearing_statements)
+LEDGER_TABLES = (
+    ledger_accounts,
+    ledger_transfers,
+    usage_records,
+    billing_periods,
+    invoices,
+    market_orders,
+    auctions,
+    capacity_reservations,
+    price_index,
+    clearing_statements,
+)

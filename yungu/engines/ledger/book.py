@@ -43,7 +43,7 @@ MAX_TEXT = 500
 
 
 def valid_id(text: str) -> bool:
-    return isinstance(text, str) and 0 < len(text) <= MAX_ID_LEN and bool(_ID_RE.match(text))
+    return isinstance(text, str) and 0 < len(text) <= MAX_ID_LEN and _ID_RE.match(text) is not None
 
 
 def check_account(account: Account) -> str:
@@ -66,6 +66,10 @@ def check_shape(t: Transfer) -> str:
     """Why a transfer is malformed on its own (without looking at the book), or ""."""
     if not valid_id(t.id):
         return f"transfer id {t.id!r} must be 1..{MAX_ID_LEN} of [A-Za-z0-9._:/@+-]"
+    return _check_fields(t)
+
+
+def _check_fields(t: Transfer) -> str:
     if isinstance(t.amount, bool) or not isinstance(t.amount, int):
         return "amount must be an integer number of minor units"
     if t.currency not in MINOR_UNITS:
@@ -124,7 +128,7 @@ class Book:
             if old.transfer == t:
                 return Outcome(t.id, Result.EXISTS)
             return Outcome(t.id, Result.EXISTS_WITH_DIFFERENT_FIELDS, "the id was used for a different transfer")
-        why = check_shape(t)
+        why = _check_fields(t)
         if why:
             return Outcome(t.id, Result.INVALID, why)
         if t.kind in (TransferKind.SINGLE, TransferKind.PENDING):

@@ -104,7 +104,7 @@ class Balance:
         return Balance(self.debits_posted, self.credits_posted, self.debits_pending, self.credits_pending)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Transfer:
     """A client-chosen-id transfer. For ``post``/``void`` the accounts may be left empty
     (they are taken from the pending transfer); ``amount`` 0 on a post means "all of it".
@@ -125,7 +125,7 @@ class Transfer:
         return self == other
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Recorded:
     """A transfer as stored: the request plus what the ledger decided about it."""
 
@@ -138,7 +138,7 @@ class Recorded:
     state: PendingState | None = None  # pending transfers only
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Outcome:
     id: str
     result: Result
