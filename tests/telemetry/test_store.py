@@ -15,8 +15,14 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def row(seq: int, ts: float, power: float = 100.0, **kw: object) -> dict[str, object]:
-    d: dict[str, object] = {"seq": seq, "ts": ts, "cpu_utilisation": 0.5, "memory_utilisation": 0.2,
-                            "cpu_power_w": power, "cpu_method": "modelled"}
+    d: dict[str, object] = {
+        "seq": seq,
+        "ts": ts,
+        "cpu_utilisation": 0.5,
+        "memory_utilisation": 0.2,
+        "cpu_power_w": power,
+        "cpu_method": "modelled",
+    }
     d.update(kw)
     return d
 
@@ -53,7 +59,9 @@ def test_resend_is_counted_not_stored_twice(store: TelemetryStore) -> None:
         ({"gpus": [{"index": 0, "power_w": math.inf}]}, "not_finite"),
     ],
 )
-def test_bad_samples_are_quarantined_with_reason(store: TelemetryStore, bad: dict[str, object], reason: str) -> None:
+def test_bad_samples_are_quarantined_with_reason(
+    store: TelemetryStore, bad: dict[str, object], reason: str
+) -> None:
     key = store.register_node("n1", "site-a", "pool-a", NOW)
     good = row(0, NOW.timestamp() - 10)
     res = store.ingest("n1", key, [good, {**row(1, NOW.timestamp() - 5), **bad}], NOW)

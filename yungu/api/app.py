@@ -9,6 +9,10 @@ from fastapi.responses import JSONResponse
 
 from yungu.api import problems
 from yungu.api.routes import admin, jobs, world
+from yungu.api.routes import alerts as alerts_routes
+from yungu.api.routes import certs as certs_routes
+from yungu.api.routes import energy as energy_routes
+from yungu.api.routes import telemetry as telemetry_routes
 
 MAX_BODY_BYTES = 1 << 20
 
@@ -48,6 +52,15 @@ def create_app(container: Any) -> FastAPI:
 
     for module in (jobs, world, admin):
         app.include_router(module.router, prefix="/api/v1")
+    for module in (telemetry_routes, energy_routes, certs_routes, alerts_routes):  # issue 4
+        app.include_router(module.router, prefix="/api/v1")
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Any:
+        from fastapi.responses import Response
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(telemetry_routes.render_metrics(app.state.container), media_type=CONTENT_TYPE_LATEST)
     # Area routers (ledger, market, billing, telemetry, energy, certs, alerts, explain) are
     # included below as they land; each exports ``router``.
     return app

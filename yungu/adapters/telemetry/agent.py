@@ -51,6 +51,7 @@ class AgentConfig:
     use_rapl: bool = True
     use_nvml: bool = True
     timeout_s: float = 5.0
+    max_backoff_s: float = 30.0
 
 
 class Agent:
@@ -119,9 +120,9 @@ class Agent:
         self.buffer.put(sample_to_dict(s))
         return s
 
-    def flush(self, max_batches: int = 20) -> int:
+    def flush(self, max_batches: int = 20, *, force: bool = False) -> int:
         """Send buffered samples, oldest first. Returns how many the platform answered for."""
-        if time.monotonic() < self._backoff_until:
+        if not force and time.monotonic() < self._backoff_until:
             return 0
         done = 0
         for _ in range(max_batches):
@@ -150,7 +151,7 @@ class Agent:
 
     def _fail(self, why: str) -> None:
         self.failures += 1
-        delay = min(30.0, 0.5 * 2 ** min(self.failures, 6))
+        delay = min(self.cfg.max_backoff_s, 0.5 * 2 ** min(self.failures, 6))
         self._backoff_until = time.monotonic() + delay
         log.warning("%s; %d samples buffered; retry in %.1f s", why, len(self.buffer), delay)
 
@@ -162,7 +163,7 @@ class Agent:
             self.flush()
             next_t += self.cfg.interval_s
             time.sleep(max(0.0, next_t - time.monotonic()))
-        self.flush(max_batches=1000)
+        self.flush(max_batches=1000, force=True)
 
     def close(self) -> None:
         self._client.close()

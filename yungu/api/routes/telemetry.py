@@ -1,0 +1,209 @@
+"""Telemetry: node registration, agent ingestion, range queries, quarantine, /metrics.
+
+Agents authenticate with their node key (``X-Node-Key``), not a user API key: a stolen
+node key can only report samples for that node. Bad samples are answered 200 with their
+quarantine reasons (the agent must not resend them); a malformed envelope is a 422.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Header, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from yungu.adapters.telemetry.store import TelemetryStore
+from yungu.api.deps import ANY_ROLE, container, require
+from yungu.domain.errors import InvalidInput, NotFound
+from yungu.domain.tenancy import Principal, Role
+
+router = APIRouter(tags=["telemetry"])
+
+MAX_BATCH = 5000
+
+
+def telemetry_store(c: Any) -> TelemetryStore:
+    """The container's telemetry store (created on first use, kept in ``extras``)."""
+    s = c.extras.get("telemetry")
+    if s is None:
+        s = c.extras["telemetry"] = TelemetryStore(c.engine)
+    return s  # type: ignore[no-any-return]
+
+
+def _now(c: Any) -> datetime:
+    return c.clock.now()  # type: ignore[no-any-return]
+
+
+class NodeIn(BaseModel):
+    node_id: str = Field(min_length=1, max_length=128)
+    pool_id: str = Field(min_length=1, max_length=128)
+    cpu_model: str = ""
+    gpu_model: str = ""
+
+
+class IngestIn(BaseModel):
+    node_id: str = Field(min_length=1, max_length=128)
+    samples: list[Any] = Field(max_length=MAX_BATCH)
+
+
+@router.post("/telemetry/nodes", status_code=201)
+def register_node(
+    request: Request, body: NodeIn = Body(...), _p: Principal = Depends(require(Role.OPERATOR, Role.PROVIDER))
+) -> dict[str, Any]:
+    c = container(request)
+    try:
+        pool = c.world.pool(body.pool_id)
+    except KeyError as exc:
+        raise NotFound(f"unknown pool {body.pool_id!r} / 未知资源池") from exc
+    key = telemetry_store(c).register_node(
+        body.node_id,
+        pool.site_id,
+        pool.id,
+        _now(c),
+        cpu_model=body.cpu_model,
+        gpu_model=body.gpu_model or (pool.accelerator or ""),
+    )
+    return {"node_id": body.node_id, "site_id": pool.site_id, "pool_id": pool.id, "node_key": key,
+            "note": "shown once; give it to `yungu agent --node-key` / 密钥仅显示一次"}  # fmt: skip
+
+
+@router.get("/telemetry/nodes")
+def list_nodes(
+    request: Request, _p: Principal = Depends(require(Role.OPERATOR, Role.PROVIDER))
+) -> dict[str, Any]:
+    return {"items": telemetry_store(container(request)).nodes()}
+
+
+@router.post("/telemetry/ingest")
+def ingest(
+    request: Request, body: IngestIn = Body(...), x_node_key: str | None = Header(default=None)
+) -> dict[str, Any]:
+    c = container(request)
+    return telemetry_store(c).ingest(body.node_id, x_node_key, body.samples, _now(c)).as_dict()
+
+
+def _time(v: str | None, default: datetime) -> datetime:
+    if v is None:
+        return default
+    try:
+        t = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidInput(f"bad time {v!r}: use ISO 8601, e.g. 2026-03-01T00:00:00Z") from exc
+    if t.tzinfo is None:
+        raise InvalidInput(f"time {v!r} has no zone; add Z or +08:00")
+    return t.astimezone(UTC)
+
+
+@router.get("/telemetry/series")
+def series(
+    request: Request,
+    scope: str = Query("site", pattern="^(site|pool|node)$"),
+    id: str = Query(..., min_length=1),
+    start: str | None = None,
+    end: str | None = None,
+    step: int = Query(60, ge=1, le=86400),
+    _p: Principal = Depends(require(*ANY_ROLE)),
+) -> dict[str, Any]:
+    c = container(request)
+    now = _now(c)
+    e = _time(end, now)
+    s = _time(start, e - timedelta(hours=1))
+    return {"scope": scope, "id": id, "start": s.isoformat(), "end": e.isoformat(), "step_s": step,
+            "points": telemetry_store(c).query(scope, id, s, e, step)}  # fmt: skip
+
+
+@router.get("/telemetry/quarantine")
+def quarantine(request: Request, reason: str | None = None, limit: int = Query(100, ge=1, le=1000),
+               _p: Principal = Depends(require(Role.OPERATOR))) -> dict[str, Any]:  # fmt: skip
+    st = telemetry_store(container(request))
+    return {"items": st.quarantine(limit, reason), "counters": st.counters()}
+
+
+@router.post("/telemetry/rollup")
+def rollup(
+    request: Request, raw_days: float = 7, _p: Principal = Depends(require(Role.OPERATOR))
+) -> dict[str, Any]:
+    c = container(request)
+    st = telemetry_store(c)
+    now = _now(c)
+    return {"rolled_minutes": st.rollup(now), **st.enforce_retention(now, raw_days=raw_days)}
+
+
+def render_metrics(c: Any) -> bytes:
+    """Prometheus text exposition of platform, site, pool and node metrics.
+
+    Names follow Prometheus conventions (base units, ``_total`` for counters) and echo
+    Kepler's (``*_joules_total``). A fresh registry per scrape: values come from the store,
+    so several API processes expose the same numbers.
+    """
+    from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+    reg = CollectorRegistry()
+    st = telemetry_store(c)
+    w = c.world
+    node_j = Counter(
+        "yungu_node_energy_joules",
+        "IT energy of a node since registration (live counter)",
+        ["node", "site", "pool"],
+        registry=reg,
+    )
+    node_w = Gauge(
+        "yungu_node_power_watts", "Last reported IT power of a node", ["node", "site", "pool"], registry=reg
+    )
+    node_seen = Gauge(
+        "yungu_node_last_seen_timestamp_seconds",
+        "Unix time of a node's newest sample",
+        ["node"],
+        registry=reg,
+    )
+    site_w = Gauge(
+        "yungu_site_power_watts", "Sum of last reported node power at a site", ["site"], registry=reg
+    )
+    site_j = Counter(
+        "yungu_site_energy_joules", "IT energy of a site's reporting nodes", ["site"], registry=reg
+    )
+    pool_w = Gauge(
+        "yungu_pool_power_watts", "Sum of last reported node power in a pool", ["pool", "site"], registry=reg
+    )
+    pool_nodes = Gauge("yungu_pool_nodes_reporting", "Nodes of a pool with telemetry", ["pool"], registry=reg)
+    pool_decl = Gauge(
+        "yungu_pool_declared_nodes", "Declared node count of a pool", ["pool", "site"], registry=reg
+    )
+    site_pue = Gauge("yungu_site_pue_ratio", "Declared PUE of a site", ["site"], registry=reg)
+    ing = Counter("yungu_telemetry_samples", "Telemetry samples by outcome", ["outcome"], registry=reg)
+    sites: dict[str, float] = {}
+    site_e: dict[str, float] = {}
+    pools: dict[tuple[str, str], list[float]] = {}
+    for n in st.latest_by_node():
+        labels = (n["node_id"], n["site_id"], n["pool_id"])
+        node_j.labels(*labels).inc(float(n["energy_j"] or 0.0))
+        p = float(n["last_power_w"] or 0.0)
+        node_w.labels(*labels).set(p)
+        if n["last_seen_ms"] is not None:
+            node_seen.labels(n["node_id"]).set(n["last_seen_ms"] / 1000)
+        sites[n["site_id"]] = sites.get(n["site_id"], 0.0) + p
+        site_e[n["site_id"]] = site_e.get(n["site_id"], 0.0) + float(n["energy_j"] or 0.0)
+        pools.setdefault((n["pool_id"], n["site_id"]), []).append(p)
+    for s in w.sites:
+        site_w.labels(s.id).set(sites.get(s.id, 0.0))
+        site_j.labels(s.id).inc(site_e.get(s.id, 0.0))
+        site_pue.labels(s.id).set(s.pue)
+    for pool in w.pools:
+        ps = pools.get((pool.id, pool.site_id), [])
+        pool_w.labels(pool.id, pool.site_id).set(sum(ps))
+        pool_nodes.labels(pool.id).set(len(ps))
+        pool_decl.labels(pool.id, pool.site_id).set(pool.nodes)
+    for name, v in st.counters().items():
+        if name == "accepted" or name == "duplicate_resend" or name.startswith("quarantined_"):
+            ing.labels(name).inc(v)
+    return generate_latest(reg)
+
+
+@router.get("/telemetry/metrics", include_in_schema=False)
+def metrics(request: Request) -> Response:
+    """The same exposition as ``/metrics`` (for setups that only route /api/v1)."""
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    return Response(render_metrics(container(request)), media_type=CONTENT_TYPE_LATEST)
