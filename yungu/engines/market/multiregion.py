@@ -63,12 +63,19 @@ def clear_multiregion(bids: Sequence[RegionBid], asks: Sequence[RegionAsk]) -> R
     upper = np.array([bids[i].quantity for i, _ in xs] + [a.quantity for a in asks], dtype=np.float64)
     h.addVars(nx + ny, lower, upper)
     h.changeColsCost(nx + ny, np.arange(nx + ny, dtype=np.int32), cost)
+    by_region: dict[str, list[int]] = {r: [] for r in regions}
+    by_bid: dict[int, list[int]] = {}
+    for k, (i, r) in enumerate(xs):
+        by_region[r].append(k)
+        by_bid.setdefault(i, []).append(k)
+    for j, a in enumerate(asks):
+        by_region[a.region].append(nx + j)
     for r in regions:  # balance rows
-        cols = [k for k, (_, rr) in enumerate(xs) if rr == r] + [nx + j for j, a in enumerate(asks) if a.region == r]
+        cols = by_region[r]
         vals = [1.0 if k < nx else -1.0 for k in cols]
         h.addRow(0.0, 0.0, len(cols), np.array(cols, dtype=np.int32), np.array(vals))
     for i, b in enumerate(bids):  # each bid's total across regions
-        cols = [k for k, (ii, _) in enumerate(xs) if ii == i]
+        cols = by_bid.get(i, [])
         if cols:
             h.addRow(-inf, float(b.quantity), len(cols), np.array(cols, dtype=np.int32), np.ones(len(cols)))
     h.run()
