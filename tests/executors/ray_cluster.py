@@ -54,7 +54,7 @@ class RayCluster:
             except ProcessLookupError:
                 return
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=8)  # gcs_server can ignore SIGTERM for a long time
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=10)
@@ -71,6 +71,7 @@ def start_cluster(root: Path, num_cpus: int = 4, timeout_s: float = 90.0) -> Ray
     dash, client, agent, metrics = _free_ports(4)
     # Ray's unix socket paths must stay short (108 bytes): use a short temp dir.
     temp_dir = Path(tempfile.mkdtemp(prefix="yr", dir="/tmp"))
+    root.mkdir(parents=True, exist_ok=True)
     log = root / "ray-head.log"
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}

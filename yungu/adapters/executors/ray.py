@@ -20,9 +20,9 @@ gang of N replicas          the entrypoint is a small launcher (no resources of 
 status                      ``JobStatus``: PENDING/RUNNING/SUCCEEDED/FAILED/STOPPED ->
                             pending/running/succeeded/failed/cancelled; exit code from
                             ``driver_exit_code``
-logs                        ``get_job_logs`` (stdout and stderr merged by Ray; the Jobs
-                            server adds a few lines of its own; gang replicas' lines carry
-                            Ray's ``(run_replica pid=...)`` prefix)
+logs                        ``get_job_logs``: stdout and stderr merged by Ray; we drop the
+                            Jobs server's own lines and the ``(run_replica pid=...)``
+                            prefix Ray puts on a gang replica's lines
 cancel                      ``stop_job`` (SIGTERM to the entrypoint, SIGKILL after
                             ``RAY_JOB_STOP_WAIT_TIME_S``, 3 s by default)
 ==========================  ==========================================================
@@ -80,7 +80,7 @@ if float(os.environ["YUNGU_GPUS"]):
     bundle["GPU"] = float(os.environ["YUNGU_GPUS"])
 if int(os.environ["YUNGU_MEMORY"]):
     bundle["memory"] = int(os.environ["YUNGU_MEMORY"])
-ray.init(log_to_driver=True)
+ray.init(log_to_driver=True, logging_level="WARNING")
 pg = placement_group([dict(bundle) for _ in range(n)], strategy="SPREAD")
 ray.get(pg.ready())
 
@@ -279,7 +279,7 @@ class RayExecutor(BaseExecutor):
             text = client.get_job_logs(request_id)
         except Exception as exc:
             return _map_error(exc)
-        data = text.encode()
+        data = job_output(text, request_id).encode()
         chunk = data[offset:offset + limit]
         end = offset + len(chunk)
         return LogChunk(chunk, end, eof=st.done and end >= len(data))
@@ -402,6 +402,23 @@ class RayExecutor(BaseExecutor):
                 f"{launch.accelerators_per_replica} GPU, {launch.memory_gb_per_replica} GB); the largest node has "
                 f"{biggest.get('CPU', 0):g} CPU, {biggest.get('GPU', 0):g} GPU, "
                 f"{biggest.get('memory', 0) / (1 << 30):.1f} GB")
+
+
+# Lines the Jobs server and the gang launcher's ray.init write into a job's log, and the
+# prefix Ray puts on lines forwarded from a replica task: not the job's output.
+_RAY_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\t(INFO|WARNING) (job_manager|worker)\.py:\d+ -- ")
+_REPLICA_PREFIX = re.compile(r"^(\x1b\[\d+m)?\(run_replica pid=\d+(, ip=[^)]*)?\)(\x1b\[0m)? ")
+
+
+def job_output(text: str, request_id: str) -> str:
+    """A Ray job log reduced to what the job printed (stable under appends, so offsets hold)."""
+    entry = f"Running entrypoint for job {request_id}: "
+    out = []
+    for line in text.splitlines(keepends=True):
+        if _RAY_LINE.match(line) or line.startswith(entry):
+            continue
+        out.append(_REPLICA_PREFIX.sub("", line))
+    return "".join(out)
 
 
 def _validate(launch: Launch) -> str:
