@@ -25,7 +25,11 @@ Files of a run (all written atomically: tmp then rename, or link for first-write
     replica-<i>.stdout.log    replica-<i>.stderr.log
     verdict.json              a decided outcome that is not "all exited 0": cancelled,
                               gang failure, time limit, lost (first writer wins)
-    outcome.json              the final status, once no process of the run is left
+
+and, for the whole data dir, ``finished.jsonl``: one line per finalised launch (its final
+status, once no process of it is left), appended in batches by the monitor thread. A
+restart skips those run dirs instead of opening each; a crash before a line is written
+only means the restart derives the same outcome again from the run's files.
 
 Idempotency and crash safety: ``submit`` creates the run directory with ``os.mkdir``; if
 it exists, the launch was already submitted and its status is returned, nothing starts.
@@ -54,13 +58,31 @@ from collections import OrderedDict, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import psutil
 
 from yungu.adapters.executors.base import BaseExecutor
+from yungu.adapters.executors.local_runs import (
+    SHIM,
+    SHIM_ARGV0,
+    ReplicaState,
+    decide,
+    group_exists,
+    manifest,
+    mtime,
+    probe,
+    read_exit,
+    read_json,
+    shim_index,
+    signal_group,
+    status_from_json,
+    status_json,
+    write_atomic,
+    write_exclusive,
+    write_new,
+)
 from yungu.domain.clock import Clock
 from yungu.domain.errors import InvalidInput, Unavailable
 from yungu.ports.executor import (
@@ -75,20 +97,6 @@ from yungu.ports.executor import (
 
 log = logging.getLogger("yungu.executor.local")
 
-# The shim: $1 is the command, $2 the replica's path prefix (``<run>/replica-<i>``). The
-# command is a positional parameter, never interpolated into the script, so any command
-# text is safe. The shim opens the logs itself (that work happens in the child, not on the
-# submit path) and exits with the command's status, so the parent learns it from waitpid
-# without reading a file; the exit file is for a restarted platform that is not the parent.
-# The exit file is written by one write(2) of at most 5 bytes ending in a newline, so a
-# reader sees it empty or whole (the size grows only after the copy); we accept it only
-# with its newline. A tmp+rename would be the textbook way, but `mv` is an extra fork+exec
-# per job and halved the job rate on the benchmark machine (see docs/executors.md).
-SHIM = (
-    'exec >>"$2.stdout.log" 2>>"$2.stderr.log"; /bin/sh -c "$1"; rc=$?; '
-    'printf \'%s\\n\' "$rc" >"$2.exit"; exit "$rc"'
-)
-SHIM_ARGV0 = "yungu-shim"
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -117,12 +125,12 @@ class LocalSettings:
     def parse(cls, raw: Mapping[str, Any]) -> LocalSettings:
         """Validate a config mapping; unknown keys and wrong types are a clear InvalidInput."""
         known = {f for f in cls.__dataclass_fields__}
-        extra = sorted(set(raw) - known - {"kind"})
+        extra = sorted(set(raw) - known - {"kind", "type"})
         if extra:
             raise InvalidInput(f"local executor: unknown setting(s) {extra}; known: {sorted(known)}")
         values: dict[str, Any] = {}
         for key, value in raw.items():
-            if key == "kind":
+            if key in ("kind", "type"):
                 continue
             if key in ("set_cuda_visible_devices", "inherit_env"):
                 if not isinstance(value, bool):
@@ -141,49 +149,10 @@ class LocalSettings:
         return cls(**values)
 
 
-class _R(Enum):
-    """What we know of one replica."""
-
-    QUEUED = "queued"  # waiting for a process slot (in memory only)
-    ALIVE = "alive"
-    EXITED = "exited"  # exit code known
-    GONE = "gone"  # no live shim and no exit code
-
-
-def decide(states: Sequence[tuple[_R, int | None]]) -> tuple[ExecPhase, int | None, str]:
-    """The phase of a gang from its replicas' states, when no verdict was recorded.
-
-    Pure, so the rules are in one place: a non-zero exit fails the gang (the first one
-    seen, lowest replica index on ties); a replica that vanished without an exit code
-    makes the launch lost; all zero is success; otherwise it runs or waits.
-    """
-    if not states:
-        return (
-            ExecPhase.LOST,
-            None,
-            "launch was never recorded (platform stopped before writing the manifest)",
-        )
-    for i, (st, code) in enumerate(states):
-        if st is _R.EXITED and code != 0:
-            return ExecPhase.FAILED, code, f"replica {i} exited with code {code}"
-    gone = [i for i, (st, _) in enumerate(states) if st is _R.GONE]
-    if gone:
-        return (
-            ExecPhase.LOST,
-            None,
-            f"replica(s) {gone} ended without an exit code (killed outside the platform, or never started)",
-        )
-    if all(st is _R.EXITED for st, _ in states):
-        return ExecPhase.SUCCEEDED, 0, ""
-    if any(st is _R.ALIVE for st, _ in states):
-        return ExecPhase.RUNNING, None, ""
-    return ExecPhase.PENDING, None, "waiting for a local process slot (max_processes)"
-
-
 @dataclass
 class _Replica:
     index: int
-    state: _R = _R.QUEUED
+    state: ReplicaState = ReplicaState.QUEUED
     exit_code: int | None = None
     popen: subprocess.Popen[bytes] | None = None  # only for processes this instance started
     pid: int | None = None
@@ -236,7 +205,10 @@ class LocalExecutor(BaseExecutor):
         self._finished: OrderedDict[str, tuple[ExecStatus, int]] = OrderedDict()
         self._queue: deque[str] = deque()
         self._unrecorded: list[tuple[_Run, _Replica]] = []
-        self._to_persist: list[tuple[Path, dict[str, Any]]] = []
+        self._to_persist: list[dict[str, Any]] = []
+        self._journaled: set[str] = set()
+        self._claims: dict[str, threading.Event] = {}
+        self._journal = -1
         self._slots_used = 0
         self._base_env = dict(os.environ) if self.settings.inherit_env else {"PATH": os.defpath}
         try:
@@ -257,6 +229,10 @@ class LocalExecutor(BaseExecutor):
             ) from exc
         os.ftruncate(self._lockfile, 0)
         os.write(self._lockfile, f"{os.getpid()}\n".encode())
+        self._read_journal()
+        self._journal = os.open(
+            self.data_dir / "finished.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+        )
         self._adopt_all()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._monitor, name=f"yungu-local-{name}", daemon=True)
@@ -287,31 +263,58 @@ class LocalExecutor(BaseExecutor):
             known = self._lookup(rid)
             if known is not None:
                 return known
-            path = self.runs_dir / rid
-            try:
-                os.mkdir(path)
-            except FileExistsError:  # submitted before (by an earlier instance): never launch again
+            claim = self._claims.get(rid)
+            owner = claim is None
+            if claim is None:
+                claim = self._claims[rid] = threading.Event()
+        if not owner:  # the same request is being submitted by another thread: its answer is ours
+            claim.wait(timeout=30)
+            with self._lock:
                 found = self._lookup(rid, load=True)
-                return found or ExecError(
-                    ExecErrorCode.INTERNAL, f"run dir of {rid} exists but cannot be read"
-                )
-            except OSError as exc:
-                return ExecError(ExecErrorCode.UNREACHABLE, f"cannot create run dir for {rid}: {exc}")
-            run = _Run(
-                rid,
-                path,
-                [_Replica(i) for i in range(len(launch.replicas))],
-                time_limit_s=launch.time_limit_s,
-                launch=launch,
+            return found or ExecError(
+                ExecErrorCode.UNREACHABLE, f"a concurrent submit of {rid} did not finish"
             )
+        try:
+            return self._submit_claimed(launch)
+        finally:
+            with self._lock:
+                self._claims.pop(rid, None)
+            claim.set()
+
+    def _submit_claimed(self, launch: Launch) -> ExecStatus | ExecError:
+        """Disk and process work runs outside the lock: submits from several threads overlap
+        (file creation and fork/exec release the GIL) and the monitor never waits on them."""
+        rid = launch.request_id
+        path = self.runs_dir / rid
+        try:
+            os.mkdir(path)
+        except FileExistsError:  # submitted before (by an earlier instance): never launch again
+            with self._lock:
+                found = self._lookup(rid, load=True)
+            return found or ExecError(ExecErrorCode.INTERNAL, f"run dir of {rid} exists but cannot be read")
+        except OSError as exc:
+            return ExecError(ExecErrorCode.UNREACHABLE, f"cannot create run dir for {rid}: {exc}")
+        n = len(launch.replicas)
+        run = _Run(
+            rid, path, [_Replica(i) for i in range(n)], time_limit_s=launch.time_limit_s, launch=launch
+        )
+        try:
             # Not tmp+rename: a torn manifest can only come from a crash before any spawn,
             # and an unreadable manifest reads as "never started", i.e. lost. Same outcome.
-            _write_new(path / "launch.json", _manifest(launch, self.name, self._clock.now()))
-            self._active[rid] = run
-            if not self._queue and self._slots_used + len(run.replicas) <= self.settings.max_processes:
-                self._spawn(run)
-            else:
+            write_new(path / "launch.json", manifest(launch, self.name, self._clock.now()))
+        except OSError as exc:  # nothing started; a retry of this id will read "lost"
+            return ExecError(ExecErrorCode.UNREACHABLE, f"cannot record launch {rid}: {exc}")
+        with self._lock:
+            if self._queue or self._slots_used + n > self.settings.max_processes:
                 self._queue.append(rid)
+                self._active[rid] = run
+                return self._refresh(run)
+            run.slots = n
+            self._slots_used += n
+        self._spawn(run)
+        with self._lock:
+            self._active[rid] = run
+            self._unrecorded.extend((run, r) for r in run.replicas if r.popen is not None)
             return self._refresh(run)
 
     def _cancel(self, request_id: str, grace_s: float) -> ExecStatus | ExecError:
@@ -401,7 +404,11 @@ class LocalExecutor(BaseExecutor):
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+        self._flush()
         with self._lock:
+            if self._journal >= 0:
+                os.close(self._journal)
+                self._journal = -1
             if self._lockfile >= 0:
                 with contextlib.suppress(OSError):
                     fcntl.flock(self._lockfile, fcntl.LOCK_UN)
@@ -432,27 +439,27 @@ class LocalExecutor(BaseExecutor):
     # ---- processes -------------------------------------------------------------------
 
     def _spawn(self, run: _Run) -> None:
+        """Start every replica of a run whose slots are reserved. Touches only ``run``."""
         launch = run.launch
         assert launch is not None
-        run.slots = len(run.replicas)
-        self._slots_used += run.slots
         run.started_at = self._clock.now()
-        n = str(len(launch.replicas))
+        n = len(launch.replicas)
+        # None: inherit the platform's environment as is (the cheap, common case).
+        env = None if self.settings.inherit_env and not launch.env else {**self._base_env, **launch.env}
         try:
             for rep, spec in zip(run.replicas, launch.replicas, strict=True):
                 devices = ",".join(str(d) for d in spec.devices)
-                env = {**self._base_env, **launch.env}
-                env.update(
-                    YUNGU_JOB_ID=launch.job_id,
-                    YUNGU_REQUEST_ID=launch.request_id,
-                    YUNGU_REPLICA=str(rep.index),
-                    YUNGU_REPLICAS=n,
-                    YUNGU_DEVICES=devices,
-                    YUNGU_NODE=str(spec.node),
-                )
+                platform_vars = [
+                    f"YUNGU_JOB_ID={launch.job_id}",
+                    f"YUNGU_REQUEST_ID={launch.request_id}",
+                    f"YUNGU_REPLICA={rep.index}",
+                    f"YUNGU_REPLICAS={n}",
+                    f"YUNGU_DEVICES={devices}",
+                    f"YUNGU_NODE={spec.node}",
+                ]
                 if self.settings.set_cuda_visible_devices and spec.devices:
-                    env["CUDA_VISIBLE_DEVICES"] = devices
-                self._spawn_replica(run, rep, launch.command, env)
+                    platform_vars.append(f"CUDA_VISIBLE_DEVICES={devices}")
+                self._spawn_replica(run, rep, launch.command, env, platform_vars)
         except OSError as exc:
             log.error(
                 "local spawn failed",
@@ -461,9 +468,11 @@ class LocalExecutor(BaseExecutor):
             self._set_verdict(run, ExecPhase.LOST, None, f"could not start processes: {exc}", 0.0)
         run.launch = None
 
-    def _spawn_replica(self, run: _Run, rep: _Replica, command: str, env: dict[str, str]) -> None:
+    def _spawn_replica(
+        self, run: _Run, rep: _Replica, command: str, env: dict[str, str] | None, platform_vars: list[str]
+    ) -> None:
         proc = subprocess.Popen(
-            ["/bin/sh", "-c", SHIM, SHIM_ARGV0, command, f"{run.path}/replica-{rep.index}"],
+            ["/bin/sh", "-c", SHIM, SHIM_ARGV0, command, f"{run.path}/replica-{rep.index}", *platform_vars],
             cwd=run.path,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -471,8 +480,7 @@ class LocalExecutor(BaseExecutor):
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        rep.popen, rep.pid, rep.state = proc, proc.pid, _R.ALIVE
-        self._unrecorded.append((run, rep))
+        rep.popen, rep.pid, rep.state = proc, proc.pid, ReplicaState.ALIVE
 
     def _record_pids(self) -> None:
         """Write ``replica-<i>.pid`` for processes still running (off the submit path).
@@ -491,14 +499,14 @@ class LocalExecutor(BaseExecutor):
                 continue
             started = run.started_at.isoformat() if run.started_at else None
             with contextlib.suppress(OSError):
-                _write_atomic(
+                write_atomic(
                     run.path / f"replica-{rep.index}.pid",
                     {"pid": rep.pid, "create_time": rep.create_time, "started_at": started},
                 )
 
     def _poll(self, run: _Run, rep: _Replica) -> None:
         """Advance one replica's state from the OS (waitpid for ours, files and /proc otherwise)."""
-        if rep.state is not _R.ALIVE:
+        if rep.state is not ReplicaState.ALIVE:
             return
         exit_path = run.path / f"replica-{rep.index}.exit"
         if rep.popen is not None:
@@ -509,26 +517,28 @@ class LocalExecutor(BaseExecutor):
             if rc >= 0:
                 code: int | None = rc
             else:  # the shim itself was killed by a signal: record what the shell would report
-                code = _read_exit(exit_path)
+                code = read_exit(exit_path)
                 if code is None:
                     code = 128 - rc
                     with contextlib.suppress(OSError):
-                        _write_atomic(exit_path, code)
+                        write_atomic(exit_path, code)
             safe = True  # just reaped by us: the group id cannot have been reused
         else:
             assert rep.pid is not None
-            probe = _probe(rep.pid, rep.create_time)
-            code = _read_exit(exit_path)
+            seen = probe(rep.pid, rep.create_time)
+            code = read_exit(exit_path)
             if code is None:
-                if probe == "alive":
+                if seen == "alive":
                     return
-                code = _read_exit(exit_path)  # it may have finished between the two looks
-            elif probe == "alive":
+                code = read_exit(exit_path)  # it may have finished between the two looks
+            elif seen == "alive":
                 return  # exit code written, shim about to exit: next poll
-            safe = probe == "dead"
-        rep.state, rep.exit_code = (_R.EXITED, code) if code is not None else (_R.GONE, None)
+            safe = seen == "dead"
+        rep.state, rep.exit_code = (
+            (ReplicaState.EXITED, code) if code is not None else (ReplicaState.GONE, None)
+        )
         if run.kill_at is None and safe and rep.pid is not None:
-            _signal_group(rep.pid, signal.SIGKILL)  # leftovers of a finished replica
+            signal_group(rep.pid, signal.SIGKILL)  # leftovers of a finished replica
 
     def _refresh(self, run: _Run) -> ExecStatus:
         """Bring one run up to date, act on it (kill, escalate, finalise) and say where it is."""
@@ -536,7 +546,9 @@ class LocalExecutor(BaseExecutor):
             self._poll(run, rep)
         if run.verdict is None:
             phase, code, reason = decide([(r.state, r.exit_code) for r in run.replicas])
-            if phase in (ExecPhase.FAILED, ExecPhase.LOST) and any(r.state is _R.ALIVE for r in run.replicas):
+            if phase in (ExecPhase.FAILED, ExecPhase.LOST) and any(
+                r.state is ReplicaState.ALIVE for r in run.replicas
+            ):
                 reason += "; the other replicas were terminated"
             if phase in (ExecPhase.FAILED, ExecPhase.LOST):
                 self._set_verdict(run, phase, code, reason, self.settings.gang_kill_grace_s)
@@ -564,14 +576,14 @@ class LocalExecutor(BaseExecutor):
         if run.kill_at is None:
             run.kill_at = now + run.grace_s
             for rep in run.replicas:
-                if rep.state is _R.ALIVE and rep.pid is not None:
+                if rep.state is ReplicaState.ALIVE and rep.pid is not None:
                     rep.signalled = True
-                    _signal_group(rep.pid, signal.SIGTERM)
+                    signal_group(rep.pid, signal.SIGTERM)
             for rep in run.replicas:
                 self._poll(run, rep)
         signalled = [r for r in run.replicas if r.signalled and r.pid is not None]
-        if any(r.state is _R.ALIVE for r in run.replicas) or any(
-            _group_exists(r.pid) for r in signalled if r.pid
+        if any(r.state is ReplicaState.ALIVE for r in run.replicas) or any(
+            group_exists(r.pid) for r in signalled if r.pid
         ):
             if now < run.kill_at:
                 return False
@@ -579,15 +591,15 @@ class LocalExecutor(BaseExecutor):
                 run.kill_sent = True
                 for rep in signalled:
                     if rep.pid is not None and (
-                        rep.popen is not None or _probe(rep.pid, rep.create_time) != "reused"
+                        rep.popen is not None or probe(rep.pid, rep.create_time) != "reused"
                     ):
-                        _signal_group(rep.pid, signal.SIGKILL)
+                        signal_group(rep.pid, signal.SIGKILL)
             for rep in run.replicas:
                 if rep.popen is not None:
                     with contextlib.suppress(subprocess.TimeoutExpired):
                         rep.popen.wait(timeout=1.0)
                 self._poll(run, rep)
-            if any(r.state is _R.ALIVE for r in run.replicas):
+            if any(r.state is ReplicaState.ALIVE for r in run.replicas):
                 return False
         return True
 
@@ -606,8 +618,8 @@ class LocalExecutor(BaseExecutor):
             "reason": reason,
             "grace_s": grace_s,
         }
-        if not _write_exclusive(run.path / "verdict.json", payload):
-            stored = _read_json(run.path / "verdict.json")
+        if not write_exclusive(run.path / "verdict.json", payload):
+            stored = read_json(run.path / "verdict.json")
             if stored:
                 payload = stored
         run.verdict = (ExecPhase(payload["phase"]), payload.get("exit_code"), str(payload.get("reason", "")))
@@ -620,16 +632,14 @@ class LocalExecutor(BaseExecutor):
     def _finalise(self, run: _Run, phase: ExecPhase, code: int | None, reason: str) -> ExecStatus:
         finished = self._clock.now()
         if run.adopted:
-            mtimes = [_mtime(run.path / f"replica-{r.index}.exit") for r in run.replicas]
+            mtimes = [mtime(run.path / f"replica-{r.index}.exit") for r in run.replicas]
             known = [m for m in mtimes if m is not None]
             if known:
                 finished = datetime.fromtimestamp(max(known), UTC)
         status = self._status_of(run, phase, code, reason, finished_at=finished)
-        # Written by the monitor outside the lock: if we crash first, a restart derives the
-        # same outcome from the exit files and verdict.
-        self._to_persist.append(
-            (run.path / "outcome.json", {**_status_json(status), "replicas": len(run.replicas)})
-        )
+        # Journaled by the monitor outside the lock: if we crash first, a restart derives
+        # the same outcome from the exit files and verdict.
+        self._to_persist.append({**status_json(status), "replicas": len(run.replicas)})
         self._active.pop(run.request_id, None)
         self._slots_used -= run.slots
         run.slots = 0
@@ -659,7 +669,10 @@ class LocalExecutor(BaseExecutor):
             if self._slots_used + len(run.replicas) > self.settings.max_processes:
                 return
             self._queue.popleft()
+            run.slots = len(run.replicas)
+            self._slots_used += run.slots
             self._spawn(run)
+            self._unrecorded.extend((run, r) for r in run.replicas if r.popen is not None)
 
     def _monitor(self) -> None:
         """Reap, fail gangs, escalate kills and start queued launches even when nobody asks."""
@@ -675,17 +688,21 @@ class LocalExecutor(BaseExecutor):
         self._flush()
 
     def _flush(self) -> None:
-        """Disk writes that need not hold the lock: pid files and outcomes."""
+        """Disk writes that need not hold the lock: pid files and the finished journal."""
         self._record_pids()
         with self._lock:
             todo, self._to_persist = self._to_persist, []
-        for path, payload in todo:
-            try:
-                _write_new(path, payload)
-            except FileExistsError:
-                pass
-            except OSError as exc:
-                log.warning("cannot write outcome", extra={"path": str(path), "error": str(exc)})
+            fd = self._journal
+        if not todo or fd < 0:
+            return
+        data = "".join(json.dumps(row) + "\n" for row in todo).encode()
+        try:
+            os.write(fd, data)  # O_APPEND: one write per batch
+        except OSError as exc:
+            log.warning("cannot append to finished.jsonl", extra={"executor": self.name, "error": str(exc)})
+        else:
+            with self._lock:
+                self._journaled.update(row["request_id"] for row in todo)
 
     # ---- memory <-> disk -------------------------------------------------------------
 
@@ -696,6 +713,8 @@ class LocalExecutor(BaseExecutor):
         hit = self._finished.get(rid)
         if hit is not None:
             return hit[0]
+        if rid in self._claims:  # mkdir done, processes not yet: do not read a half-made run
+            return ExecStatus(rid, ExecPhase.PENDING, reason="being submitted")
         if not load or not _REQUEST_ID.match(rid):
             return None
         path = self.runs_dir / rid
@@ -715,10 +734,37 @@ class LocalExecutor(BaseExecutor):
         if len(self._finished) > _FINISHED_CACHE:
             self._finished.popitem(last=False)
 
+    def _read_journal(self) -> None:
+        """Load ``finished.jsonl``: every finalised id, and the newest statuses into the cache."""
+        try:
+            with open(self.data_dir / "finished.jsonl", "rb") as fh:
+                for line in fh:
+                    try:
+                        row = json.loads(line)
+                        status = status_from_json(row)
+                    except (ValueError, KeyError, TypeError):
+                        continue  # a torn last line after a crash: that run is derived again
+                    self._journaled.add(status.request_id)
+                    self._remember(status, int(row.get("replicas", 1)))
+        except FileNotFoundError:
+            return
+
+    def _journal_row(self, rid: str) -> dict[str, Any] | None:
+        needle = json.dumps(rid).encode()
+        found = None
+        with open(self.data_dir / "finished.jsonl", "rb") as fh:
+            for line in fh:
+                if needle in line:
+                    with contextlib.suppress(ValueError):
+                        row = json.loads(line)
+                        if row.get("request_id") == rid:
+                            found = row
+        return found
+
     def _adopt_all(self) -> None:
         """At start: load every run without an outcome; the data dir is the source of truth."""
-        pending = [p for p in self.runs_dir.iterdir() if p.is_dir() and not (p / "outcome.json").exists()]
-        shims = _shim_index() if pending else {}
+        pending = [p for p in self.runs_dir.iterdir() if p.name not in self._journaled and p.is_dir()]
+        shims = shim_index() if pending else {}
         counts: dict[str, int] = {}
         for path in pending:
             st = self._load(path, shims)
@@ -729,17 +775,18 @@ class LocalExecutor(BaseExecutor):
 
     def _load(self, path: Path, shims: Mapping[str, tuple[int, float]] | None = None) -> ExecStatus | None:
         rid = path.name
-        outcome = _read_json(path / "outcome.json")
-        if outcome is not None:
-            status = _status_from_json(outcome)
-            self._remember(status, int(outcome.get("replicas", 1)))
-            return status
-        manifest = _read_json(path / "launch.json")
+        if rid in self._journaled:  # finished long ago and evicted from the cache
+            row = self._journal_row(rid)
+            if row is not None:
+                status = status_from_json(row)
+                self._remember(status, int(row.get("replicas", 1)))
+                return status
+        manifest = read_json(path / "launch.json")
         n = len(manifest.get("replicas", ())) if manifest else 0
         run = _Run(rid, path, [_Replica(i) for i in range(n)], adopted=True)
         if manifest:
             run.time_limit_s = manifest.get("time_limit_s")
-        verdict = _read_json(path / "verdict.json")
+        verdict = read_json(path / "verdict.json")
         if verdict:
             run.verdict = (
                 ExecPhase(verdict["phase"]),
@@ -749,182 +796,35 @@ class LocalExecutor(BaseExecutor):
             run.grace_s = float(verdict.get("grace_s") or 0.0)
         for rep in run.replicas:
             base = path / f"replica-{rep.index}"
-            info = _read_json(Path(f"{base}.pid"))
+            info = read_json(Path(f"{base}.pid"))
             if info is None:
                 if shims is None:
-                    shims = _shim_index()
+                    shims = shim_index()
                 found = shims.get(str(base))
                 if found is not None:  # spawned, but the platform died before writing the pid file
                     started = datetime.fromtimestamp(found[1], UTC).isoformat()
                     info = {"pid": found[0], "create_time": found[1], "started_at": started}
                     with contextlib.suppress(OSError):
-                        _write_atomic(Path(f"{base}.pid"), info)
+                        write_atomic(Path(f"{base}.pid"), info)
             if info is not None:
                 rep.pid, rep.create_time = int(info["pid"]), info.get("create_time")
                 if info.get("started_at") and run.started_at is None:
                     run.started_at = datetime.fromisoformat(info["started_at"])
-            code = _read_exit(Path(f"{base}.exit"))
+            code = read_exit(Path(f"{base}.exit"))
             if code is not None:
-                rep.state, rep.exit_code = _R.EXITED, code
+                rep.state, rep.exit_code = ReplicaState.EXITED, code
             elif rep.pid is not None:
-                rep.state = _R.ALIVE  # _poll verifies identity and liveness
+                rep.state = ReplicaState.ALIVE  # _poll verifies identity and liveness
             else:
-                rep.state = _R.GONE
-        run.slots = sum(1 for r in run.replicas if r.state is _R.ALIVE)
+                rep.state = ReplicaState.GONE
+            if run.verdict is not None and rep.pid is not None and probe(rep.pid, rep.create_time) == "dead":
+                # We had decided to stop this run and then stopped ourselves: a replica whose
+                # shim is gone may have left processes that ignored SIGTERM. Finish the job.
+                signal_group(rep.pid, signal.SIGKILL)
+        run.slots = sum(1 for r in run.replicas if r.state is ReplicaState.ALIVE)
         self._slots_used += run.slots
         self._active[rid] = run
         return self._refresh(run)
 
 
-# ---- small helpers (no state) ----------------------------------------------------------
-
-
-def _manifest(launch: Launch, executor: str, now: datetime) -> dict[str, Any]:
-    return {
-        "request_id": launch.request_id,
-        "job_id": launch.job_id,
-        "tenant_id": launch.tenant_id,
-        "pool_id": launch.pool_id,
-        "command": launch.command,
-        "replicas": [{"node": r.node, "devices": list(r.devices)} for r in launch.replicas],
-        "cpus_per_replica": launch.cpus_per_replica,
-        "memory_gb_per_replica": launch.memory_gb_per_replica,
-        "accelerators_per_replica": launch.accelerators_per_replica,
-        "env": dict(launch.env),
-        "time_limit_s": launch.time_limit_s,
-        "executor": executor,
-        "submitted_at": now.isoformat(),
-    }
-
-
-def _status_json(st: ExecStatus) -> dict[str, Any]:
-    return {
-        "request_id": st.request_id,
-        "phase": st.phase.value,
-        "exit_code": st.exit_code,
-        "reason": st.reason,
-        "native_id": st.native_id,
-        "started_at": st.started_at.isoformat() if st.started_at else None,
-        "finished_at": st.finished_at.isoformat() if st.finished_at else None,
-    }
-
-
-def _status_from_json(d: Mapping[str, Any]) -> ExecStatus:
-    def when(key: str) -> datetime | None:
-        return datetime.fromisoformat(d[key]) if d.get(key) else None
-
-    return ExecStatus(
-        request_id=d["request_id"],
-        phase=ExecPhase(d["phase"]),
-        exit_code=d.get("exit_code"),
-        reason=d.get("reason", ""),
-        native_id=d.get("native_id", ""),
-        started_at=when("started_at"),
-        finished_at=when("finished_at"),
-    )
-
-
-def _write_atomic(path: Path, payload: object) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
-        json.dump(payload, fh)
-    os.replace(tmp, path)
-
-
-def _write_new(path: Path, payload: object) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-    try:
-        os.write(fd, json.dumps(payload).encode())
-    finally:
-        os.close(fd)
-
-
-def _write_exclusive(path: Path, payload: object) -> bool:
-    """Write ``path`` only if absent (tmp + link); False if another writer was first."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(payload, fh)
-    try:
-        os.link(tmp, path)
-        return True
-    except FileExistsError:
-        return False
-    finally:
-        os.unlink(tmp)
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except (OSError, ValueError) as exc:
-        log.warning("unreadable run file", extra={"path": str(path), "error": str(exc)})
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _read_exit(path: Path) -> int | None:
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read(32)
-    except FileNotFoundError:
-        return None
-    if not text.endswith(b"\n"):
-        return None  # not written yet (or the shim was killed while writing it)
-    try:
-        return int(text.strip())
-    except ValueError:
-        return None
-
-
-def _mtime(path: Path) -> float | None:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return None
-
-
-def _probe(pid: int, create_time: float | None) -> str:
-    """``alive``, ``dead`` (no such process, or a zombie) or ``reused`` (same pid, other process)."""
-    try:
-        proc = psutil.Process(pid)
-        if create_time is not None and abs(proc.create_time() - create_time) > 0.05:
-            return "reused"
-        return "dead" if proc.status() == psutil.STATUS_ZOMBIE else "alive"
-    except psutil.NoSuchProcess:
-        return "dead"
-    except psutil.Error:
-        return "reused"  # not ours to look at, so not ours to signal
-
-
-def _signal_group(pgid: int, sig: int) -> bool:
-    try:
-        os.killpg(pgid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # not ours: the group id was reused by another user's session
-        return False
-
-
-def _group_exists(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except OSError:
-        return False
-
-
-def _shim_index() -> dict[str, tuple[int, float]]:
-    """Replica path prefix -> (pid, create_time) of every live shim, found by its argv."""
-    out: dict[str, tuple[int, float]] = {}
-    for proc in psutil.process_iter(["cmdline", "create_time"]):
-        cmd = proc.info.get("cmdline") or []
-        if len(cmd) == 6 and cmd[3] == SHIM_ARGV0 and cmd[2] == SHIM:
-            out[cmd[5]] = (proc.pid, float(proc.info.get("create_time") or 0.0))
-    return out
-
-
-__all__ = ["SHIM", "LocalExecutor", "LocalSettings", "decide"]
+__all__ = ["SHIM", "LocalExecutor", "LocalSettings", "ReplicaState", "decide"]
