@@ -39,7 +39,7 @@ def test_resend_is_counted_not_stored_twice(store: TelemetryStore) -> None:
     t0 = NOW.timestamp() - 100
     rows = [row(i, t0 + i) for i in range(10)]
     r1 = store.ingest("n1", key, rows, NOW)
-    r2 = store.ingest("n1", key, rows[5:] + [row(10, t0 + 10)], NOW)
+    r2 = store.ingest("n1", key, [*rows[5:], row(10, t0 + 10)], NOW)
     assert (r1.accepted, r1.duplicates) == (10, 0)
     assert (r2.accepted, r2.duplicates) == (1, 5)
     assert store.seqs("n1") == list(range(11))
