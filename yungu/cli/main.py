@@ -22,6 +22,14 @@ admin.add_typer(tenant_app, name="tenant")
 admin.add_typer(key_app, name="key")
 app.add_typer(admin, name="admin")
 
+from yungu.cli import agent as _agent_cli  # noqa: E402  (issue 4: telemetry and certificates)
+from yungu.cli import alerts as _alerts_cli  # noqa: E402
+from yungu.cli import cert as _cert_cli  # noqa: E402
+
+app.add_typer(_agent_cli.app, name="agent")
+app.add_typer(_cert_cli.app, name="cert")
+app.add_typer(_alerts_cli.app, name="alerts")
+
 UrlOpt = typer.Option(None, "--url", envvar="YUNGU_URL", help="platform URL (default http://127.0.0.1:8600)")
 KeyOpt = typer.Option(None, "--api-key", envvar="YUNGU_API_KEY", help="API key")
 
