@@ -581,3 +581,23 @@ def test_cancel_interrupted_by_a_restart_still_ends_with_sigkill(data_dir: Path,
     finally:
         ex2.close()
         _kill_leftovers(data_dir)
+
+
+def test_shim_killed_from_outside_fails_with_the_signal_code_and_cleans_up(
+    data_dir: Path, tmp_path: Path, executors: list[LocalExecutor]
+) -> None:
+    ex = LocalExecutor("local-test", FAST, data_dir)
+    executors.append(ex)
+    la = make_launch(f"echo $$ > {tmp_path}/inner; sleep 60")
+    shim = int(ok(ex.submit(la)).native_id)
+    wait_file(tmp_path / "inner", 5)
+    time.sleep(0.05)
+    inner = int((tmp_path / "inner").read_text())
+    os.kill(shim, signal.SIGKILL)  # e.g. the OOM killer picked the shim
+    done = wait_done(ex, la.request_id, 5)
+    assert (done.phase, done.exit_code) == (ExecPhase.FAILED, 137)
+    assert (data_dir / "runs" / la.request_id / "replica-0.exit").read_text() == "137\n"
+    deadline = time.monotonic() + 3
+    while psutil.pid_exists(inner) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not psutil.pid_exists(inner), "the replica's other processes are stopped too"

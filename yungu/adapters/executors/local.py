@@ -81,6 +81,7 @@ from yungu.adapters.executors.local_runs import (
     status_json,
     write_atomic,
     write_exclusive,
+    write_exit,
     write_new,
 )
 from yungu.domain.clock import Clock
@@ -111,7 +112,7 @@ class _SystemClock:
 
 @dataclass(frozen=True)
 class LocalSettings:
-    """Settings of a local executor (the ``[executors.<name>]`` table of the config)."""
+    """Settings of a local executor (the ``[executor.<name>]`` table of the config)."""
 
     max_processes: int = 256
     set_cuda_visible_devices: bool = False
@@ -319,6 +320,10 @@ class LocalExecutor(BaseExecutor):
 
     def _cancel(self, request_id: str, grace_s: float) -> ExecStatus | ExecError:
         with self._lock:
+            claim = self._claims.get(request_id)
+        if claim is not None:  # a submit of it is under way: cancel what it starts, not before
+            claim.wait(timeout=30)
+        with self._lock:
             current = self._lookup(request_id, load=True)
             if current is None:
                 return ExecError(ExecErrorCode.NOT_FOUND, f"unknown request {request_id}")
@@ -422,6 +427,8 @@ class LocalExecutor(BaseExecutor):
             return f"request id {launch.request_id!r} must match {_REQUEST_ID.pattern}"
         if not launch.command.strip() or "\x00" in launch.command:
             return "command must be a non-empty string without NUL bytes"
+        if not launch.job_id or "\x00" in launch.job_id:
+            return "job id must be a non-empty string without NUL bytes"
         n = len(launch.replicas)
         if n == 0:
             return "a launch needs at least one replica"
@@ -460,9 +467,10 @@ class LocalExecutor(BaseExecutor):
                 if self.settings.set_cuda_visible_devices and spec.devices:
                     platform_vars.append(f"CUDA_VISIBLE_DEVICES={devices}")
                 self._spawn_replica(run, rep, launch.command, env, platform_vars)
-        except OSError as exc:
+        except Exception as exc:  # OSError (EAGAIN, ENOMEM...) or a bug: never leak the slots
             log.error(
                 "local spawn failed",
+                exc_info=not isinstance(exc, OSError),
                 extra={"executor": self.name, "request_id": run.request_id, "error": str(exc)},
             )
             self._set_verdict(run, ExecPhase.LOST, None, f"could not start processes: {exc}", 0.0)
@@ -521,7 +529,7 @@ class LocalExecutor(BaseExecutor):
                 if code is None:
                     code = 128 - rc
                     with contextlib.suppress(OSError):
-                        write_atomic(exit_path, code)
+                        write_exit(exit_path, code)
             safe = True  # just reaped by us: the group id cannot have been reused
         else:
             assert rep.pid is not None
@@ -597,7 +605,7 @@ class LocalExecutor(BaseExecutor):
             for rep in run.replicas:
                 if rep.popen is not None:
                     with contextlib.suppress(subprocess.TimeoutExpired):
-                        rep.popen.wait(timeout=1.0)
+                        rep.popen.wait(timeout=0.2)  # SIGKILLed: reaping is a matter of microseconds
                 self._poll(run, rep)
             if any(r.state is ReplicaState.ALIVE for r in run.replicas):
                 return False
@@ -786,6 +794,8 @@ class LocalExecutor(BaseExecutor):
         run = _Run(rid, path, [_Replica(i) for i in range(n)], adopted=True)
         if manifest:
             run.time_limit_s = manifest.get("time_limit_s")
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                run.started_at = datetime.fromisoformat(manifest["submitted_at"])
         verdict = read_json(path / "verdict.json")
         if verdict:
             run.verdict = (
@@ -808,7 +818,7 @@ class LocalExecutor(BaseExecutor):
                         write_atomic(Path(f"{base}.pid"), info)
             if info is not None:
                 rep.pid, rep.create_time = int(info["pid"]), info.get("create_time")
-                if info.get("started_at") and run.started_at is None:
+                if info.get("started_at"):  # the spawn time beats the manifest's submit time
                     run.started_at = datetime.fromisoformat(info["started_at"])
             code = read_exit(Path(f"{base}.exit"))
             if code is not None:

@@ -134,6 +134,14 @@ def write_atomic(path: Path, payload: object) -> None:
     os.replace(tmp, path)
 
 
+def write_exit(path: Path, code: int) -> None:
+    """The exit file in the shim's format (code and newline), for a shim that could not write it."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(f"{code}\n")
+    os.replace(tmp, path)
+
+
 def write_new(path: Path, payload: object) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
