@@ -73,11 +73,14 @@ def issue_month(
         if start.month == 12
         else start.replace(month=start.month + 1)
     )
-    jobs = (
-        [j for j in c.store.page(tenant_id, limit=1_000_000) if j.started_at and start <= j.started_at < end]
-        if hasattr(c.store, "list")
-        else []
-    )
+    jobs = []
+    after = None
+    while True:  # keyset pages over the tenant's jobs
+        page = c.store.page(tenant_id, after=after, limit=500)
+        jobs.extend(j for j in page if j.started_at and start <= j.started_at < end)
+        if len(page) < 500:
+            break
+        after = page[-1].id
     items = []
     st = telemetry_store(c)
     for j in jobs:

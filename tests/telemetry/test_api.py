@@ -1,0 +1,65 @@
+"""The telemetry/energy/certificate/alert API on a real platform (FastAPI app + store)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.api.conftest import Platform, sqlite_platform  # noqa: F401  (fixture)
+
+
+def _samples(t0: float, n: int, job: str) -> list[dict[str, Any]]:
+    return [
+        {"seq": i, "ts": t0 + 10 * i, "cpu_utilisation": 0.5, "memory_utilisation": 0.2, "cpu_power_w": 300.0,
+         "cpu_method": "modelled", "cpu_idle_w": 100.0, "node_cpu_seconds": 40.0 * i, "cores": 8,
+         "jobs": [{"job_id": job, "cpu_seconds": 20.0 * i, "cores": 4}]}
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_ingest_report_certificate_metrics_alerts(sqlite_platform: Platform) -> None:  # noqa: F811
+    p = sqlite_platform
+    http, admin = p.http, p.admin
+    r = http.post("/api/v1/telemetry/nodes", json={"node_id": "n1", "pool_id": "horinger-cpu"}, headers=admin)
+    assert r.status_code == 201, r.text
+    key = r.json()["node_key"]
+    t0 = time.time() - 7200
+    body = {
+        "node_id": "n1",
+        "samples": [
+            *_samples(t0, 361, "job-x"),
+            {"seq": 999, "ts": t0, "cpu_utilisation": 0.5, "cpu_power_w": -1},
+        ],
+    }
+    res = http.post("/api/v1/telemetry/ingest", json=body, headers={"X-Node-Key": key}).json()
+    assert res["accepted"] == 361 and res["reasons"] == {"negative_power": 1}
+    assert http.post("/api/v1/telemetry/ingest", json=body, headers={"X-Node-Key": "nope"}).json()[
+        "reasons"
+    ] == {"bad_key": 362}
+
+    rep = http.get("/api/v1/energy/jobs/job-x", headers=admin).json()
+    # 3600 s at 300 W: dynamic 200 W x half the CPU time + idle 100 W x 4/8 cores = 150 W -> 0.15 kWh
+    assert abs(rep["energy"]["it_kwh"] - 0.15) < 1e-6
+    assert rep["energy"]["method"] == "modelled"
+    site = rep["sites"][0]
+    assert site["site_id"] == "horinger-dc1" and abs(site["facility_kwh"] - 0.15 * 1.15) < 1e-6
+    assert site["location_based"]["carbon_g"] > site["market_based"]["carbon_g"] > 0  # 82 % contracted green
+    assert site["market_based"]["signals"] == "modelled"
+
+    cert = http.post("/api/v1/certs/jobs/job-x", headers=admin).json()
+    assert http.post("/api/v1/certs/verify", json=cert, headers=admin).json()["valid"] is True
+    cert["body"]["totals"]["facility_kwh"] = "0.000001"
+    v = http.post("/api/v1/certs/verify", json=cert, headers=admin).json()
+    assert v["valid"] is False and "tampered" in v["reason"]
+    assert "绿电溯源证书" in http.get(f"/api/v1/certs/{cert['body']['id']}/html", headers=admin).text
+
+    m = http.get("/metrics").text
+    assert 'yungu_node_energy_joules_total{node="n1",pool="horinger-cpu",site="horinger-dc1"}' in m
+    assert 'yungu_telemetry_samples_total{outcome="quarantined_negative_power"} 1.0' in m
+    assert "yungu_site_pue_ratio" in m
+
+    pts = http.get("/api/v1/telemetry/series", params={"scope": "site", "id": "horinger-dc1", "start": "2020-01-01T00:00:00Z",
+                                                        "step": 86400 * 30}, headers=admin)  # fmt: skip
+    assert pts.status_code == 422  # too many points is refused, not truncated silently
+    alerts = http.get("/api/v1/alerts", params={"silent_after_s": 60}, headers=admin).json()["items"]
+    assert [a["kind"] for a in alerts] == ["node_silent"]  # last sample is ~1 h old
