@@ -73,7 +73,7 @@ def issue_month(
         if start.month == 12
         else start.replace(month=start.month + 1)
     )
-    jobs = []
+    jobs: list[Any] = []
     after = None
     while True:  # keyset pages over the tenant's jobs
         page = c.store.page(tenant_id, after=after, limit=500)
