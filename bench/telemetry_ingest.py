@@ -41,7 +41,9 @@ def bench_ingest(url: str, total: int, batch: int, nodes: int) -> tuple[float, f
     engine = create_engine(url)
     migrate(engine)
     store = TelemetryStore(engine)
-    keys = {f"node-{i:03d}": store.register_node(f"node-{i:03d}", "site-b", "pool-b", NOW) for i in range(nodes)}
+    keys = {
+        f"node-{i:03d}": store.register_node(f"node-{i:03d}", "site-b", "pool-b", NOW) for i in range(nodes)
+    }
     per_node = total // nodes
     t0 = NOW.timestamp() - 86400
     batches = []
@@ -56,8 +58,10 @@ def bench_ingest(url: str, total: int, batch: int, nodes: int) -> tuple[float, f
     # baseline: the row-per-sample design this store replaced (one SQL row per sample, executemany)
     sqlite_conn = engine.raw_connection()
     cur = sqlite_conn.cursor()
-    cur.execute("CREATE TABLE base_samples (node_id TEXT, seq INTEGER, ts_ms INTEGER, site_id TEXT, pool_id TEXT, "
-                "cpu_util REAL, mem_util REAL, cpu_power_w REAL, modelled INTEGER, PRIMARY KEY (node_id, seq))")
+    cur.execute(
+        "CREATE TABLE base_samples (node_id TEXT, seq INTEGER, ts_ms INTEGER, site_id TEXT, pool_id TEXT, "
+        "cpu_util REAL, mem_util REAL, cpu_power_w REAL, modelled INTEGER, PRIMARY KEY (node_id, seq))"
+    )
     cur.execute("CREATE INDEX ix_base_site_ts ON base_samples (site_id, ts_ms)")
     base_rows = [("base", r["seq"], int(float(r["ts"]) * 1000), "x", "x", r["cpu_utilisation"], 0.3, r["cpu_power_w"], 1)  # type: ignore[arg-type]
                  for r in rows(100_000, 0, t0, 1.0)]  # fmt: skip
@@ -112,11 +116,15 @@ def main() -> None:
         url2 = f"sqlite:///{d}/query.db" if a.db == "sqlite" else a.db
         q = bench_query(url2)
     print(f"{'measure':<44} {'value':>14} {'target':>12} {'vs baseline':>12}")
-    print(f"{'ingest samples/s (batch ' + str(a.batch) + ', ' + str(a.samples) + ' samples)':<44} {rate:>14,.0f} {'>= 200,000':>12} {rate / base:>11.1f}x")
+    print(
+        f"{'ingest samples/s (batch ' + str(a.batch) + ', ' + str(a.samples) + ' samples)':<44} {rate:>14,.0f} {'>= 200,000':>12} {rate / base:>11.1f}x"
+    )
     print(f"{'baseline: row-per-sample executemany /s':<44} {base:>14,.0f} {'':>12} {'1.0x':>12}")
     for label, (p50, p99, pts) in q.items():
         print(f"{'query 1 site, 1 day @1 min, ' + label + ' p50 ms':<44} {p50:>14.1f} {'':>12} {'':>12}")
-        print(f"{'query 1 site, 1 day @1 min, ' + label + ' p99 ms':<44} {p99:>14.1f} {'< 100':>12} {q['raw'][1] / p99:>11.1f}x")
+        print(
+            f"{'query 1 site, 1 day @1 min, ' + label + ' p99 ms':<44} {p99:>14.1f} {'< 100':>12} {q['raw'][1] / p99:>11.1f}x"
+        )
     print(f"(points per query: {q['raw'][2]})")
 
 
