@@ -44,13 +44,19 @@ def run(db: str, seconds: int) -> list[tuple[str, str, dict[str, float]]]:
         try:
             admin = {"Authorization": f"Bearer {srv.admin_key}"}
             t = httpx.post(srv.url + "/api/v1/admin/tenants", json={"name": "bench"}, headers=admin).json()
-            key = httpx.post(srv.url + "/api/v1/admin/keys", json={"role": "tenant", "tenant_id": t["id"]},
-                             headers=admin).json()["secret"]
+            key = httpx.post(
+                srv.url + "/api/v1/admin/keys", json={"role": "tenant", "tenant_id": t["id"]}, headers=admin
+            ).json()["secret"]
             rows = [(db, "GET /health (baseline)", wrk(srv.url + "/api/v1/health", seconds, 32))]
             rows.append((db, "POST /jobs (submit)", wrk(srv.url + "/api/v1/jobs", seconds, 32, SUBMIT % key)))
-            job = httpx.post(srv.url + "/api/v1/jobs", json={"name": "r", "command": "true"},
-                             headers={"Authorization": f"Bearer {key}"}).json()["id"]
-            rows.append((db, "GET /jobs/{id} (status)", wrk(srv.url + f"/api/v1/jobs/{job}", seconds, 32, READ % key)))
+            job = httpx.post(
+                srv.url + "/api/v1/jobs",
+                json={"name": "r", "command": "true"},
+                headers={"Authorization": f"Bearer {key}"},
+            ).json()["id"]
+            rows.append(
+                (db, "GET /jobs/{id} (status)", wrk(srv.url + f"/api/v1/jobs/{job}", seconds, 32, READ % key))
+            )
             return rows
         finally:
             srv.stop()
@@ -68,8 +74,10 @@ def main() -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     base = {db: r for db, name, r in rows if name.startswith("GET /health")}
     for db, name, r in rows:
-        print(f"| {db} | {name} | {r['rps']:.0f} | {r['rps'] / base[db]['rps']:.2f} | {r.get('p50_ms', 0):.1f} | "
-              f"{r.get('p99_ms', 0):.1f} | {r['non2xx']:.0f} |")
+        print(
+            f"| {db} | {name} | {r['rps']:.0f} | {r['rps'] / base[db]['rps']:.2f} | {r.get('p50_ms', 0):.1f} | "
+            f"{r.get('p99_ms', 0):.1f} | {r['non2xx']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -74,8 +74,14 @@ def run_executor(ex: Executor, n: int, window: int, out: Path, timeout_s: float)
     while (i < n or inflight) and time.monotonic() < deadline:
         while i < n and len(inflight) < window:
             f = out / f"{ex.name}-{i}"
-            la = Launch(f"bench-{tag}-{i}.1", f"bench-{tag}-{i}", "bench", "bench", f"date +%s.%N > {f}",
-                        (ReplicaLaunch(0),))
+            la = Launch(
+                f"bench-{tag}-{i}.1",
+                f"bench-{tag}-{i}",
+                "bench",
+                "bench",
+                f"date +%s.%N > {f}",
+                (ReplicaLaunch(0),),
+            )
             t0 = time.time()
             st = ex.submit(la)
             if isinstance(st, ExecError):
@@ -106,8 +112,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--jobs", type=int, default=200)
     ap.add_argument("--window", type=int, default=4)
-    ap.add_argument("--ray-jobs", type=int, default=None,
-                    help="jobs for Ray only (default --jobs); a Ray job costs seconds on a 2-core box")
+    ap.add_argument(
+        "--ray-jobs",
+        type=int,
+        default=None,
+        help="jobs for Ray only (default --jobs); a Ray job costs seconds on a 2-core box",
+    )
     ap.add_argument("--engines", default="local,slurm,ray")
     args = ap.parse_args()
     engines = args.engines.split(",")
@@ -135,8 +145,12 @@ def main() -> None:
             try:
                 ex = SlurmExecutor("slurm", SlurmConfig(workdir=tmp / "slurm-jobs", slurm_conf=cluster.conf))
                 rows.append(("slurm", run_executor(ex, args.jobs, args.window, out, 900)))
-                held = SlurmExecutor("slurm-held", SlurmConfig(workdir=tmp / "slurm-held", slurm_conf=cluster.conf,
-                                                               extra_sbatch_args=("--hold",)))
+                held = SlurmExecutor(
+                    "slurm-held",
+                    SlurmConfig(
+                        workdir=tmp / "slurm-held", slurm_conf=cluster.conf, extra_sbatch_args=("--hold",)
+                    ),
+                )
                 tag = uuid.uuid4().hex[:8]
 
                 def ours(i: int) -> None:
@@ -145,8 +159,12 @@ def main() -> None:
                         raise SystemExit(f"held submit failed: {st}")
 
                 def bare(i: int) -> None:
-                    subprocess.run(["sbatch", "--hold", "--parsable", "--output=/dev/null", "--wrap=true"],
-                                   env=cluster.env, check=True, capture_output=True)
+                    subprocess.run(
+                        ["sbatch", "--hold", "--parsable", "--output=/dev/null", "--wrap=true"],
+                        env=cluster.env,
+                        check=True,
+                        capture_output=True,
+                    )
 
                 bare_rate = rate(args.jobs, bare)
                 our_rate = rate(args.jobs, ours)
@@ -170,19 +188,27 @@ def main() -> None:
             head = ray_cluster.start_cluster(tmp / "ray")
             try:
                 ex = RayExecutor("ray", RayConfig(address=head.address))
-                rows.append((f"ray ({ray_jobs} jobs)" if ray_jobs != args.jobs else "ray",
-                             run_executor(ex, ray_jobs, args.window, out, 1800)))
+                rows.append(
+                    (
+                        f"ray ({ray_jobs} jobs)" if ray_jobs != args.jobs else "ray",
+                        run_executor(ex, ray_jobs, args.window, out, 1800),
+                    )
+                )
             finally:
                 head.stop()
 
     base = statistics.median(rows[0][1])
-    print(f"Dispatch overhead: submit() -> command running ({args.jobs} jobs each, window {args.window}); "
-          f"{platform.machine()}, {platform.python_version()}")
+    print(
+        f"Dispatch overhead: submit() -> command running ({args.jobs} jobs each, window {args.window}); "
+        f"{platform.machine()}, {platform.python_version()}"
+    )
     print(f"{'engine':<18}{'median ms':>12}{'p99 ms':>10}{'max ms':>10}{'median vs popen':>18}")
     for name, lat in rows:
         med = statistics.median(lat)
-        print(f"{name:<18}{1000 * med:>12.1f}{1000 * pct(lat, 0.99):>10.1f}{1000 * max(lat):>10.1f}"
-              f"{med / base:>17.1f}x")
+        print(
+            f"{name:<18}{1000 * med:>12.1f}{1000 * pct(lat, 0.99):>10.1f}{1000 * max(lat):>10.1f}"
+            f"{med / base:>17.1f}x"
+        )
     for line in extra:
         print(line)
 

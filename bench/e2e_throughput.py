@@ -44,8 +44,9 @@ def yungu(n: int, samples: int) -> dict[str, float]:
         try:
             admin = {"Authorization": f"Bearer {srv.admin_key}"}
             t = httpx.post(srv.url + "/api/v1/admin/tenants", json={"name": "bench"}, headers=admin).json()
-            key = httpx.post(srv.url + "/api/v1/admin/keys", json={"role": "tenant", "tenant_id": t["id"]},
-                             headers=admin).json()["secret"]
+            key = httpx.post(
+                srv.url + "/api/v1/admin/keys", json={"role": "tenant", "tenant_id": t["id"]}, headers=admin
+            ).json()["secret"]
             h = {"Authorization": f"Bearer {key}"}
             lat = []
             with httpx.Client(base_url=srv.url + "/api/v1", headers=h) as c:
@@ -69,17 +70,31 @@ def yungu(n: int, samples: int) -> dict[str, float]:
             t_submitted = time.perf_counter() - t0
             with httpx.Client(base_url=srv.url + "/api/v1", headers=h) as c:
                 while True:
-                    done = sum(1 for s in ("succeeded", "failed", "cancelled")
-                               for _ in c.get("/jobs", params={"state": s, "limit": 500}).json()["items"])
-                    counts = c.get("/jobs", params={"state": ["pending", "queued", "scheduled", "dispatched", "running"],
-                                                    "limit": 1}).json()["items"]
+                    done = sum(
+                        1
+                        for s in ("succeeded", "failed", "cancelled")
+                        for _ in c.get("/jobs", params={"state": s, "limit": 500}).json()["items"]
+                    )
+                    counts = c.get(
+                        "/jobs",
+                        params={
+                            "state": ["pending", "queued", "scheduled", "dispatched", "running"],
+                            "limit": 1,
+                        },
+                    ).json()["items"]
                     if not counts and done:
                         break
                     time.sleep(0.05)
                 elapsed = time.perf_counter() - t0
                 failed = len(c.get("/jobs", params={"state": "failed", "limit": 500}).json()["items"])
-            return {"jobs_per_s": n / elapsed, "submit_per_s": n / t_submitted, "elapsed_s": elapsed,
-                    "p50_ms": statistics.median(lat), "p99_ms": pct(lat, 99), "failed": failed}
+            return {
+                "jobs_per_s": n / elapsed,
+                "submit_per_s": n / t_submitted,
+                "elapsed_s": elapsed,
+                "p50_ms": statistics.median(lat),
+                "p99_ms": pct(lat, 99),
+                "failed": failed,
+            }
         finally:
             srv.stop()
 
@@ -91,18 +106,26 @@ def slurm(n: int, samples: int) -> dict[str, float]:
         cl = start_cluster(Path(tmp))
         env = cl.env
         try:
+
             def squeue_empty() -> bool:
-                return not subprocess.run(["squeue", "-h", "-o", "%i"], env=env, capture_output=True,
-                                          text=True).stdout.strip()
+                return not subprocess.run(
+                    ["squeue", "-h", "-o", "%i"], env=env, capture_output=True, text=True
+                ).stdout.strip()
 
             lat = []
             for _ in range(samples):
                 t0 = time.perf_counter()
-                jid = subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "--wrap=sleep 0.2"], env=env,
-                                     capture_output=True, text=True, check=True).stdout.strip()
+                jid = subprocess.run(
+                    ["sbatch", "--parsable", "-o", "/dev/null", "--wrap=sleep 0.2"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout.strip()
                 while True:
-                    st = subprocess.run(["squeue", "-h", "-j", jid, "-o", "%T"], env=env, capture_output=True,
-                                        text=True).stdout.strip()
+                    st = subprocess.run(
+                        ["squeue", "-h", "-j", jid, "-o", "%T"], env=env, capture_output=True, text=True
+                    ).stdout.strip()
                     if st in ("RUNNING", "COMPLETING", "COMPLETED", ""):
                         break
                     time.sleep(0.005)
@@ -111,14 +134,24 @@ def slurm(n: int, samples: int) -> dict[str, float]:
                     time.sleep(0.05)
             t0 = time.perf_counter()
             for _ in range(n):
-                subprocess.run(["sbatch", "--parsable", "-o", "/dev/null", "--wrap=true"], env=env,
-                               capture_output=True, check=True)
+                subprocess.run(
+                    ["sbatch", "--parsable", "-o", "/dev/null", "--wrap=true"],
+                    env=env,
+                    capture_output=True,
+                    check=True,
+                )
             t_submitted = time.perf_counter() - t0
             while not squeue_empty():
                 time.sleep(0.1)
             elapsed = time.perf_counter() - t0
-            return {"jobs_per_s": n / elapsed, "submit_per_s": n / t_submitted, "elapsed_s": elapsed,
-                    "p50_ms": statistics.median(lat), "p99_ms": pct(lat, 99), "failed": 0}
+            return {
+                "jobs_per_s": n / elapsed,
+                "submit_per_s": n / t_submitted,
+                "elapsed_s": elapsed,
+                "p50_ms": statistics.median(lat),
+                "p99_ms": pct(lat, 99),
+                "failed": 0,
+            }
         finally:
             cl.stop()
 
@@ -132,12 +165,18 @@ def main() -> None:
     rows = [("Yungu local executor", yungu(a.jobs, a.latency_samples))]
     if not a.skip_slurm:
         rows.append(("Slurm 22.05 (slurmctld + 2 slurmd)", slurm(a.jobs, a.latency_samples)))
-    print(f"\nmachine: {machine()}; {a.jobs} trivial jobs; latency over {a.latency_samples} jobs on an idle system\n")
-    print("| system | end-to-end jobs/s | submissions/s | total s | submit->running p50 ms | p99 ms | failed |")
+    print(
+        f"\nmachine: {machine()}; {a.jobs} trivial jobs; latency over {a.latency_samples} jobs on an idle system\n"
+    )
+    print(
+        "| system | end-to-end jobs/s | submissions/s | total s | submit->running p50 ms | p99 ms | failed |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
-        print(f"| {name} | {r['jobs_per_s']:.0f} | {r['submit_per_s']:.0f} | {r['elapsed_s']:.1f} | "
-              f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['failed']:.0f} |")
+        print(
+            f"| {name} | {r['jobs_per_s']:.0f} | {r['submit_per_s']:.0f} | {r['elapsed_s']:.1f} | "
+            f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['failed']:.0f} |"
+        )
     if len(rows) == 2:
         print(f"\nthroughput ratio Yungu/Slurm: {rows[0][1]['jobs_per_s'] / rows[1][1]['jobs_per_s']:.1f}x")
 

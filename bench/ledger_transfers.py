@@ -38,15 +38,19 @@ def setup(url: str) -> LedgerStore:
     engine = create_engine(url)
     migrate(engine)
     s = LedgerStore(engine, FixedClock(datetime(2026, 1, 1, tzinfo=UTC)))
-    s.open_accounts([Account("bank", AccountKind.EXTERNAL, credit_limit=None)]
-                    + [Account(f"w{i}", AccountKind.TENANT_WALLET, credit_limit=0) for i in range(ACCOUNTS)])
+    s.open_accounts(
+        [Account("bank", AccountKind.EXTERNAL, credit_limit=None)]
+        + [Account(f"w{i}", AccountKind.TENANT_WALLET, credit_limit=0) for i in range(ACCOUNTS)]
+    )
     s.submit([Transfer(f"fund{i}", "bank", f"w{i}", 10**12) for i in range(ACCOUNTS)])
     return s
 
 
 def run(s: LedgerStore, n: int, batch: int, tag: str) -> float:
-    ts = [Transfer(f"{tag}.{i}", f"w{i % ACCOUNTS}", f"w{(i * 7 + 1) % ACCOUNTS}", 1 + i % 1000)
-          for i in range(n)]
+    ts = [
+        Transfer(f"{tag}.{i}", f"w{i % ACCOUNTS}", f"w{(i * 7 + 1) % ACCOUNTS}", 1 + i % 1000)
+        for i in range(n)
+    ]
     t0 = time.perf_counter()
     for i in range(0, n, batch):
         outs = s.submit(ts[i : i + batch])
@@ -66,13 +70,21 @@ def pg_server(root: Path) -> tuple[str, list[str], Path] | None:
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "yungu", "--auth=trust"], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "yungu", "--auth=trust"],
+        check=True,
+        capture_output=True,
+    )
     with (data / "postgresql.conf").open("a") as f:
-        f.write(f"\nport={port}\nlisten_addresses='127.0.0.1'\nunix_socket_directories='{root}'\n"
-                "fsync=on\nsynchronous_commit=on\n")
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start"],
-                   check=True, capture_output=True)
+        f.write(
+            f"\nport={port}\nlisten_addresses='127.0.0.1'\nunix_socket_directories='{root}'\n"
+            "fsync=on\nsynchronous_commit=on\n"
+        )
+    subprocess.run(
+        [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start"],
+        check=True,
+        capture_output=True,
+    )
     import psycopg
 
     with psycopg.connect(f"postgresql://yungu@127.0.0.1:{port}/postgres", autocommit=True) as conn:
@@ -108,13 +120,17 @@ def main() -> None:
                 rows.append(("PostgreSQL fsync=on synchronous_commit=on", base, rate))
                 s.engine.dispose()
             finally:
-                subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate",
-                                "stop"], capture_output=True)
+                subprocess.run(
+                    [*as_user, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "stop"],
+                    capture_output=True,
+                )
                 shutil.rmtree(root, ignore_errors=True)
     print(f"\nledger durable transfers ({args.n:,} transfers, batch {args.batch:,}; baseline: 1 per commit)")
     print(f"{'backend':<44} {'1/commit /s':>12} {'batched /s':>12} {'ratio':>7} {'>=20k':>6}")
     for name, base, rate in rows:
-        print(f"{name:<44} {base:>12,.0f} {rate:>12,.0f} {rate / base:>7.1f} {'yes' if rate >= 20_000 else 'NO':>6}")
+        print(
+            f"{name:<44} {base:>12,.0f} {rate:>12,.0f} {rate / base:>7.1f} {'yes' if rate >= 20_000 else 'NO':>6}"
+        )
 
 
 if __name__ == "__main__":
