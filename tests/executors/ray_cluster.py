@@ -12,6 +12,7 @@ that has ``ray`` installed (the executor's gang launcher runs ``python -c``).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,8 +47,15 @@ class RayCluster:
     address: str  # Jobs API / dashboard URL
     proc: subprocess.Popen[bytes]
     log: Path
+    temp_dir: Path  # Ray's session files (sockets, logs); removed on stop
 
     def stop(self) -> None:
+        try:
+            self._stop_head()
+        finally:
+            shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def _stop_head(self) -> None:
         if self.proc.poll() is None:
             try:
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -82,7 +90,7 @@ def start_cluster(root: Path, num_cpus: int = 4, timeout_s: float = 90.0) -> Ray
             "--disable-usage-stats"]
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    cluster = RayCluster(address=f"http://127.0.0.1:{dash}", proc=proc, log=log)
+    cluster = RayCluster(address=f"http://127.0.0.1:{dash}", proc=proc, log=log, temp_dir=temp_dir)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
