@@ -104,3 +104,10 @@ def test_unreachable_platform_is_explained(tmp_path: Path) -> None:
     env = {**os.environ, "YUNGU_URL": "http://127.0.0.1:9", "YUNGU_API_KEY": "x"}
     r = subprocess.run([yungu_exe(), "jobs"], capture_output=True, text=True, env=env)
     assert r.returncode == 1 and "yungu server" in r.stderr
+
+
+def test_sites_check_reports_each_executor(server: ServerProcess) -> None:
+    items = json.loads(yungu(server, "sites", "check", "-o", "json").stdout)
+    assert len(items) == 6 and all(i["reachable"] and i["executor_kind"] == "local" for i in items)
+    assert all(i["engine"]["cpus"] >= 1 for i in items)
+    assert "REACHABLE" in yungu(server, "sites", "check").stdout

@@ -174,10 +174,16 @@ def cancel(job_id: str, output: Output = OutputOpt, url: str | None = UrlOpt, ke
         console.print(f"[yellow]已请求取消 Cancel requested[/] {job['id']} (state={job['state']})")
 
 
-@app.command()
+sites_app = typer.Typer(help="Sites: capacity, load, executor health / 站点", invoke_without_command=True)
+app.add_typer(sites_app, name="sites")
+
+
+@sites_app.callback()
 @api_errors
-def sites(output: Output = OutputOpt, url: str | None = UrlOpt, key: str | None = KeyOpt) -> None:
+def sites(ctx: typer.Context, output: Output = OutputOpt, url: str | None = UrlOpt, key: str | None = KeyOpt) -> None:
     """Sites with capacity and load / 站点容量与负载."""
+    if ctx.invoked_subcommand:
+        return
     items = client(url, key).get("/sites")["items"]
     if output is Output.json:
         emit_json(items)
@@ -186,6 +192,23 @@ def sites(output: Output = OutputOpt, url: str | None = UrlOpt, key: str | None 
           [(s["id"], s["name_zh"], s["region_id"], s["pue"], s["electricity_price_cny_per_kwh"],
             f"{s['green_contract_share']:.0%}", f"{s['devices_used']}/{s['devices_total']}",
             f"{s['cpus_used']}/{s['cpus_total']}", s["jobs_running"]) for s in items])
+
+
+@sites_app.command("check")
+@api_errors
+def sites_check(output: Output = OutputOpt, url: str | None = UrlOpt, key: str | None = KeyOpt) -> None:
+    """Check every site's executor: reachable? capacity seen vs declared / 检查执行器."""
+    items = client(url, key).get("/sites/check")["items"]
+    if output is Output.json:
+        emit_json(items)
+    else:
+        table("执行器检查 Executor check", ["SITE", "EXECUTOR", "KIND", "REACHABLE", "DECLARED cpus/devices", "ENGINE SEES", "NOTES"],
+              [(i["site_id"], i["executor"], i["executor_kind"], "[green]yes[/]" if i["reachable"] else "[red]NO[/]",
+                f"{i['declared']['cpus']}/{i['declared']['devices']}",
+                f"cpus={i['engine'].get('cpus')} gpus={i['engine'].get('gpus', '-')} mem={i['engine'].get('memory_gb')}GB",
+                "; ".join(map(str, i["engine"].get("warnings", []))) or i["engine"].get("error", "")) for i in items])
+    if not all(i["reachable"] for i in items):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -10,7 +10,7 @@ from yungu.api.deps import ANY_ROLE, container, require
 from yungu.control.capacity import pool_load
 from yungu.control.reconciler import ACTIVE
 from yungu.domain.catalogue import Precision
-from yungu.domain.tenancy import Principal
+from yungu.domain.tenancy import Principal, Role
 
 router = APIRouter(tags=["world"])
 
@@ -69,3 +69,30 @@ def pools(request: Request, _p: Principal = Depends(require(*ANY_ROLE))) -> dict
             **load[p.id],
         })
     return {"items": items, "precisions": [x.value for x in Precision]}
+
+
+@router.get("/sites/check")
+def sites_check(request: Request, _p: Principal = Depends(require(Role.OPERATOR))) -> dict[str, Any]:
+    """Ask each site's executor whether it is reachable and what capacity it sees, beside
+    the capacity the config declares for that site's pools."""
+    c = container(request)
+    reports: dict[str, Any] = {}
+    for name, ex in c.executors.items():
+        try:
+            reports[name] = dict(ex.check())
+        except Exception as exc:  # an adapter bug must not hide the other sites
+            reports[name] = {"reachable": False, "error": f"{type(exc).__name__}: {exc}"}
+    items = []
+    for s in c.world.sites:
+        pools = [p for p in c.world.pools if p.site_id == s.id]
+        seen = reports.get(s.executor, {"reachable": False, "error": f"no executor {s.executor!r}"})
+        items.append({
+            "site_id": s.id, "executor": s.executor,
+            "executor_kind": c.config.executors.get(s.executor, {}).get("type"),
+            "reachable": bool(seen.get("reachable")),
+            "declared": {"nodes": sum(p.nodes for p in pools), "cpus": sum(p.total_cpus for p in pools),
+                         "devices": sum(p.total_devices for p in pools),
+                         "memory_gb": sum(p.nodes * p.memory_gb_per_node for p in pools)},
+            "engine": seen,
+        })
+    return {"items": items}
