@@ -23,8 +23,9 @@ Files of a run (all written atomically: tmp then rename, or link for first-write
     replica-<i>.pid           {"pid", "create_time", "started_at"} after the spawn
     replica-<i>.exit          the command's exit code and a newline, written by the shim
     replica-<i>.stdout.log    replica-<i>.stderr.log
-    verdict.json              a decided outcome that is not "all exited 0": cancelled,
-                              gang failure, time limit, lost (first writer wins)
+    verdict.json              an outcome decided by the platform: cancelled, gang
+                              failure, time limit (first writer wins); "lost" needs
+                              no file, it follows from the others
 
 and, for the whole data dir, ``finished.jsonl``: one line per finalised launch (its final
 status, once no process of it is left), appended in batches by the monitor thread. A
@@ -619,20 +620,25 @@ class LocalExecutor(BaseExecutor):
     def _set_verdict(
         self, run: _Run, phase: ExecPhase, code: int | None, reason: str, grace_s: float
     ) -> None:
-        """Record a decided outcome; the first verdict on disk wins (link fails if one exists)."""
+        """Record a decided outcome; the first verdict on disk wins (link fails if one exists).
+
+        "Lost" is not written: it follows from the files alone (no live shim, no exit code)
+        and stays true, since a recorded launch is never started again; skipping the write
+        keeps a restart after a crash with many queued launches fast.
+        """
         payload: dict[str, Any] = {
             "phase": phase.value,
             "exit_code": code,
             "reason": reason,
             "grace_s": grace_s,
         }
-        if not write_exclusive(run.path / "verdict.json", payload):
+        if phase is not ExecPhase.LOST and not write_exclusive(run.path / "verdict.json", payload):
             stored = read_json(run.path / "verdict.json")
             if stored:
                 payload = stored
         run.verdict = (ExecPhase(payload["phase"]), payload.get("exit_code"), str(payload.get("reason", "")))
         run.grace_s = float(payload.get("grace_s") or 0.0)
-        if phase is ExecPhase.LOST:
+        if phase is ExecPhase.LOST and not run.adopted:  # adopted ones are summed up in _adopt_all
             log.warning(
                 "local launch lost: %s", reason, extra={"executor": self.name, "request_id": run.request_id}
             )
@@ -779,7 +785,13 @@ class LocalExecutor(BaseExecutor):
             if st is not None:
                 counts[st.phase.value] = counts.get(st.phase.value, 0) + 1
         if pending:
-            log.info("local executor re-adopted runs", extra={"executor": self.name, "phases": counts})
+            log.info(
+                "local executor %s: %d unfinished runs on disk at start: %s",
+                self.name,
+                len(pending),
+                counts,
+                extra={"executor": self.name, "phases": counts},
+            )
 
     def _load(self, path: Path, shims: Mapping[str, tuple[int, float]] | None = None) -> ExecStatus | None:
         rid = path.name
