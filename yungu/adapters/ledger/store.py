@@ -276,7 +276,7 @@ class LedgerStore:
                      ts(r.created_at), ts(r.expires_at), r.state.value if r.state else None) for r in created]
             if self._pg:
                 # COPY streams the batch in one round trip (no per-row statement, no planning).
-                cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 with cur.copy(f"COPY ledger_transfers ({', '.join(cols)}) FROM STDIN") as cp:
                     for row in rows:
                         cp.write_row(row)
