@@ -601,3 +601,60 @@ def test_shim_killed_from_outside_fails_with_the_signal_code_and_cleans_up(
     while psutil.pid_exists(inner) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert not psutil.pid_exists(inner), "the replica's other processes are stopped too"
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_owner_killed_mid_burst_nothing_runs_twice_and_lost_never_ran(
+    data_dir: Path, tmp_path: Path, seed: int
+) -> None:
+    """kill -9 the owner at a random moment of a burst of submits (some queued, some
+    running, some mid-spawn); a new instance answers every id, re-submits start nothing,
+    and each id ran exactly once if it succeeded and never if it is lost."""
+    import random
+
+    rng = random.Random(seed)
+    out = tmp_path / "ran"
+    n = 40
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from yungu.adapters.executors.local import LocalExecutor
+        from yungu.ports.executor import Launch, ReplicaLaunch
+        ex = LocalExecutor("local-test", {{"max_processes": 4, "poll_interval_s": 0.01}}, Path({str(data_dir)!r}))
+        for i in range({n}):
+            cmd = "sleep 0.$((RANDOM % 3)); echo $YUNGU_REQUEST_ID >> {out}"
+            ex.submit(Launch(f"b{{i}}.1", f"b{{i}}", "t", "p", cmd, (ReplicaLaunch(0),)))
+            print(i, flush=True)
+        import time; time.sleep(60)
+        """
+    )
+    owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    kill_after = rng.randint(3, n - 1)
+    try:
+        assert owner.stdout is not None
+        for _ in range(kill_after):
+            owner.stdout.readline()
+        time.sleep(rng.uniform(0, 0.05))
+        owner.kill()
+        owner.wait(timeout=5)
+    finally:
+        if owner.poll() is None:
+            owner.kill()
+    ex = LocalExecutor("local-test", FAST, data_dir)
+    try:
+        ids = [f"b{i}.1" for i in range(n)]
+        for rid in ids:  # the restarted platform re-submits what it believes is in flight
+            res = ex.submit(make_launch(f"echo {rid} >> {out}", request_id=rid))
+            assert not isinstance(res, ExecError), res
+        final = {rid: wait_done(ex, rid, 20) for rid in ids}
+    finally:
+        ex.close()
+        _kill_leftovers(data_dir)
+    ran = out.read_text().split() if out.exists() else []
+    for rid, status in final.items():
+        if status.phase is ExecPhase.SUCCEEDED:
+            assert ran.count(rid) == 1, (rid, status)
+        else:
+            assert status.phase is ExecPhase.LOST, (rid, status)
+            assert ran.count(rid) == 0, (rid, status)
+    assert len(ran) == len(set(ran))

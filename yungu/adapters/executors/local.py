@@ -222,13 +222,13 @@ class LocalExecutor(BaseExecutor):
             raise Unavailable(
                 f"local executor {name}: data dir {self.data_dir} is not usable: {exc}"
             ) from exc
-        try:
-            fcntl.flock(self._lockfile, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+        if not _lock_within(self._lockfile, seconds=3.0):
+            holder = os.pread(self._lockfile, 32, 0).decode(errors="replace").strip()
             os.close(self._lockfile)
             raise Unavailable(
-                f"local executor {name}: {self.data_dir} is in use by another executor instance (executor.lock)"
-            ) from exc
+                f"local executor {name}: {self.data_dir} is in use by another executor instance "
+                f"(executor.lock, pid {holder or '?'})"
+            )
         os.ftruncate(self._lockfile, 0)
         os.write(self._lockfile, f"{os.getpid()}\n".encode())
         self._read_journal()
@@ -847,6 +847,21 @@ class LocalExecutor(BaseExecutor):
         self._slots_used += run.slots
         self._active[rid] = run
         return self._refresh(run)
+
+
+def _lock_within(fd: int, seconds: float) -> bool:
+    """Take the data dir's lock, waiting a little: when the previous owner was killed while
+    forking a replica, the child holds the lock (a copy of the descriptor) for the moment
+    until its exec closes it."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
 
 
 __all__ = ["SHIM", "LocalExecutor", "LocalSettings", "ReplicaState", "decide"]
