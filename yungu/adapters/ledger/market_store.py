@@ -36,6 +36,8 @@ class Reservation:
     window_end: datetime
     devices: int
     price_fen: int
+    bid_id: str = ""
+    ask_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class AuctionResult:
 def _res(r: object) -> Reservation:
     m = r._mapping  # type: ignore[attr-defined]
     return Reservation(m["id"], m["auction_id"], m["tenant_id"], m["provider"], m["pool_id"], m["window_start"],
-                       m["window_end"], m["devices"], m["price_fen"])
+                       m["window_end"], m["devices"], m["price_fen"], m["bid_id"], m["ask_id"])
 
 
 class MarketStore:
@@ -105,7 +107,7 @@ class MarketStore:
             reservations = [
                 Reservation(f"res:{t.bid_id}:{t.ask_id}", auction_id, bid_by_id[t.bid_id].party,
                             ask_by_id[t.ask_id].party, ask_by_id[t.ask_id].pool_id, product.window_start,
-                            product.window_end, t.quantity, t.price_fen)
+                            product.window_end, t.quantity, t.price_fen, t.bid_id, t.ask_id)
                 for t in c.trades(bids, asks)
             ] if c.volume else []
             conn.execute(insert(AU).values(id=auction_id, product=product.key, region=product.region,

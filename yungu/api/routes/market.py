@@ -1,0 +1,168 @@
+"""Market API: posted prices, orders, call auctions, reservations, price index, SLA credits,
+and signed cross-platform clearing statements."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, Field
+
+from yungu.adapters.ledger.market_store import Reservation
+from yungu.adapters.ledger.store import raise_for
+from yungu.api.deps import ANY_ROLE, container, require
+from yungu.api.routes.ledger import STAFF, minor, money, services
+from yungu.control.billing import receivable, wallet
+from yungu.domain.errors import Forbidden, InvalidInput
+from yungu.domain.tenancy import Principal, Role
+from yungu.engines.ledger import Account, AccountKind, Transfer
+from yungu.engines.ledger.clearing import minimal_settlements, net_positions
+from yungu.engines.market import Order, Product
+from yungu.engines.market.index import vwap
+from yungu.engines.market.sla import SlaContract, availability, sla_credit
+
+router = APIRouter(tags=["market"])
+
+
+class ProductIn(BaseModel):
+    region: str
+    accelerator_class: str
+    window_start: datetime
+    window_end: datetime
+    reserve_price: str = "0"
+
+    def build(self) -> Product:
+        for t in (self.window_start, self.window_end):
+            if t.tzinfo is None:
+                raise InvalidInput("window times need a timezone (UTC) / 时间需带时区")
+        return Product(self.region, self.accelerator_class, self.window_start, self.window_end,
+                       minor(self.reserve_price, "CNY"))
+
+
+class OrderIn(ProductIn):
+    id: str
+    side: str
+    party: str = ""
+    quantity: int
+    price: str = Field(description="CNY per device-hour: max for bids, min for asks")
+    pool_id: str = ""
+
+
+class SlaIn(BaseModel):
+    id: str
+    tenant_id: str
+    provider: str
+    period: str
+    up_seconds: int
+    total_seconds: int
+    charge: str
+    target: str = "0.999"
+
+
+class Obligation(BaseModel):
+    debtor: str
+    creditor: str
+    amount: str
+
+
+class StatementIn(BaseModel):
+    period: str
+    currency: str = "CNY"
+    obligations: list[Obligation]
+
+
+def reservation_json(r: Reservation) -> dict[str, Any]:
+    return {"id": r.id, "auction_id": r.auction_id, "tenant_id": r.tenant_id, "provider": r.provider,
+            "pool_id": r.pool_id, "window_start": r.window_start.isoformat(), "window_end": r.window_end.isoformat(),
+            "devices": r.devices, "price": money(r.price_fen)}
+
+
+@router.get("/market/prices")
+def posted_prices(request: Request, p: Principal = Depends(require(*ANY_ROLE))) -> list[dict[str, Any]]:
+    """On-demand posted prices per pool (CNY per device-hour) / 按需挂牌价."""
+    w = container(request).world
+    return [{"pool_id": pool.id, "region": w.region_of_pool(pool.id), "class": pool.compute_class.value,
+             "accelerator": pool.accelerator, "price_cny_per_device_hour": str(pool.price_cny_per_device_hour)}
+            for pool in w.pools]
+
+
+@router.post("/market/orders", status_code=201)
+def place(request: Request, body: OrderIn, p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
+    if body.side == "bid":
+        party = p.tenant_id if p.role is Role.TENANT else body.party
+    elif body.side == "ask":
+        if p.role is Role.TENANT:
+            raise Forbidden("tenants bid; providers and operators ask / 租户只能出价买入")
+        party = body.party or (p.tenant_id or "")
+    else:
+        raise InvalidInput("side must be 'bid' or 'ask'")
+    if not party:
+        raise InvalidInput("party is required / 需要指定交易方")
+    product = body.build()
+    o = services(container(request)).market.place(product, body.side, Order(
+        body.id, party, body.quantity, minor(body.price, "CNY"), body.pool_id))
+    return {"id": o.id, "product": product.key, "side": body.side, "party": party, "quantity": o.quantity,
+            "price": money(o.price_fen)}
+
+
+@router.post("/market/auctions")
+def run_auction(request: Request, body: ProductIn, p: Principal = Depends(require(*STAFF))) -> dict[str, Any]:
+    r = services(container(request)).market.run_auction(body.build())
+    return {"id": r.id, "product": r.product, "price": None if r.price_fen is None else money(r.price_fen),
+            "volume": r.volume, "orders": r.orders, "reservations": [reservation_json(x) for x in r.reservations]}
+
+
+@router.get("/market/reservations")
+def reservations(request: Request, at: datetime | None = None, pool_id: str | None = None,
+                 p: Principal = Depends(require(*ANY_ROLE))) -> list[dict[str, Any]]:
+    c = container(request)
+    tenant = None if p.role is not Role.TENANT else p.tenant_id
+    return [reservation_json(r) for r in services(c).market.reservations_at(at or c.clock.now(), pool_id, tenant)]
+
+
+@router.get("/market/index")
+def price_index(request: Request, product_line: str | None = None) -> dict[str, Any]:
+    """The public price index (no key needed): clearing prices over time per product line."""
+    pts = services(container(request)).market.price_index(product_line)
+    lines: dict[str, list[Any]] = {}
+    for pt in pts:
+        lines.setdefault(pt.product_line, []).append(pt)
+    return {line: {"vwap": None if vwap(v) is None else money(vwap(v) or 0),
+                   "points": [{"at": x.at.isoformat(), "price": money(x.price_fen), "volume": x.volume} for x in v]}
+            for line, v in lines.items()}
+
+
+@router.post("/market/sla-credits")
+def sla(request: Request, body: SlaIn, p: Principal = Depends(require(*STAFF))) -> dict[str, Any]:
+    """Measured availability below the contract -> an automatic credit, booked exactly once."""
+    s = services(container(request))
+    measured = availability(body.up_seconds, body.total_seconds)
+    credit = sla_credit(SlaContract(Decimal(body.target)), measured, minor(body.charge, "CNY"))
+    result = "none"
+    if credit:
+        s.ledger.open_accounts([Account(receivable(body.provider), AccountKind.PROVIDER_RECEIVABLE, "CNY", None,
+                                        body.provider, "provider receivable"),
+                                Account(wallet(body.tenant_id), AccountKind.TENANT_WALLET, "CNY", 0, body.tenant_id,
+                                        "wallet")])
+        out = s.ledger.submit([Transfer(f"sla:{body.id}:{body.period}", receivable(body.provider),
+                                        wallet(body.tenant_id), credit, ref=f"sla:{body.id}", memo="SLA credit")])[0]
+        raise_for(out)
+        result = out.result.value
+    return {"availability": str(measured), "credit": money(credit), "result": result}
+
+
+@router.post("/clearing/statements")
+def statement(request: Request, body: StatementIn, p: Principal = Depends(require(*STAFF))) -> dict[str, Any]:
+    """Multilateral netting of peer obligations, signed by this platform (Ed25519)."""
+    from yungu.adapters.ledger.signing import public_b64, sign, statement_body
+    from yungu.adapters.ledger.statement_keys import platform_key
+
+    c = container(request)
+    pos = net_positions([(o.debtor, o.creditor, minor(o.amount, body.currency)) for o in body.obligations])
+    doc = statement_body(body.period, body.currency, pos)
+    key = platform_key(c.data_dir)
+    transfers = minimal_settlements(pos)
+    return {"body": doc, "signatures": {c.world.platform_id: sign(doc, key)},
+            "public_key": public_b64(key), "transfers": len(transfers)}
