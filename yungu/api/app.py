@@ -10,8 +10,11 @@ from fastapi.responses import JSONResponse
 from yungu.api import problems
 from yungu.api.routes import admin, jobs, world
 from yungu.api.routes import alerts as alerts_routes
+from yungu.api.routes import billing as billing_routes  # issue 5
 from yungu.api.routes import certs as certs_routes
 from yungu.api.routes import energy as energy_routes
+from yungu.api.routes import ledger as ledger_routes  # issue 5
+from yungu.api.routes import market as market_routes  # issue 5
 from yungu.api.routes import telemetry as telemetry_routes
 
 MAX_BODY_BYTES = 1 << 20
@@ -53,6 +56,8 @@ def create_app(container: Any) -> FastAPI:
     for module in (jobs, world, admin):
         app.include_router(module.router, prefix="/api/v1")
     for module in (telemetry_routes, energy_routes, certs_routes, alerts_routes):  # issue 4
+        app.include_router(module.router, prefix="/api/v1")
+    for module in (ledger_routes, billing_routes, market_routes):  # issue 5
         app.include_router(module.router, prefix="/api/v1")
 
     @app.get("/metrics", include_in_schema=False)
