@@ -50,7 +50,6 @@ def check_books(ledger: LedgerStore, usage: BillingStore, jobs, fund: int) -> No
         spent = sum(g for j, g in gross.items() if next(x for x in jobs if x.id == j).tenant_id == t)
         w = ledger.account(wallet(t))[1]
         a = ledger.account(arrears(t))[1]
-        assert w.debits_pending == 0 or True  # unsettled budgets of unmetered jobs may remain
         assert fund - w.posted - a.posted == spent
     splits = [split_charge(g) for g in gross.values()]
     assert ledger.account("sys:cny:vat")[1].posted == sum(s.tax for s in splits)

@@ -169,7 +169,9 @@ def meter(job: Job, world: World, catalogue: Catalogue | None, closed: set[str])
     u = Usage(usage_id(job.id, job.attempt), job.tenant_id, job.id, pool.id, site.provider, job.started_at,
               job.finished_at, dev_s, cu, kwh, tokens_in, tokens_out)
     u.validate()
-    gross = rate_device_time(dev_s, pool.price_cny_per_device_hour)
+    # Accelerator pools price device-hours; CPU-only pools price CPU-hours.
+    price = pool.price_cny_per_device_hour if job.allocation.devices else pool.price_cny_per_cpu_hour
+    gross = rate_device_time(dev_s, price)
     up = period_of(job.finished_at)
     booked = up
     while booked in closed:
@@ -228,7 +230,7 @@ class BillingLoop:
             + [Account(wallet(t), AccountKind.TENANT_WALLET, self.currency, 0, t, "wallet") for t in tenants]
             + [Account(arrears(t), AccountKind.TENANT_ARREARS, self.currency, None, t, "arrears") for t in tenants])
         for row in rows:
-            if row.gross == 0 or self._book_one(row):
+            if row.gross == 0 or self._book_one(row):  # nothing to move for a zero charge
                 done.append(row.usage.id)
         if done:
             self.usage.mark_booked(done)

@@ -90,7 +90,8 @@ class BillingStore:
 
     def tenants_to_invoice(self, period: str) -> list[str]:
         with self.engine.connect() as conn:
-            q = (select(U.c.tenant_id).where(U.c.booked_period == period, U.c.booked == 1, U.c.invoice_id.is_(None))
+            q = (select(U.c.tenant_id).where(U.c.booked_period == period, U.c.booked == 1, U.c.invoice_id.is_(None),
+                                             U.c.gross > 0)
                  .distinct().order_by(U.c.tenant_id))
             return [t for (t,) in conn.execute(q)]
 
@@ -102,7 +103,7 @@ class BillingStore:
                     return None
                 rows = [_row(r) for r in conn.execute(
                     select(U).where(U.c.tenant_id == tenant_id, U.c.booked_period == period, U.c.booked == 1,
-                                    U.c.invoice_id.is_(None)).order_by(U.c.id))]
+                                    U.c.invoice_id.is_(None), U.c.gross > 0).order_by(U.c.id))]
                 seq = (conn.execute(select(func.max(I.c.seq))).scalar() or 0) + 1
                 inv = build(invoice_number(seq, int(period[:4])), rows)
                 conn.execute(insert(I).values(id=inv.number, seq=seq, tenant_id=tenant_id, period=period,

@@ -257,8 +257,8 @@ class LedgerStore:
         created, closed, balances = book.changes()
         ph = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         if created:
-            proc = T.c.created_at.type._cached_bind_processor(conn.dialect)
-            conv = (lambda v: v) if proc is None else proc
+            proc: Any = T.c.created_at.type._cached_bind_processor(conn.dialect)
+            conv: Any = (lambda v: v) if proc is None else proc
             cache: dict[datetime, object] = {}
 
             def ts(v: datetime | None) -> object:
