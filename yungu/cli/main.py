@@ -30,6 +30,12 @@ app.add_typer(_agent_cli.app, name="agent")
 app.add_typer(_cert_cli.app, name="cert")
 app.add_typer(_alerts_cli.app, name="alerts")
 
+from yungu.cli import bill as _bill_cli  # noqa: E402  (issue 5: billing, ledger and market)
+from yungu.cli import market as _market_cli  # noqa: E402
+
+app.add_typer(_bill_cli.app, name="bill")
+app.add_typer(_market_cli.app, name="market")
+
 UrlOpt = typer.Option(None, "--url", envvar="YUNGU_URL", help="platform URL (default http://127.0.0.1:8600)")
 KeyOpt = typer.Option(None, "--api-key", envvar="YUNGU_API_KEY", help="API key")
 
