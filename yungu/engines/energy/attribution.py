@@ -153,7 +153,9 @@ def _interval(out: NodeEnergy, s0: NodeSample, s1: NodeSample, dt: float) -> Non
         out.modelled_j += cpu_e
 
     # GPUs
-    owner = {g: j.job_id for j in s1.jobs for g in j.gpus}
+    # A job that ended inside the interval still held its devices for it: s0's owners count too.
+    owner = {g: j.job_id for j in s0.jobs for g in j.gpus}
+    owner.update({g: j.job_id for j in s1.jobs for g in j.gpus})
     g0 = {g.index: g for g in s0.gpus}
     for g in s1.gpus:
         gprev = g0.get(g.index)
