@@ -305,6 +305,11 @@ class _Round:
             o = sc.option
             if o.site_id in seen:
                 continue
+            free = self.free.get(o.pool_id)
+            if free is None or free.find(job) is None:
+                # Only pools with room now: a later start on a full pool would chase capacity
+                # that others may take first (waiting for a full pool is _wait_for_better_pool's job).
+                continue
             seen.add(o.site_id)
             pool = self.pools[o.pool_id]
             latest = self.latest_start(job, pool, ref_s)

@@ -1,0 +1,129 @@
+"""Table-driven tests of each filter and score plugin, and of the registry."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+
+from tests.scheduler.helpers import NOW, job, pool, site
+from yungu.domain.errors import Conflict
+from yungu.domain.status import Code
+from yungu.engines.scheduler.plugins import (
+    CarbonScore,
+    CostScore,
+    DeadlineRiskScore,
+    DeclaredFit,
+    GreenScore,
+    HomeOnly,
+    LatencyScore,
+    MaxPrice,
+    Option,
+    PoolView,
+    Reachable,
+    Reference,
+    Registry,
+    WaitScore,
+    default_registry,
+)
+
+S = site("a")
+P = pool("a-a100", "a", nodes=2, per=8)
+H = pool("a-h100", "a", nodes=1, per=8, acc="H100")
+
+
+def view(p=P, available=True, price="10"):
+    return PoolView(p, S, available, Decimal(price))
+
+
+@pytest.mark.parametrize(
+    ("j", "p", "code"),
+    [
+        (job("fits", 8), P, Code.SUCCESS),
+        (job("too-wide", 9), P, Code.UNSCHEDULABLE_AND_UNRESOLVABLE),
+        (job("gang-fits", 8, replicas=2), P, Code.SUCCESS),
+        (job("gang-too-big", 8, replicas=3), P, Code.UNSCHEDULABLE_AND_UNRESOLVABLE),
+        (job("wants-h100", 1, types=("H100",)), P, Code.UNSCHEDULABLE_AND_UNRESOLVABLE),
+        (job("wants-h100", 1, types=("H100",)), H, Code.SUCCESS),
+    ],
+)
+def test_declared_fit(j, p, code):
+    assert DeclaredFit().filter(j, view(p)).code is code
+
+
+@pytest.mark.parametrize(("available", "code"), [(True, Code.SUCCESS), (False, Code.UNSCHEDULABLE)])
+def test_reachable(available, code):
+    st = Reachable().filter(job("j"), view(available=available))
+    assert st.code is code
+    if not available:
+        assert "unreachable" in st.reasons[0]
+
+
+@pytest.mark.parametrize(
+    ("cap", "price", "ok"),
+    [(None, "999", True), ("10", "10", True), ("9.99", "10", False), ("0", "0", True)],
+)
+def test_max_price(cap, price, ok):
+    assert MaxPrice().filter(job("j", max_price=cap), view(price=price)).ok is ok
+
+
+@pytest.mark.parametrize(("home", "ok"), [(None, True), ("a", True), ("b", False)])
+def test_home_only(home, ok):
+    assert HomeOnly().filter(job("j", home=home), view()).ok is ok
+
+
+def opt(**kw):
+    base = Option("p", "s", "r", NOW, 3600.0, 0.0, 10.0, 1000.0, 1.0, 0.5, 50.0, None)
+    return replace(base, **kw)
+
+
+REF = Reference(cost=20.0, carbon=4000.0, latency=100.0)
+
+
+@pytest.mark.parametrize(
+    ("plugin", "o", "expected"),
+    [
+        (CostScore(), opt(cost_cny=10.0), 0.5),
+        (CostScore(), opt(cost_cny=20.0), 1.0),
+        (CarbonScore(), opt(carbon_g=1000.0), 0.25),
+        (CarbonScore(), opt(carbon_g=0.0), 0.0),
+        (GreenScore(), opt(green_share=0.8), 0.2),
+        (GreenScore(), opt(green_share=1.0), 0.0),
+        (LatencyScore(), opt(latency_ms=50.0), 0.5),
+        (LatencyScore(), opt(latency_ms=0.0), 0.0),
+        (WaitScore(), opt(wait_s=0.0), 0.0),
+        (WaitScore(), opt(wait_s=1800.0), 0.5),  # half the run time
+        (WaitScore(), opt(wait_s=1800.0, slack_s=5400.0), 0.25),  # relative to the slack it had
+        (DeadlineRiskScore(), opt(slack_s=None), 0.0),
+        (DeadlineRiskScore(), opt(slack_s=-1.0), 1.0),
+        (DeadlineRiskScore(), opt(slack_s=1800.0), 0.5),
+        (DeadlineRiskScore(), opt(slack_s=7200.0), 0.0),
+    ],
+)
+def test_scores(plugin, o, expected):
+    assert plugin.score(job("j"), o, REF) == pytest.approx(expected)
+
+
+def test_zero_reference_scores_zero():
+    zero = Reference(0.0, 0.0, 0.0)
+    assert CostScore().score(job("j"), opt(), zero) == 0.0
+    assert CarbonScore().score(job("j"), opt(), zero) == 0.0
+
+
+def test_registry_rejects_duplicates_across_kinds():
+    reg = Registry()
+    reg.add_filter("x", Reachable())
+    with pytest.raises(Conflict):
+        reg.add_filter("x", MaxPrice())
+    with pytest.raises(Conflict):
+        reg.add_score("x", CostScore())
+    reg.add_score("y", CostScore())
+    with pytest.raises(Conflict):
+        reg.add_filter("y", Reachable())
+
+
+def test_default_registry_names():
+    reg = default_registry(home_only=True)
+    assert [n for n, _ in reg.filters()] == ["declared-fit", "reachable", "max-price", "home-only"]
+    assert set(reg.scores()) == {"cost", "carbon", "green", "latency", "wait", "deadline_risk"}

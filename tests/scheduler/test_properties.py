@@ -1,0 +1,110 @@
+"""Property tests: no plan over-commits a pool, splits a gang, or defers past a feasible deadline."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.scheduler.helpers import CAT, NOW, carbon_signal, job, pool, running, site, snapshot, world
+from yungu.domain.job import Objective
+from yungu.engines.scheduler.baselines import BASELINES
+from yungu.engines.scheduler.capacity import throughput
+from yungu.engines.scheduler.green import GreenScheduler, PolicyConfig
+
+SITES = [site("a"), site("b"), site("c")]
+ACCS = ["A100", "H100", "A800"]
+
+
+@st.composite
+def scenarios(draw):
+    pools = []
+    for i in range(draw(st.integers(1, 4))):
+        pools.append(pool(f"p{i}", SITES[i % 3].id, nodes=draw(st.integers(1, 3)), per=draw(st.sampled_from([4, 8])),
+                          acc=draw(st.sampled_from(ACCS)), price=str(draw(st.integers(5, 30)))))
+    w = world(SITES, pools)
+    run = []
+    for i, p in enumerate(pools):
+        if draw(st.booleans()):
+            k = draw(st.integers(1, p.accelerators_per_node))
+            run.append(running(f"r{i}", p, 0, tuple(range(k)), dur=draw(st.integers(600, 20000)),
+                               started=NOW - timedelta(seconds=draw(st.integers(0, 5000))),
+                               priority=draw(st.integers(-1, 1))))
+    pending = []
+    for i in range(draw(st.integers(1, 12))):
+        dl = draw(st.one_of(st.none(), st.floats(1.5, 30)))
+        pending.append(job(
+            f"j{i}", draw(st.sampled_from([1, 2, 4, 8])), draw(st.integers(1, 3)),
+            dur=draw(st.integers(600, 4 * 3600)), deadline_h=dl,
+            objective=draw(st.sampled_from(list(Objective))), priority=draw(st.integers(-1, 2)),
+            tenant=draw(st.sampled_from(["t1", "t2"])), submitted=NOW - timedelta(seconds=draw(st.integers(0, 3000))),
+        ))
+    curves = {s.id: carbon_signal(s.id, [draw(st.floats(10, 800)) for _ in range(8)] * 9) for s in SITES}
+    return w, pending, run, curves
+
+
+def check_plan(snap, plan):
+    # 1. no device handed out twice or beyond what is free; no node over CPUs/memory
+    used: dict[tuple[str, int], list[int]] = {}
+    cpu: dict[tuple[str, int], int] = {}
+    for s in plan.starts:
+        for rp in s.allocation.replicas:
+            used.setdefault((s.allocation.pool_id, rp.node), []).extend(rp.devices)
+            cpu[(s.allocation.pool_id, rp.node)] = cpu.get((s.allocation.pool_id, rp.node), 0) + s.allocation.cpus_per_replica
+    for (pid, node), devs in used.items():
+        free = snap.pools[pid].nodes[node]
+        assert len(devs) == len(set(devs)), "device given twice"
+        assert set(devs) <= set(free.devices), "device not free"
+        assert cpu[(pid, node)] <= free.cpus
+    # 2. gangs whole: every replica placed, each with the requested devices
+    by = {j.id: j for j in snap.pending}
+    for s in plan.starts:
+        j = by[s.job_id]
+        assert len(s.allocation.replicas) == j.spec.replicas
+        assert all(len(r.devices) == j.spec.resources.accelerators for r in s.allocation.replicas)
+    # 3. each job appears in at most one decision
+    ids = [s.job_id for s in plan.starts] + [d.job_id for d in plan.defers] + [i.job_id for i in plan.infeasible]
+    assert len(ids) == len(set(ids))
+    # 4. never deferred past the last start that still meets a deadline feasible now
+    fastest = max(throughput(CAT, p) for p in snap.world.pools)
+    for d in plan.defers:
+        j = by[d.job_id]
+        if j.spec.deadline is None or d.until is None:
+            continue
+        run = j.spec.estimated_duration_s / fastest
+        if snap.now + timedelta(seconds=run) <= j.spec.deadline and d.until > snap.now:
+            assert d.until + timedelta(seconds=run) <= j.spec.deadline or d.status.reasons[0].startswith("reserved")
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_green_plans_are_sound(sc):
+    w, pending, run, curves = sc
+    snap = snapshot(w, pending, running_jobs=run, truth=curves)
+    check_plan(snap, GreenScheduler(CAT, PolicyConfig()).schedule(snap))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_baseline_plans_are_sound(sc):
+    w, pending, run, curves = sc
+    snap = snapshot(w, pending, running_jobs=run, truth=curves)
+    for cls in BASELINES.values():
+        check_plan(snap, cls(CAT).schedule(snap))
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios())
+def test_time_shift_never_targets_past_latest_safe_start(sc):
+    w, pending, run, curves = sc
+    snap = snapshot(w, pending, running_jobs=run, truth=curves)
+    plan = GreenScheduler(CAT, PolicyConfig()).schedule(snap)
+    by = {j.id: j for j in pending}
+    for d in plan.defers:
+        if d.status.reasons and d.status.reasons[0].startswith("forecast better"):
+            j = by[d.job_id]
+            assert j.spec.deadline is not None
+            slowest = min(throughput(CAT, p) for p in w.pools)
+            # the target start leaves the run (on the pool chosen) plus the safety margin
+            assert d.until <= j.spec.deadline - timedelta(seconds=j.spec.estimated_duration_s / max(slowest, 2.5) + 1800)
