@@ -78,7 +78,7 @@ def pg_server(root: Path) -> tuple[str, list[str], Path] | None:
     with (data / "postgresql.conf").open("a") as f:
         f.write(
             f"\nport={port}\nlisten_addresses='127.0.0.1'\nunix_socket_directories='{root}'\n"
-            "fsync=on\nsynchronous_commit=on\n"
+            "fsync=on\nsynchronous_commit=on\nlog_checkpoints=on\nlog_autovacuum_min_duration=0\nlog_min_duration_statement=1000\n"
         )
     subprocess.run(
         [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start"],

@@ -227,6 +227,10 @@ class LedgerStore:
 
     def _load(self, conn: Connection, transfer_ids: Sequence[str], account_ids: Sequence[str]) -> Book:
         book = Book()
+        if self._pg:
+            # psycopg prepares a statement after 5 runs; PostgreSQL may then reuse a generic plan
+            # made when the table was empty (a sequential scan: 10 s per batch at 100k rows).
+            conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
         tids = sorted(set(transfer_ids))
         for chunk in self._chunks(tids):
             for row in conn.execute(select(T).where(self._in(T.c.id, chunk))):
