@@ -86,3 +86,37 @@ def test_market_auction_reservations_index_and_sla(api) -> None:  # type: ignore
         {"debtor": "gz", "creditor": "bj", "amount": "10.00"}, {"debtor": "bj", "creditor": "gy", "amount": "4.00"},
         {"debtor": "gy", "creditor": "gz", "amount": "4.00"}]}).json()
     assert st["body"]["positions"] == {"bj": 600, "gy": 0, "gz": -600} and st["transfers"] == 1
+    me = c.world.platform_id
+    ok = http.post("/api/v1/clearing/verify", headers=admin, json={
+        "body": st["body"] | {"positions": {me: 0}}, "signatures": st["signatures"],
+        "public_keys": {me: st["public_key"]}})
+    assert ok.status_code == 422  # a changed body no longer matches the signature
+
+
+def test_invoice_json_and_printable_html(api) -> None:  # type: ignore[no-untyped-def]
+    from decimal import Decimal
+
+    from yungu.api.routes.ledger import services
+    from yungu.control.billing import UsageRow
+    from yungu.engines.ledger.rating import Usage
+
+    http, c, admin, tid, tenant = api
+    http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": "pay-9", "amount": "1000"}, headers=admin)
+    start = datetime(2026, 5, 3, tzinfo=UTC)
+    u = Usage("usage:jobX.0", tid, "jobX", c.world.pools[0].id, "acme-idc", start, start + timedelta(hours=1), 7200,
+              Decimal("2"), Decimal("1.5"))
+    services(c).billing.add_usage([UsageRow(u, 123_45, "2026-05", "2026-05", "", False, None, "pool")])
+    assert http.post("/api/v1/billing/run", headers=admin).json()["booked"] == 1
+    assert http.post("/api/v1/billing/run", headers=admin).json()["booked"] == 0
+    number = http.post("/api/v1/billing/periods/2026-05/close", headers=admin).json()["invoices"][0]
+    inv = http.get(f"/api/v1/billing/invoices/{number}", headers=tenant).json()
+    assert inv["buyer"] == {"name": "acme", "credit_code": "91110000MA01ABCD2X"}
+    assert (inv["total_gross"], inv["total_gross_capital"]) == ("123.45", "壹佰贰拾叁元肆角伍分")
+    assert inv["total_net"] == "116.46" and inv["total_tax"] == "6.99"
+    page = http.get(f"/api/v1/billing/invoices/{number}/html", headers=tenant)
+    assert page.status_code == 200 and "usage:jobX.0" in page.text and "壹佰贰拾叁元肆角伍分" in page.text
+    wallet = http.get(f"/api/v1/ledger/accounts/tenant:{tid}:wallet", headers=tenant).json()
+    assert wallet["balance"] == "876.55"
+    other = c.store.create_tenant(c.ids.new(), "other", c.clock.now())
+    _, okey = c.store.create_key(c.ids.new(), Role.TENANT, other.id, "other", c.clock.now())
+    assert http.get(f"/api/v1/billing/invoices/{number}", headers={"Authorization": f"Bearer {okey}"}).status_code == 403

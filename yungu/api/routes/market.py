@@ -3,15 +3,20 @@ and signed cross-platform clearing statements."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
+from sqlalchemy import select
 
 from yungu.adapters.ledger.market_store import Reservation
+from yungu.adapters.ledger.signing import canonical
 from yungu.adapters.ledger.store import raise_for
+from yungu.adapters.store.ledger_tables import clearing_statements
 from yungu.api.deps import ANY_ROLE, container, require
 from yungu.api.routes.ledger import STAFF, minor, money, services
 from yungu.control.billing import receivable, wallet
@@ -164,5 +169,26 @@ def statement(request: Request, body: StatementIn, p: Principal = Depends(requir
     doc = statement_body(body.period, body.currency, pos)
     key = platform_key(c.data_dir)
     transfers = minimal_settlements(pos)
-    return {"body": doc, "signatures": {c.world.platform_id: sign(doc, key)},
-            "public_key": public_b64(key), "transfers": len(transfers)}
+    sigs = {c.world.platform_id: sign(doc, key)}
+    sid = f"stmt:{body.period}:{body.currency}:{hashlib.sha256(canonical(doc)).hexdigest()[:16]}"
+    with c.engine.begin() as conn:  # the same statement twice is stored once
+        if conn.execute(select(clearing_statements.c.id).where(clearing_statements.c.id == sid)).first() is None:
+            conn.execute(clearing_statements.insert().values(
+                id=sid, period=body.period, currency=body.currency, body=canonical(doc).decode(),
+                signatures=json.dumps(sigs), created_at=c.clock.now()))
+    return {"id": sid, "body": doc, "signatures": sigs, "public_key": public_b64(key), "transfers": len(transfers)}
+
+
+class VerifyIn(BaseModel):
+    body: dict[str, Any]
+    signatures: dict[str, str]
+    public_keys: dict[str, str]
+
+
+@router.post("/clearing/verify")
+def verify_statement(body: VerifyIn, p: Principal = Depends(require(*STAFF))) -> dict[str, Any]:
+    """Check that every party of a statement signed exactly this body (422 otherwise)."""
+    from yungu.adapters.ledger.signing import verify
+
+    verify(body.body, body.signatures, body.public_keys)
+    return {"valid": True, "parties": sorted(body.body.get("positions", {}))}
