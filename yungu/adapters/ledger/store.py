@@ -219,38 +219,45 @@ class LedgerStore:
         with self.engine.begin() as conn:
             ids = [t.id for t in transfers if isinstance(t.id, str)]
             pend = [t.pending_id for t in transfers if t.pending_id and isinstance(t.pending_id, str)]
-            book = self._load(conn, ids + pend, [a for t in transfers for a in (t.debit_account, t.credit_account)
-                                                 if a and isinstance(a, str)])
+            accounts = [a for t in transfers for a in (t.debit_account, t.credit_account) if a and isinstance(a, str)]
+            book = self._load(conn, ids, accounts, pend)
             outs = book.apply_linked(transfers, now) if linked else [book.apply(t, now) for t in transfers]
             self._write(conn, book)
         return outs
 
-    def _load(self, conn: Connection, transfer_ids: Sequence[str], account_ids: Sequence[str]) -> Book:
+    def _load(self, conn: Connection, transfer_ids: Sequence[str], account_ids: Sequence[str],
+              pending_ids: Sequence[str] = ()) -> Book:
+        """Lock the accounts a batch touches, then read its repeated ids and pending transfers.
+
+        Reading transfers after the locks means no concurrent batch can close a pending or move
+        a balance in between (on SQLite ``BEGIN IMMEDIATE`` already excludes other writers).
+        """
         book = Book()
+        accs = set(account_ids)
+        pids = sorted(set(pending_ids))
         if self._pg:
             # psycopg prepares a statement after 5 runs; PostgreSQL may then reuse a generic plan
             # made when the table was empty (a sequential scan: 10 s per batch at 100k rows).
             conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
-        tids = sorted(set(transfer_ids))
-        for chunk in self._chunks(tids):
+            if pids:  # a post/void may leave its accounts to the pending transfer: find them to lock them
+                for row in conn.execute(select(T.c.dr, T.c.cr).where(self._in(T.c.id, pids))):
+                    accs.update((row.dr, row.cr))
+        self._lock_accounts(conn, book, accs)
+        for chunk in self._chunks(sorted(set(transfer_ids) | set(pids))):
             for row in conn.execute(select(T).where(self._in(T.c.id, chunk))):
                 rec = _recorded(row)
                 book.transfers[rec.transfer.id] = rec
-        accs = set(account_ids)
-        for rec in book.transfers.values():
-            if rec.state is not None:
-                accs.update((rec.debit_account, rec.credit_account))
-        for chunk in self._chunks(sorted(accs)):
+        missing = {a for rec in book.transfers.values() if rec.state is not None
+                   for a in (rec.debit_account, rec.credit_account)} - set(book.accounts)
+        if missing:  # a pending created after the first look (or an expiry batch): lock its accounts too
+            self._lock_accounts(conn, book, missing)
+        return book
+
+    def _lock_accounts(self, conn: Connection, book: Book, ids: set[str]) -> None:
+        for chunk in self._chunks(sorted(ids)):
             for row in conn.execute(self._locked(select(A).where(self._in(A.c.id, chunk)).order_by(A.c.id))):
                 book.accounts[row.id] = _account(row)
                 book.balances[row.id] = _balance(row)
-        if self._pg and tids:
-            # Re-read after the locks: a concurrent batch may have closed a pending meanwhile.
-            for chunk in self._chunks(tids):
-                for row in conn.execute(select(T).where(self._in(T.c.id, chunk))):
-                    rec = _recorded(row)
-                    book.transfers[rec.transfer.id] = rec
-        return book
 
     def _write(self, conn: Connection, book: Book) -> None:
         """Write a batch with the driver's executemany: the hot path of ledger throughput.
