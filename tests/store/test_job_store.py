@@ -99,3 +99,22 @@ def test_concurrent_duplicate_idempotency_keys_create_one_job(store: SqlStore) -
     for th in threads:
         th.join()
     assert len(set(results)) == 1 and len(store.page("t1")) == 1
+
+
+def test_a_cancel_request_is_not_lost_to_a_concurrent_transition(store: SqlStore) -> None:
+    store.create_tenant("t1", "lab", T0)
+    j, _ = store.submit("t1", JobSpec("n", "true"), T0, "j1")  # the loop read this view
+    store.request_cancel("j1", T0)  # then the user cancelled
+    store.record([Transition(j, j.apply(Event.ADMIT, T0), Event.ADMIT)])  # the loop writes its transition
+    assert store.get("j1").cancel_requested
+
+
+def test_admit_and_place_in_one_batch_log_both_events(store: SqlStore) -> None:
+    store.create_tenant("t1", "lab", T0)
+    j, _ = store.submit("t1", JobSpec("n", "true"), T0, "j1")
+    q = j.apply(Event.ADMIT, T0)
+    s = q.apply(Event.PLACE, T0 + timedelta(seconds=1),
+                allocation=Allocation("j1", "horinger-cpu", (ReplicaPlacement(0, ()),), 1, 1))
+    assert store.record([Transition(j, q, Event.ADMIT), Transition(q, s, Event.PLACE)]) == [s]
+    assert store.get("j1").state is JobState.SCHEDULED
+    assert [(e["from"], e["to"]) for e in store.events("j1")] == [("pending", "queued"), ("queued", "scheduled")]

@@ -109,9 +109,9 @@ class Reconciler:
             [j for j in active if j.state is JobState.SCHEDULED]
         waiting = self.store.in_states(WAITING)
         waiting = self._cancel(waiting, active)
-        waiting = self._admit(waiting)
+        admits, waiting = self._admit(waiting)
         active = [j for j in active if j.state in ACTIVE]
-        placed = self._decide([j for j in waiting if j.state is JobState.QUEUED], active)
+        placed = self._decide([j for j in waiting if j.state is JobState.QUEUED], active, admits)
         self._dispatch([j for j in active if j.state is JobState.SCHEDULED] + placed)
         return bool(active or placed or any(j.state is JobState.QUEUED for j in waiting))
 
@@ -199,19 +199,24 @@ class Reconciler:
             self._cancelling.discard(job.id)
             self.wake()
 
-    def _admit(self, waiting: list[Job]) -> list[Job]:
+    def _admit(self, waiting: list[Job]) -> tuple[list[Transition], list[Job]]:
+        """Admission transitions (recorded together with this round's placements, so a job
+        admitted and placed at once costs one write) and the jobs as they will then be."""
         now = self.clock.now()
         trs: list[Transition] = []
+        after: list[Job] = []
         for j in waiting:
             if j.state is not JobState.PENDING:
+                after.append(j)
                 continue
             problem = self._admission_problem(j)
             if problem:
                 trs.append(Transition(j, j.apply(Event.REJECT, now, reason=problem), Event.REJECT, problem))
             else:
-                trs.append(Transition(j, j.apply(Event.ADMIT, now, reason=""), Event.ADMIT))
-        applied = {a.id: a for a in self._record(trs)}
-        return [applied.get(j.id, j) for j in waiting if applied.get(j.id, j).state in WAITING]
+                tr = Transition(j, j.apply(Event.ADMIT, now, reason=""), Event.ADMIT)
+                trs.append(tr)
+                after.append(tr.after)
+        return trs, after
 
     def _admission_problem(self, j: Job) -> str:
         s = j.spec
@@ -222,8 +227,9 @@ class Reconciler:
                 return f"unknown accelerator {acc!r}"
         return ""
 
-    def _decide(self, queued: list[Job], active: list[Job]) -> list[Job]:
+    def _decide(self, queued: list[Job], active: list[Job], admits: list[Transition]) -> list[Job]:
         if not queued:
+            self._record(admits)
             return []
         now = self.clock.now()
         snapshot = Snapshot(now=now, world=self.world, catalogue=self.catalogue,
@@ -239,7 +245,7 @@ class Reconciler:
             why = "infeasible: " + "; ".join(inf.status.reasons)[:2000]
             trs.append(Transition(by_id[inf.job_id], by_id[inf.job_id].apply(Event.REJECT, now, reason=why),
                                   Event.REJECT, why))
-        placed = self._record(trs)
+        placed = self._record(admits + trs)
         self.store.set_reasons({d.job_id: "waiting: " + "; ".join(d.status.reasons) for d in plan.defers})
         return [j for j in placed if j.state is JobState.SCHEDULED]
 

@@ -282,30 +282,48 @@ class SqlStore:
             .values(state=bindparam("state"), attempt=bindparam("attempt"), pool_id=bindparam("pool_id"),
                     allocation=bindparam("allocation"), updated_at=bindparam("updated_at"),
                     started_at=bindparam("started_at"), finished_at=bindparam("finished_at"),
-                    exit_code=bindparam("exit_code"), reason=bindparam("reason"),
-                    cancel_requested=bindparam("cancel_requested")))
+                    exit_code=bindparam("exit_code"), reason=bindparam("reason")))
+    # ``cancel_requested`` is never written here: only the API sets it, and a loop writing
+    # its older view back would lose a cancel that arrived in between.
     _EVENT = insert(t.job_events)
 
     def record(self, transitions: Sequence[Transition]) -> list[Job]:
+        """Apply transitions in one transaction. Consecutive transitions of one job (admit then
+        place, dispatch then start) become one compare-and-set with every event logged."""
         applied: list[Job] = []
         if not transitions:
             return applied
+        chains: dict[str, list[Transition]] = {}
+        for tr in transitions:
+            chain = chains.get(tr.before.id)
+            if chain and chain[-1].after is tr.before:
+                chain.append(tr)
+            elif chain:  # not a continuation: apply what we have, start again (rare)
+                applied += self._apply_chains([chain])
+                chains[tr.before.id] = [tr]
+            else:
+                chains[tr.before.id] = [tr]
+        return applied + self._apply_chains(list(chains.values()))
+
+    def _apply_chains(self, chains: Sequence[Sequence[Transition]]) -> list[Job]:
+        applied: list[Job] = []
         events: list[dict[str, Any]] = []
         with self.engine.begin() as c:
-            for tr in transitions:
-                a, b = tr.after, tr.before
+            for chain in chains:
+                b, a = chain[0].before, chain[-1].after
                 res = c.execute(self._CAS, {
                     "b_id": b.id, "b_state": b.state.value, "b_attempt": b.attempt,
                     "state": a.state.value, "attempt": a.attempt,
                     "pool_id": a.allocation.pool_id if a.allocation else None,
                     "allocation": dumps_allocation(a.allocation), "updated_at": a.updated_at,
                     "started_at": a.started_at, "finished_at": a.finished_at, "exit_code": a.exit_code,
-                    "reason": a.reason, "cancel_requested": a.cancel_requested})
+                    "reason": a.reason})
                 if res.rowcount != 1:
                     continue  # stale: someone else moved it; the next round sees the truth
-                events.append({"job_id": a.id, "at": a.updated_at, "event": tr.event.value,
-                               "from_state": b.state.value, "to_state": a.state.value,
-                               "attempt": b.attempt, "reason": tr.reason})
+                for tr in chain:
+                    events.append({"job_id": a.id, "at": tr.after.updated_at, "event": tr.event.value,
+                                   "from_state": tr.before.state.value, "to_state": tr.after.state.value,
+                                   "attempt": tr.before.attempt, "reason": tr.reason})
                 applied.append(a)
             if events:
                 c.execute(self._EVENT, events)
