@@ -23,11 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.scheduler.helpers import CAT, NOW, carbon_signal, job, pool, running, site, snapshot, world  # noqa: E402
-from yungu.domain.job import Objective  # noqa: E402
-from yungu.engines.scheduler.baselines import FifoBackfill  # noqa: E402
-from yungu.engines.scheduler.firstfit import FirstFit  # noqa: E402
-from yungu.engines.scheduler.green import GreenScheduler, PolicyConfig  # noqa: E402
+from tests.scheduler.helpers import CAT, NOW, carbon_signal, job, pool, running, site, snapshot, world
+from yungu.domain.job import Objective
+from yungu.engines.scheduler.baselines import FifoBackfill
+from yungu.engines.scheduler.firstfit import FirstFit
+from yungu.engines.scheduler.green import GreenScheduler, PolicyConfig
 
 ACCS = ["A100", "H100", "A800", "H800", "L40S"]
 

@@ -6,7 +6,18 @@ from datetime import timedelta
 
 import pytest
 
-from tests.scheduler.helpers import CAT, NOW, carbon_signal, empty_state, job, pool, running, site, snapshot, world
+from tests.scheduler.helpers import (
+    CAT,
+    NOW,
+    carbon_signal,
+    empty_state,
+    job,
+    pool,
+    running,
+    site,
+    snapshot,
+    world,
+)
 from yungu.domain.errors import NotFound
 from yungu.domain.job import Objective
 from yungu.domain.status import Code

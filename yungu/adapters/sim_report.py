@@ -9,11 +9,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from yungu.engines.sim.lp import LpBound  # noqa: E402
-from yungu.engines.sim.metrics import Metrics  # noqa: E402
-from yungu.engines.sim.model import SimResult  # noqa: E402
+from yungu.engines.sim.lp import LpBound
+from yungu.engines.sim.metrics import Metrics
+from yungu.engines.sim.model import SimResult
 
 COLUMNS = (
     "policy", "jobs", "done", "failed", "avg JCT h", "p50 JCT h", "p99 JCT h", "avg wait h", "makespan h",

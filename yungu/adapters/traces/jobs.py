@@ -7,6 +7,7 @@ unless ``skip_bad_rows`` is set, in which case it is counted and left out.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -124,10 +125,8 @@ def read_canonical(path: Path, *, skip_bad_rows: bool = False, epoch: datetime |
     for _, row in raw:
         v = (row.get("submit_time") or "").strip()
         if v and not _is_number(v):
-            try:
+            with contextlib.suppress(ValueError):
                 iso.append(_parse_iso(v))
-            except ValueError:
-                pass
     base = epoch or (min(iso) if iso else None)
     jobs: list[TraceJob] = []
     skipped = 0

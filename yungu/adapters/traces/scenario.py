@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from yungu.adapters.config import load_catalogue
+from yungu.adapters.traces import energy as E
+from yungu.adapters.traces.jobs import TraceRead, read_alibaba, read_canonical, read_itp
 from yungu.domain.errors import InvalidInput
 from yungu.domain.job import Objective
 from yungu.domain.world import ComputeClass, Pool, Region, Site, World
 from yungu.engines.energy.signals import ForecastErrorModel, SignalSeries, SignalType, SiteSignal
 from yungu.engines.scheduler.green import PolicyConfig, TenantPolicy
 from yungu.engines.sim.model import Scenario, TraceJob
-from yungu.adapters.traces import energy as E
-from yungu.adapters.traces.jobs import TraceRead, read_alibaba, read_canonical, read_itp
 
 
 @dataclass(frozen=True)

@@ -66,9 +66,9 @@ def explain_job(job_id: str, request: Request, p: Principal = Depends(require(*A
     rec = getattr(c, "reconciler", None)
     sched = getattr(rec, "scheduler", None)
     snap = getattr(rec, "last_snapshot", None)
-    if sched is not None and hasattr(sched, "explain") and snap is not None:
-        if any(j.id == job_id for j in (*snap.pending, *snap.running)):
-            return {"source": "last-round", "state": job.state.value, **explanation_json(sched.explain(snap, job_id))}
+    in_snap = snap is not None and any(j.id == job_id for j in (*snap.pending, *snap.running))
+    if sched is not None and hasattr(sched, "explain") and in_snap:
+        return {"source": "last-round", "state": job.state.value, **explanation_json(sched.explain(snap, job_id))}
     return {
         "source": "reason",
         "state": job.state.value,

@@ -234,9 +234,10 @@ def simulate(
                 feasible[jid] = room_for(job, job.submitted_at)
                 changed = True
             elif kind == FINISH:
-                job = running.get(jid)
-                if job is None or job.attempt != attempt:
+                fin = running.get(jid)
+                if fin is None or fin.attempt != attempt:
                     continue  # preempted meanwhile
+                job = fin
                 del running[jid]
                 assert job.allocation is not None
                 pools[job.allocation.pool_id].give(job.allocation)
@@ -246,9 +247,8 @@ def simulate(
                 if progress:
                     progress(done, total)
                 changed = True
-            elif kind == WAKE:
-                if wake_at.get(jid) is not None and jid in pending:
-                    changed = True
+            elif kind == WAKE and wake_at.get(jid) is not None and jid in pending:
+                changed = True
         if not changed and not pending:
             continue
         again = True
@@ -289,9 +289,9 @@ def simulate(
                 )
                 again = True
             for st in plan.starts:
-                job = pending.pop(st.job_id, None)
-                if job is None:
+                if st.job_id not in pending:
                     raise SimulationError(f"plan starts {st.job_id}, which is not pending")
+                job = pending.pop(st.job_id)
                 if st.allocation.job_id != job.id:
                     raise SimulationError(f"allocation for {st.allocation.job_id} given to {job.id}")
                 need = job.spec.resources.accelerators

@@ -148,7 +148,7 @@ def lp_bound(
     lp.a_matrix_.start_ = np.arange(0, 3 * n + 1, 3, dtype=np.int32)
     lp.a_matrix_.index_ = index
     lp.a_matrix_.value_ = value
-    h = highspy.Highs()
+    h = highspy.Highs()  # type: ignore[no-untyped-call]
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit_s))
     h.setOptionValue("solver", "ipm")

@@ -17,4 +17,5 @@ def make(name: str, catalogue: Catalogue, policy: PolicyConfig) -> Scheduler:
     cls = BASELINES.get(name)
     if cls is None:
         raise InvalidInput(f"unknown policy {name!r}; known: {', '.join(POLICIES)}")
-    return cls(catalogue, policy.default_carbon_g_per_kwh)
+    sched: Scheduler = cls(catalogue, policy.default_carbon_g_per_kwh)  # type: ignore[assignment]
+    return sched
