@@ -42,6 +42,7 @@ def test_buffer_and_replay_across_platform_crash(tmp_path: Path) -> None:
                 batch=50,
                 timeout_s=1.0,
                 max_backoff_s=0.5,
+                send_interval_s=0.2,
             )
         )
         stop = threading.Event()

@@ -63,3 +63,33 @@ def test_ingest_report_certificate_metrics_alerts(sqlite_platform: Platform) -> 
     assert pts.status_code == 422  # too many points is refused, not truncated silently
     alerts = http.get("/api/v1/alerts", params={"silent_after_s": 60}, headers=admin).json()["items"]
     assert [a["kind"] for a in alerts] == ["node_silent"]  # last sample is ~1 h old
+
+
+def test_ingest_columns_over_http(sqlite_platform: Platform) -> None:  # noqa: F811
+    """The column form through the real endpoint: same outcomes; a ragged envelope changes nothing."""
+    from yungu.engines.energy.samples import columns_or_none
+
+    p = sqlite_platform
+    http, admin = p.http, p.admin
+    key = http.post("/api/v1/telemetry/nodes", json={"node_id": "c1", "pool_id": "horinger-cpu"},
+                    headers=admin).json()["node_key"]  # fmt: skip
+    t0 = time.time() - 600
+    rows = _samples(t0, 20, "job-c")
+    rows[3]["cpu_power_w"] = -1.0
+    rows[5] = {**rows[5], "jobs": []}
+    cols = columns_or_none(rows)
+    assert cols is not None
+    res = http.post("/api/v1/telemetry/ingest", json={"node_id": "c1", "columns": cols}, headers={"X-Node-Key": key})
+    assert res.status_code == 200, res.text
+    assert res.json()["accepted"] == 19 and res.json()["reasons"] == {"negative_power": 1}, res.json()
+    again = http.post("/api/v1/telemetry/ingest", json={"node_id": "c1", "columns": cols}, headers={"X-Node-Key": key})
+    assert again.json()["duplicates"] == 19 and again.json()["accepted"] == 0
+    ragged = {**cols, "ts": cols["ts"][:-1]}
+    bad = http.post("/api/v1/telemetry/ingest", json={"node_id": "c1", "columns": ragged}, headers={"X-Node-Key": key})
+    assert bad.status_code in (400, 422) and bad.headers["content-type"].startswith("application/problem+json")
+    both = http.post("/api/v1/telemetry/ingest", json={"node_id": "c1", "columns": cols, "samples": rows},
+                     headers={"X-Node-Key": key})  # fmt: skip
+    assert both.status_code == 422
+    q = http.get("/api/v1/telemetry/quarantine", headers=admin).json()
+    # the bad sample was sent twice (the resend) and is counted per receipt; nothing else moved
+    assert q["counters"]["accepted"] == 19 and q["counters"]["quarantined_negative_power"] == 2

@@ -67,16 +67,16 @@ telemetry_job_samples = Table(
 telemetry_rollup_1m = Table(
     "telemetry_rollup_1m",
     metadata,
+    # one row per node-hour; ``data`` holds its 60 one-minute slots (n, utilisation sum,
+    # power sum, power max, modelled), see telemetry/chunks.py ROLLUP_DTYPE
     Column("node_id", String(128), primary_key=True),
-    Column("minute_ms", BigInteger, primary_key=True),
+    Column("hour_ms", BigInteger, primary_key=True),
     Column("site_id", String(64), nullable=False),
     Column("pool_id", String(128), nullable=False),
-    Column("n", Integer, nullable=False),
-    Column("cpu_util_sum", Float, nullable=False),
-    Column("power_sum_w", Float, nullable=False),
-    Column("power_max_w", Float, nullable=False),
-    Column("modelled", Boolean, nullable=False),
-    Index("ix_telemetry_rollup_1m_site_minute", "site_id", "minute_ms"),
+    Column("n", Integer, nullable=False),  # samples folded into the hour
+    Column("data", LargeBinary, nullable=False),
+    Index("ix_telemetry_rollup_1m_site_hour", "site_id", "hour_ms"),
+    Index("ix_telemetry_rollup_1m_pool_hour", "pool_id", "hour_ms"),
 )
 
 telemetry_quarantine = Table(

@@ -48,6 +48,8 @@ from yungu.engines.energy.samples import (
     MAX_PAST_S,
     NodeSample,
     check_sample,
+    column_length,
+    columns_to_rows,
     sample_from_dict,
     sample_to_dict,
 )
@@ -162,7 +164,32 @@ class TelemetryStore:
     # ---- ingestion ---------------------------------------------------------------------
 
     def ingest(self, node_id: str, key: str | None, rows: Sequence[Any], now: datetime) -> IngestResult:
-        """Validate and store one agent batch. Returns what was accepted, resent, quarantined."""
+        """Validate and store one agent batch of per-sample objects (the original wire form)."""
+        return self._ingest(node_id, key, now, rows=rows)
+
+    def ingest_columns(
+        self, node_id: str, key: str | None, cols: dict[str, Any], now: datetime
+    ) -> IngestResult:
+        """Validate and store one agent batch sent as parallel columns (see ``samples.COLUMN_FIELDS``).
+
+        Same checks, outcomes and guarantees as :meth:`ingest`; rows that fail a vector check
+        or carry GPUs/jobs are rebuilt as objects and take the per-sample path, so their
+        reasons and quarantine payloads are exactly those of the object form. Columns of
+        different lengths are a malformed envelope (``InvalidInput``, nothing stored).
+        """
+        n = column_length(cols)
+        return self._ingest(node_id, key, now, cols=cols, n=n)
+
+    def _ingest(
+        self,
+        node_id: str,
+        key: str | None,
+        now: datetime,
+        *,
+        rows: Sequence[Any] | None = None,
+        cols: dict[str, Any] | None = None,
+        n: int = 0,
+    ) -> IngestResult:
         now_ms = int(now.timestamp() * 1000)
         res = IngestResult()
         quarantine: list[tuple[int, str, int | None, str, str, str]] = []
@@ -179,7 +206,7 @@ class TelemetryStore:
                 if info is None
                 else ("bad_key", "the agent key does not match the node's registered key")
             )
-            for r in rows:
+            for r in rows if rows is not None else columns_to_rows(cols or {}):
                 reject(
                     r.get("seq") if isinstance(r, dict) and isinstance(r.get("seq"), int) else None,
                     reason,
@@ -190,10 +217,13 @@ class TelemetryStore:
                 self._write(c, res, None, [], quarantine, node_id)
             return res
 
-        arr, details, jobs = self._validate(info, rows, now_ms, reject)
+        if rows is not None:
+            arr, details, jobs = self._validate(info, rows, now_ms, reject)
+        else:
+            arr, details, jobs = self._validate_columns(info, cols or {}, n, now_ms, reject)
         with self._node_lock(node_id), self.engine.begin() as c:
             fresh = self._dedup(c, node_id, arr, details, res, reject)
-            if fresh is not None:
+            if fresh is not None and jobs:
                 keep = {int(x) for x in fresh[0]["seq"]}
                 jobs = [j for j in jobs if j[2] in keep]
             self._write(c, res, fresh, jobs, quarantine, node_id)
@@ -206,10 +236,76 @@ class TelemetryStore:
                 lk = self._locks[node_id] = threading.Lock()
             return lk
 
+    @staticmethod
+    def _vector(cols: dict[str, Any], n: int, node_id: str, now_ms: int) -> tuple[chunks.Chunk, Any]:
+        """The checks of ``check_sample`` for plain samples, one numpy pass per field.
+
+        ``cols`` maps wire field names to length-``n`` sequences (absent optional fields
+        may be missing). Returns the chunk of rows that pass every check, and the indexes of
+        the rest, which the caller sends through the per-sample path for their reasons (a
+        column that does not convert at all sends every row there).
+        """
+        everyone = np.arange(n)
+        try:
+            seq = np.asarray(cols["seq"])
+            if seq.dtype.kind != "i" or seq.shape != (n,):
+                return chunks.empty(0), everyone
+            ts = np.asarray(cols["ts"], dtype=np.float64) * 1000.0
+            cu = np.asarray(cols["cpu_utilisation"], dtype=np.float64)
+            cp = np.asarray(cols["cpu_power_w"], dtype=np.float64)
+            opt = {
+                k: np.asarray(cols[k], dtype=np.float64)
+                for k in ("memory_utilisation", "cpu_energy_j", "node_cpu_seconds", "cpu_idle_w", "gpu_idle_w")
+                if k in cols
+            }
+            method = np.asarray(cols["cpu_method"]) if "cpu_method" in cols else None
+        except (KeyError, TypeError, ValueError, OverflowError):
+            return chunks.empty(0), everyone
+        if any(a.shape != (n,) for a in (ts, cu, cp, *opt.values())):
+            return chunks.empty(0), everyone
+        mu = opt.get("memory_utilisation", np.zeros(n))
+        ce = opt.get("cpu_energy_j", np.full(n, np.nan))
+        with np.errstate(invalid="ignore"):
+            ok = (
+                (seq >= 0)
+                & np.isfinite(ts) & (ts <= now_ms + MAX_FUTURE_S * 1000) & (ts >= now_ms - MAX_PAST_S * 1000)
+                & np.isfinite(cu) & (cu >= 0) & (cu <= 1)
+                & np.isfinite(mu) & (mu >= 0) & (mu <= 1)
+                & np.isfinite(cp) & (cp >= 0)
+                & ~np.isinf(ce) & ~(ce < 0)
+            )  # fmt: skip
+            for k in ("node_cpu_seconds", "cpu_idle_w", "gpu_idle_w"):
+                if k in opt:
+                    ok &= np.isfinite(opt[k]) & (opt[k] >= 0)
+        nan_ce = np.isnan(ce)
+        if "cpu_energy_j" in cols and nan_ce.any():  # an explicit NaN counter is bad, an absent one is fine
+            col = cols["cpu_energy_j"]
+            ok &= ~(nan_ce & np.array([x is not None for x in col], dtype=bool))
+        if method is None:
+            modelled = np.ones(n, dtype=np.uint8)
+        elif method.shape != (n,) or method.dtype.kind != "U":
+            return chunks.empty(0), everyone
+        else:
+            measured = method == "measured"
+            ok &= measured | (method == "modelled")
+            modelled = (~measured).astype(np.uint8)
+        if "node_id" in cols:
+            ok &= np.asarray(cols["node_id"], dtype=object) == node_id
+        for k in ("gpus", "jobs"):
+            if k in cols:  # samples with GPUs or jobs carry per-device/per-job detail: full path
+                ok &= np.fromiter((not x for x in cols[k]), dtype=bool, count=n)
+        arr = chunks.empty(int(ok.sum()))
+        arr["seq"] = seq[ok]
+        arr["ts_ms"] = ts[ok].astype(np.int64)
+        arr["cpu_util"], arr["mem_util"], arr["cpu_power_w"] = cu[ok], mu[ok], cp[ok]
+        arr["gpu_power_w"], arr["cpu_energy_j"], arr["gpu_energy_j"] = 0.0, ce[ok], np.nan
+        arr["modelled"] = modelled[ok]
+        return arr, np.flatnonzero(~ok)
+
     def _validate(
         self, info: NodeInfo, rows: Sequence[Any], now_ms: int, reject: Any
     ) -> tuple[chunks.Chunk, dict[int, dict[str, Any]], list[tuple[Any, ...]]]:
-        """Columnar fast path for plain node samples; full parse and reasons for the rest."""
+        """Object form: plain samples are turned into columns and checked as a vector."""
         node_id = info.node_id
         simple: list[dict[str, Any]] = []
         other: list[Any] = []
@@ -223,47 +319,35 @@ class TelemetryStore:
                 simple.append(r)
             else:
                 other.append(r)
-        good_parts: list[chunks.Chunk] = []
-        slow: list[Any] = []
+        parts: list[chunks.Chunk] = []
         if simple:
-            try:
-                seq_l = [r.get("seq") for r in simple]
-                if not all(type(x) is int for x in seq_l):
-                    raise ValueError("seq")
-                arr = chunks.empty(len(simple))
-                arr["seq"] = np.array(seq_l, dtype=np.int64)
-                ts = np.array([r.get("ts") for r in simple], dtype=np.float64) * 1000.0
-                cu = np.array([r.get("cpu_utilisation") for r in simple], dtype=np.float64)
-                mu = np.array([r.get("memory_utilisation", 0.0) for r in simple], dtype=np.float64)
-                cp = np.array([r.get("cpu_power_w") for r in simple], dtype=np.float64)
-                ce = np.array([r.get("cpu_energy_j") for r in simple], dtype=np.float64)
-                mod = np.array(
-                    [r.get("cpu_method", "modelled") != "measured" for r in simple], dtype=np.uint8
-                )
-                with np.errstate(invalid="ignore"):
-                    ok = (
-                        (arr["seq"] >= 0)
-                        & np.isfinite(ts) & (ts <= now_ms + MAX_FUTURE_S * 1000) & (ts >= now_ms - MAX_PAST_S * 1000)
-                        & np.isfinite(cu) & (cu >= 0) & (cu <= 1)
-                        & np.isfinite(mu) & (mu >= 0) & (mu <= 1)
-                        & np.isfinite(cp) & (cp >= 0)
-                        & (np.isnan(ce) | (ce >= 0)) & ~np.isinf(ce)
-                    )  # fmt: skip
-                ce_none = np.array([r.get("cpu_energy_j") is None for r in simple], dtype=bool)
-                ok &= ~(np.isnan(ce) & ~ce_none)  # an explicit NaN counter is bad, an absent one is fine
-                arr["ts_ms"] = np.where(ok, ts, 0).astype(np.int64)
-                arr["cpu_util"], arr["mem_util"], arr["cpu_power_w"] = cu, mu, cp
-                arr["gpu_power_w"], arr["cpu_energy_j"], arr["gpu_energy_j"], arr["modelled"] = (
-                    0.0,
-                    ce,
-                    np.nan,
-                    mod,
-                )
-                good_parts.append(arr[ok])
-                slow.extend(simple[i] for i in np.flatnonzero(~ok))
-            except (TypeError, ValueError):
-                slow.extend(simple)
-        slow.extend(other)
+            cols: dict[str, Any] = {
+                "seq": [r.get("seq") for r in simple],
+                "ts": [r.get("ts") for r in simple],
+                "cpu_utilisation": [r.get("cpu_utilisation") for r in simple],
+                "memory_utilisation": [r.get("memory_utilisation", 0.0) for r in simple],
+                "cpu_power_w": [r.get("cpu_power_w") for r in simple],
+                "cpu_energy_j": [r.get("cpu_energy_j") for r in simple],
+                "cpu_method": [r.get("cpu_method", "modelled") for r in simple],
+            }
+            for k in ("node_cpu_seconds", "cpu_idle_w", "gpu_idle_w"):
+                cols[k] = [r.get(k, 0.0) for r in simple]
+            good, bad = self._vector(cols, len(simple), node_id, now_ms)
+            parts.append(good)
+            other = [simple[i] for i in bad] + other
+        return self._slow(node_id, other, now_ms, reject, parts)
+
+    def _validate_columns(
+        self, info: NodeInfo, cols: dict[str, Any], n: int, now_ms: int, reject: Any
+    ) -> tuple[chunks.Chunk, dict[int, dict[str, Any]], list[tuple[Any, ...]]]:
+        """Column form: the vector checks run on the columns as sent; failures become objects."""
+        good, bad = self._vector(cols, n, info.node_id, now_ms)
+        return self._slow(info.node_id, columns_to_rows(cols, bad.tolist()), now_ms, reject, [good])
+
+    def _slow(
+        self, node_id: str, slow: list[Any], now_ms: int, reject: Any, good_parts: list[chunks.Chunk]
+    ) -> tuple[chunks.Chunk, dict[int, dict[str, Any]], list[tuple[Any, ...]]]:
+        """Full parse and ``check_sample`` reasons, one sample at a time (rare rows only)."""
         details: dict[int, dict[str, Any]] = {}
         jobs: list[tuple[Any, ...]] = []
         extra: list[tuple[Any, ...]] = []
@@ -290,7 +374,8 @@ class TelemetryStore:
             for i, t in enumerate(extra):
                 e[i] = t
             good_parts.append(e)
-        arr = np.concatenate(good_parts) if good_parts else chunks.empty(0)
+        good_parts = [p for p in good_parts if len(p)]
+        arr = np.concatenate(good_parts) if len(good_parts) > 1 else (good_parts[0] if good_parts else chunks.empty(0))
         return arr, details, jobs
 
     @staticmethod
@@ -525,10 +610,11 @@ class TelemetryStore:
     # ---- rollups, retention, queries ---------------------------------------------------
 
     def rollup(self, upto: datetime) -> int:
-        """Fold chunks whose samples all precede ``upto`` into 1-minute rows. Idempotent.
+        """Fold chunks whose samples all precede ``upto`` into 1-minute slots per node-hour.
 
-        A chunk is folded once (``rolled``); late chunks (a replayed backlog) are folded when
-        they arrive, adding into the minutes they cover.
+        Idempotent: a chunk is folded once (``rolled``, in the same transaction as the
+        rollup write). Late chunks (a replayed backlog) are folded when they arrive, adding
+        into the minutes they cover. Returns the number of node-minutes touched.
         """
         upto_ms = int(upto.timestamp() * 1000)
         t = telemetry_chunks.c
@@ -539,52 +625,39 @@ class TelemetryStore:
                     t.rolled.is_(False), t.ts_max_ms < upto_ms
                 )
             ).all()
-            acc: dict[tuple[str, int], list[Any]] = {}
+            acc: dict[tuple[str, int], tuple[str, str, chunks.Chunk]] = {}
             for row in rows:
                 a = chunks.decode(row.data)
-                minute = (a["ts_ms"] // 60000) * 60000
-                p = a["cpu_power_w"].astype(np.float64) + a["gpu_power_w"]
-                for m in np.unique(minute):
-                    sel = minute == m
-                    key = (row.node_id, int(m))
-                    cur = acc.get(key)
-                    vals = [
-                        int(sel.sum()),
-                        float(a["cpu_util"][sel].sum()),
-                        float(p[sel].sum()),
-                        float(p[sel].max()),
-                        bool(a["modelled"][sel].any()),
-                    ]
-                    if cur is None:
-                        acc[key] = [row.site_id, row.pool_id, *vals]
-                    else:
-                        cur[2] += vals[0]
-                        cur[3] += vals[1]
-                        cur[4] += vals[2]
-                        cur[5] = max(cur[5], vals[3])
-                        cur[6] = cur[6] or vals[4]
+                hour = a["ts_ms"] // chunks.HOUR_MS
+                for h in np.unique(hour):
+                    key = (row.node_id, int(h) * chunks.HOUR_MS)
+                    if key not in acc:
+                        acc[key] = (row.site_id, row.pool_id, chunks.rollup_empty())
+                    chunks.rollup_add(acc[key][2], a[hour == h])
+            touched = 0
             if acc:
                 existing = {
-                    (e.node_id, int(e.minute_ms)): e
+                    (e.node_id, int(e.hour_ms)): e.data
                     for e in c.execute(
-                        select(telemetry_rollup_1m).where(
-                            r.node_id.in_({k[0] for k in acc}), r.minute_ms.in_({k[1] for k in acc})
+                        select(r.node_id, r.hour_ms, r.data).where(
+                            r.node_id.in_({k[0] for k in acc}), r.hour_ms.in_({k[1] for k in acc})
                         )
                     ).all()
                 }
                 inserts = []
-                for (node, m), v in acc.items():
-                    e = existing.get((node, m))
-                    if e is None:
-                        inserts.append({"node_id": node, "minute_ms": m, "site_id": v[0], "pool_id": v[1], "n": v[2],
-                                        "cpu_util_sum": v[3], "power_sum_w": v[4], "power_max_w": v[5], "modelled": v[6]})  # fmt: skip
+                for (node, h), (site, pool, slots) in acc.items():
+                    touched += int((slots["n"] > 0).sum())
+                    old = existing.get((node, h))
+                    if old is None:
+                        inserts.append({"node_id": node, "hour_ms": h, "site_id": site, "pool_id": pool,
+                                        "n": int(slots["n"].sum()), "data": slots.tobytes()})  # fmt: skip
                     else:
+                        merged = chunks.rollup_merge(np.frombuffer(old, dtype=chunks.ROLLUP_DTYPE), slots)
                         c.execute(
                             update(telemetry_rollup_1m)
-                            .where(r.node_id == node, r.minute_ms == m)
-                            .values(n=e.n + v[2], cpu_util_sum=e.cpu_util_sum + v[3], power_sum_w=e.power_sum_w + v[4],
-                                    power_max_w=max(e.power_max_w, v[5]), modelled=bool(e.modelled) or v[6])
-                        )  # fmt: skip
+                            .where(r.node_id == node, r.hour_ms == h)
+                            .values(n=int(merged["n"].sum()), data=merged.tobytes())
+                        )
                 if inserts:
                     c.execute(telemetry_rollup_1m.insert(), inserts)
             if rows:
@@ -593,7 +666,7 @@ class TelemetryStore:
                 select(telemetry_counters.c.value).where(telemetry_counters.c.name == "rollup_watermark_ms")
             ).scalar()
             self._set(c, "rollup_watermark_ms", max(int(wm or 0), upto_ms // 60000 * 60000))
-        return len(acc)
+        return touched
 
     def _set(self, c: Connection, name: str, value: int) -> None:
         if not c.execute(
@@ -621,9 +694,9 @@ class TelemetryStore:
             ).scalar()
             c.execute(delete(telemetry_chunks).where(t.ts_max_ms < cut, t.rolled.is_(True)))
             c.execute(delete(telemetry_job_samples).where(telemetry_job_samples.c.ts_ms < cut))
-            roll = c.execute(
+            roll = c.execute(  # whole node-hours that ended before the cut
                 delete(telemetry_rollup_1m).where(
-                    telemetry_rollup_1m.c.minute_ms < now_ms - int(rollup_days * 86400_000)
+                    telemetry_rollup_1m.c.hour_ms + chunks.HOUR_MS <= now_ms - int(rollup_days * 86400_000)
                 )
             ).rowcount
         return {"raw_deleted": int(raw or 0), "rollups_deleted": int(roll or 0)}
@@ -633,9 +706,12 @@ class TelemetryStore:
     ) -> list[dict[str, Any]]:
         """Power and utilisation of a site/pool/node over ``[start, end)`` in ``step_s`` buckets.
 
-        Power in a bucket is the sum over nodes of each node's mean power (a site's load),
-        read from raw chunks while they exist, and from 1-minute rollups for ranges (below the
-        roll-up watermark, whole-minute steps) whose raw data retention has removed.
+        Power in a bucket is the sum over nodes of each node's mean power (a site's load).
+        For minute-aligned ranges and steps the answer is exact from 1-minute rollups (one blob
+        per node-hour) plus the raw chunks not yet rolled up: the two are disjoint and
+        additive (sample counts and sums), so rolled and late data are both counted once.
+        Otherwise raw chunks are bucketed sample by sample; where retention has already
+        removed them, the rollups answer (buckets then start on whole minutes).
         """
         if scope not in ("site", "pool", "node"):
             raise InvalidInput(f"scope must be site, pool or node, not {scope!r}")
@@ -644,92 +720,85 @@ class TelemetryStore:
         if (end - start).total_seconds() / step_s > 100_000:
             raise InvalidInput("too many points: widen the step (at most 100,000 per query)")
         lo, hi, step = int(start.timestamp() * 1000), int(end.timestamp() * 1000), step_s * 1000
-        wm = self.rollup_watermark()
-        use_rollup = wm is not None and hi <= int(wm.timestamp() * 1000) and step_s % 60 == 0
-        if use_rollup:
-            # Raw chunks are faster to bucket than rollup rows (one blob per batch vs one row per
-            # node-minute): use rollups only where retention has removed raw data of the range.
-            t = telemetry_chunks.c
-            colr = {"site": t.site_id, "pool": t.pool_id, "node": t.node_id}[scope]
-            with self.engine.connect() as c:
-                first_raw = c.execute(select(func.min(t.ts_min_ms)).where(colr == ident)).scalar()
-            use_rollup = first_raw is None or int(first_raw) > lo + step
-        nodes: list[str] = []
-        parts: list[
-            tuple[int, Any, Any, Any, Any, Any]
-        ] = []  # node idx, ts, n, util_sum, power_sum, modelled
-        if use_rollup:
-            r = telemetry_rollup_1m.c
-            col = {"site": r.site_id, "pool": r.pool_id, "node": r.node_id}[scope]
-            with self.engine.connect() as c:
-                rows = c.execute(
-                    select(r.node_id, r.minute_ms, r.n, r.cpu_util_sum, r.power_sum_w, r.modelled)
-                    .where(col == ident, r.minute_ms >= lo, r.minute_ms < hi)
-                ).all()  # fmt: skip
-            if rows:
-                names = sorted({x[0] for x in rows})
-                nodes = names
-                ix = {n: i for i, n in enumerate(names)}
-                a = np.array(
-                    [(ix[x[0]], x[1], x[2], x[3], x[4], 1 if x[5] else 0) for x in rows], dtype=np.float64
-                )
-                parts.append((-1, a[:, 1], a[:, 2], a[:, 3], a[:, 4], a[:, 5]))
-                node_idx = a[:, 0].astype(np.int64)
-        else:
-            t = telemetry_chunks.c
-            col = {"site": t.site_id, "pool": t.pool_id, "node": t.node_id}[scope]
-            rows = self._chunks(and_(col == ident, t.ts_max_ms >= lo, t.ts_min_ms < hi), (t.node_id, t.data))
-            names = sorted({x[0] for x in rows})
-            nodes = names
-            ix = {n: i for i, n in enumerate(names)}
-            idx_parts = []
-            for x in rows:
-                ch: Any = chunks.decode(x[1])
-                a = ch[(ch["ts_ms"] >= lo) & (ch["ts_ms"] < hi)]
-                parts.append(
-                    (
-                        ix[x[0]],
-                        a["ts_ms"],
-                        np.ones(len(a)),
-                        a["cpu_util"],
-                        a["cpu_power_w"].astype(np.float64) + a["gpu_power_w"],
-                        a["modelled"],
+        t = telemetry_chunks.c
+        r = telemetry_rollup_1m.c
+        ccol = {"site": t.site_id, "pool": t.pool_id, "node": t.node_id}[scope]
+        rcol = {"site": r.site_id, "pool": r.pool_id, "node": r.node_id}[scope]
+        # per part: node indexes, times (ms), sample counts, utilisation sums, power sums, modelled
+        parts: list[tuple[Any, Any, Any, Any, Any, Any]] = []
+        use_rollup = step % chunks.MINUTE_MS == 0 and lo % chunks.MINUTE_MS == 0
+        with self.engine.connect() as c:
+            if not use_rollup:
+                first_raw = c.execute(select(func.min(t.ts_min_ms)).where(ccol == ident)).scalar()
+                use_rollup = first_raw is None or int(first_raw) > lo + step  # raw gone: rollups answer
+            chunk_where = and_(ccol == ident, t.ts_max_ms >= lo, t.ts_min_ms < hi)
+            if use_rollup:
+                chunk_where = and_(chunk_where, t.rolled.is_(False))
+                rrows = c.execute(
+                    select(r.node_id, r.hour_ms, r.data).where(
+                        rcol == ident, r.hour_ms > lo - chunks.HOUR_MS, r.hour_ms < hi
                     )
-                )
-                idx_parts.append(np.full(len(a), ix[x[0]], dtype=np.int64))
-            node_idx = np.concatenate(idx_parts) if idx_parts else np.zeros(0, np.int64)
+                ).all()
+            else:
+                rrows = []
+            crows = c.execute(select(t.node_id, t.data).where(chunk_where)).all()
+        names = sorted({x[0] for x in rrows} | {x[0] for x in crows})
+        ix = {n: i for i, n in enumerate(names)}
+        if rrows:
+            slots = chunks.rollup_decode_many([x[2] for x in rrows])
+            hours = np.fromiter((x[1] for x in rrows), dtype=np.int64, count=len(rrows))
+            rts = (hours[:, None] + np.arange(60, dtype=np.int64) * chunks.MINUTE_MS).ravel()
+            flat = slots.ravel()
+            node_of = np.repeat(np.fromiter((ix[x[0]] for x in rrows), dtype=np.int64, count=len(rrows)), 60)
+            sel = (flat["n"] > 0) & (rts >= lo) & (rts < hi)
+            f = flat[sel]
+            parts.append((node_of[sel], rts[sel], f["n"], f["cpu_util_sum"], f["power_sum_w"], f["modelled"]))
+        if crows:  # all chunks decoded together: one numpy pass whatever the batch sizes
+            a = chunks.decode(b"".join(x[1] for x in crows))
+            sizes = np.fromiter((len(x[1]) // chunks.SAMPLE_DTYPE.itemsize for x in crows), np.int64, len(crows))
+            cnode = np.repeat(np.fromiter((ix[x[0]] for x in crows), np.int64, len(crows)), sizes)
+            cts = a["ts_ms"]
+            keep = (cts >= lo) & (cts < hi)
+            if not keep.all():
+                a, cnode = a[keep], cnode[keep]
+            if len(a):
+                p = a["cpu_power_w"].astype(np.float64)
+                p += a["gpu_power_w"]
+                parts.append((cnode, a["ts_ms"], np.ones(len(a)), a["cpu_util"], p, a["modelled"]))
         if not parts:
             return []
-        ts = np.concatenate([p[1] for p in parts]).astype(np.int64)
-        cnt = np.concatenate([p[2] for p in parts]).astype(np.float64)
-        usum = np.concatenate([p[3] for p in parts]).astype(np.float64)
-        psum = np.concatenate([p[4] for p in parts]).astype(np.float64)
-        mod = np.concatenate([p[5] for p in parts]).astype(np.float64)
-        if len(ts) == 0:
-            return []
+        node_idx = np.concatenate([x[0] for x in parts])
+        ts = np.concatenate([x[1] for x in parts]).astype(np.int64)
+        cnt = np.concatenate([x[2] for x in parts]).astype(np.float64)
+        usum = np.concatenate([x[3] for x in parts]).astype(np.float64)
+        psum = np.concatenate([x[4] for x in parts]).astype(np.float64)
+        mod = np.concatenate([x[5] for x in parts]).astype(np.float64)
         b = (ts - lo) // step
-        nb, nn = int((hi - lo + step - 1) // step), len(nodes)
+        nb, nn = int((hi - lo + step - 1) // step), len(names)
         cell = node_idx * nb + b
         size = nn * nb
         n_c = np.bincount(cell, weights=cnt, minlength=size)
         p_c = np.bincount(cell, weights=psum, minlength=size)
-        u_c = np.bincount(cell, weights=usum, minlength=size)
-        m_c = np.bincount(cell, weights=mod, minlength=size)
+        u_c = np.bincount(cell, weights=usum, minlength=size).reshape(nn, nb).sum(axis=0)
+        m_c = np.bincount(cell, weights=mod, minlength=size).reshape(nn, nb).sum(axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            node_p = np.where(n_c > 0, p_c / n_c, 0.0).reshape(nn, nb)
+            p_b = np.where(n_c > 0, p_c / n_c, 0.0).reshape(nn, nb).sum(axis=0)
         n_b = n_c.reshape(nn, nb).sum(axis=0)
-        u_b = u_c.reshape(nn, nb).sum(axis=0)
-        m_b = m_c.reshape(nn, nb).sum(axis=0)
-        p_b = node_p.sum(axis=0)
-        src = "rollup_1m" if use_rollup else "raw"
-        out = []
-        for i in np.flatnonzero(n_b > 0):
-            out.append({
-                "t": datetime.fromtimestamp((lo + int(i) * step) / 1000, UTC).isoformat(), "power_w": float(p_b[i]),
-                "cpu_util": float(u_b[i] / n_b[i]), "samples": int(n_b[i]),
-                "method": "modelled" if m_b[i] > 0 else "measured", "source": src,
-            })  # fmt: skip
-        return out
+        src = "rollup_1m" if rrows else "raw"
+        idx = np.flatnonzero(n_b > 0)
+        t_ms = lo + idx * step
+        if lo % 1000 == 0 and step % 1000 == 0:  # whole seconds: format all times in one call
+            times = [x + "+00:00" for x in np.datetime_as_string(t_ms.astype("datetime64[ms]"), unit="s").tolist()]
+        else:
+            times = [datetime.fromtimestamp(int(x) / 1000, UTC).isoformat() for x in t_ms]
+        util = u_c[idx] / n_b[idx]
+        return [
+            {"t": tt, "power_w": pw, "cpu_util": cu, "samples": int(nn_), "method": "modelled" if mm > 0 else "measured",
+             "source": src}
+            for tt, pw, cu, nn_, mm in zip(
+                times, p_b[idx].tolist(), util.tolist(), n_b[idx].tolist(), m_c[idx].tolist(), strict=True
+            )
+        ]  # fmt: skip
 
     def latest_by_node(self) -> list[dict[str, Any]]:
         """Every node with its last-seen time and last power (for /metrics and alerts)."""

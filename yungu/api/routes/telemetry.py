@@ -8,16 +8,20 @@ quarantine reasons (the agent must not resend them); a malformed envelope is a 4
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
+import pydantic_core
 from fastapi import APIRouter, Body, Depends, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, model_validator
+from starlette.concurrency import run_in_threadpool
 
 from yungu.adapters.telemetry.store import TelemetryStore
 from yungu.api.deps import ANY_ROLE, container, require
 from yungu.domain.errors import InvalidInput, NotFound
 from yungu.domain.tenancy import Principal, Role
+from yungu.engines.energy.samples import COLUMN_FIELDS
 
 router = APIRouter(tags=["telemetry"])
 
@@ -44,8 +48,24 @@ class NodeIn(BaseModel):
 
 
 class IngestIn(BaseModel):
+    """One agent batch: ``samples`` (one object per sample) or ``columns`` (parallel arrays).
+
+    The column form (``{"seq": [...], "ts": [...], ...}``, see
+    ``yungu.engines.energy.samples.COLUMN_FIELDS``) carries the same content; the platform
+    checks it a column at a time, which is what lets one core take >= 200,000 samples/s.
+    """
+
     node_id: str = Field(min_length=1, max_length=128)
-    samples: list[Any] = Field(max_length=MAX_BATCH)
+    samples: list[Any] | None = Field(default=None, max_length=MAX_BATCH)
+    columns: dict[str, Annotated[list[Any], Field(max_length=MAX_BATCH)]] | None = Field(
+        default=None, max_length=len(COLUMN_FIELDS)
+    )
+
+    @model_validator(mode="after")
+    def _one_form(self) -> IngestIn:
+        if (self.samples is None) == (self.columns is None):
+            raise ValueError("send exactly one of 'samples' (objects) or 'columns' (parallel arrays)")
+        return self
 
 
 @router.post("/telemetry/nodes", status_code=201)
@@ -76,12 +96,34 @@ def list_nodes(
     return {"items": telemetry_store(container(request)).nodes()}
 
 
-@router.post("/telemetry/ingest")
-def ingest(
-    request: Request, body: IngestIn = Body(...), x_node_key: str | None = Header(default=None)
-) -> dict[str, Any]:
+@router.post(
+    "/telemetry/ingest",
+    openapi_extra={"requestBody": {"required": True,
+                                   "content": {"application/json": {"schema": IngestIn.model_json_schema()}}}},
+)  # fmt: skip
+async def ingest(request: Request, x_node_key: str | None = Header(default=None)) -> dict[str, Any]:
+    """Store one agent batch. The body is parsed here, not by FastAPI's ``Body``: pydantic-core's
+    JSON parser is ~3x faster than ``json.loads`` on 35,000 numbers, a third of the request's time.
+    NaN/Infinity literals are accepted so that such samples are quarantined with a reason (as
+    ``json.loads`` did), not refused as a whole batch.
+    """
+    raw = await request.body()
+    try:
+        body = IngestIn.model_validate(pydantic_core.from_json(raw, allow_inf_nan=True))
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False), body=None) from exc
+    except ValueError as exc:
+        raise RequestValidationError(
+            [{"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc}", "input": {}}]
+        ) from exc
     c = container(request)
-    return telemetry_store(c).ingest(body.node_id, x_node_key, body.samples, _now(c)).as_dict()
+    return await run_in_threadpool(_ingest, telemetry_store(c), body, x_node_key, _now(c))
+
+
+def _ingest(st: TelemetryStore, body: IngestIn, key: str | None, now: datetime) -> dict[str, Any]:
+    if body.columns is not None:
+        return st.ingest_columns(body.node_id, key, body.columns, now).as_dict()
+    return st.ingest(body.node_id, key, body.samples or [], now).as_dict()
 
 
 def _time(v: str | None, default: datetime) -> datetime:

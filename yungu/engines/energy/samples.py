@@ -202,3 +202,77 @@ def sample_to_dict(s: NodeSample) -> dict[str, Any]:
             for j in s.jobs
         ],
     }
+
+
+# ---- column-shaped wire form ------------------------------------------------------------
+#
+# A batch of samples as parallel arrays, one JSON array per field: ``{"seq": [..], "ts": [..],
+# "cpu_utilisation": [..], ...}``. It carries exactly what the list of per-sample objects
+# carries (row i of every column is sample i; a column that is absent means "field absent"
+# in every sample), but the platform can turn each column into a numpy array in one call
+# instead of visiting 5,000 dicts. Nested parts (``gpus``, ``jobs``) are per-row lists, null
+# or empty where a sample has none; samples that carry them take the full per-sample path.
+
+COLUMN_FIELDS = (
+    "node_id", "seq", "ts", "cpu_utilisation", "memory_utilisation", "cpu_power_w", "cpu_method",
+    "node_cpu_seconds", "cores", "cpu_energy_j", "cpu_idle_w", "gpu_idle_w", "gpus", "jobs",
+)  # fmt: skip
+
+
+def columns_or_none(rows: list[dict[str, Any]]) -> dict[str, list[Any]] | None:
+    """Per-sample objects -> parallel columns (the agent's sending form), or None.
+
+    ``gpus``/``jobs`` (empty list) and ``cpu_energy_j`` (null) mean the same absent or empty,
+    so they are filled where a sample lacks them; any other field must be in every sample,
+    else None: the caller sends the per-sample form, which says exactly what it means.
+    """
+    if not rows:
+        return {}
+    keys: set[str] = set()
+    for r in rows:
+        keys.update(r)
+    cols: dict[str, list[Any]] = {}
+    for k in keys:
+        if k in ("gpus", "jobs"):
+            cols[k] = [r.get(k) or [] for r in rows]
+        elif k == "cpu_energy_j":
+            cols[k] = [r.get(k) for r in rows]
+        elif all(k in r for r in rows):
+            cols[k] = [r[k] for r in rows]
+        else:
+            return None
+    return cols
+
+
+def columns_to_rows(cols: dict[str, Any], index: Collection[int] | None = None) -> list[dict[str, Any]]:
+    """Parallel columns -> per-sample objects (all rows, or those at ``index``).
+
+    Used by the platform for samples that need the full per-sample checks (to quarantine
+    them with their reason and payload) and by the agent's fallback to the object form.
+    An empty ``gpus``/``jobs`` entry is left out, as the object form would omit it.
+    """
+    n = column_length(cols)
+    idx = range(n) if index is None else index
+    out: list[dict[str, Any]] = []
+    for i in idx:
+        d: dict[str, Any] = {}
+        for k, v in cols.items():
+            x = v[i]
+            if k in ("gpus", "jobs") and not x:
+                continue
+            d[k] = x
+        out.append(d)
+    return out
+
+
+def column_length(cols: dict[str, Any]) -> int:
+    """The common length of the columns; InvalidInput when they differ or are not arrays."""
+    n: int | None = None
+    for k, v in cols.items():
+        if not isinstance(v, list):
+            raise InvalidInput(f"column {k!r} must be an array")
+        if n is None:
+            n = len(v)
+        elif len(v) != n:
+            raise InvalidInput(f"column {k!r} has {len(v)} entries, others have {n}")
+    return n or 0

@@ -58,16 +58,14 @@ def upgrade() -> None:
     op.create_table(
         "telemetry_rollup_1m",
         sa.Column("node_id", sa.String(128), primary_key=True),
-        sa.Column("minute_ms", sa.BigInteger, primary_key=True),
+        sa.Column("hour_ms", sa.BigInteger, primary_key=True),
         sa.Column("site_id", sa.String(64), nullable=False),
         sa.Column("pool_id", sa.String(128), nullable=False),
         sa.Column("n", sa.Integer, nullable=False),
-        sa.Column("cpu_util_sum", sa.Float, nullable=False),
-        sa.Column("power_sum_w", sa.Float, nullable=False),
-        sa.Column("power_max_w", sa.Float, nullable=False),
-        sa.Column("modelled", sa.Boolean, nullable=False),
+        sa.Column("data", sa.LargeBinary, nullable=False),
     )
-    op.create_index("ix_telemetry_rollup_1m_site_minute", "telemetry_rollup_1m", ["site_id", "minute_ms"])
+    op.create_index("ix_telemetry_rollup_1m_site_hour", "telemetry_rollup_1m", ["site_id", "hour_ms"])
+    op.create_index("ix_telemetry_rollup_1m_pool_hour", "telemetry_rollup_1m", ["pool_id", "hour_ms"])
     op.create_table(
         "telemetry_quarantine",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
