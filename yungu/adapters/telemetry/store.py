@@ -404,7 +404,9 @@ class TelemetryStore:
         """Drop resends (counted) and conflicting reuse of a seq (quarantined)."""
         if len(arr) == 0:
             return None
-        arr = arr[np.argsort(arr["seq"], kind="stable")]
+        sq = arr["seq"]
+        if len(arr) > 1 and not bool(np.all(sq[1:] > sq[:-1])):  # agents send in seq order: usually skipped
+            arr = arr[np.argsort(sq, kind="stable")]
         # within the batch
         first = np.ones(len(arr), dtype=bool)
         first[1:] = arr["seq"][1:] != arr["seq"][:-1]
@@ -507,12 +509,15 @@ class TelemetryStore:
         last_ms, last_p, energy, last_seq = (
             (row[0], row[1], float(row[2] or 0.0), row[3]) if row else (None, None, 0.0, None)
         )
-        a = arr[np.argsort(arr["ts_ms"], kind="stable")]
+        ts = arr["ts_ms"].astype(np.float64)
+        p = arr["cpu_power_w"].astype(np.float64) + arr["gpu_power_w"].astype(np.float64)
+        if len(ts) > 1 and not bool(np.all(ts[1:] >= ts[:-1])):
+            order = np.argsort(ts, kind="stable")
+            ts, p = ts[order], p[order]
         if last_ms is not None:
-            a = a[a["ts_ms"] > last_ms]
-        if len(a):
-            ts = a["ts_ms"].astype(np.float64)
-            p = a["cpu_power_w"].astype(np.float64) + a["gpu_power_w"].astype(np.float64)
+            newer = ts > last_ms
+            ts, p = ts[newer], p[newer]
+        if len(ts):
             if last_ms is not None and last_p is not None:
                 ts = np.concatenate([[float(last_ms)], ts])
                 p = np.concatenate([[float(last_p)], p])
