@@ -138,3 +138,12 @@ def test_kill_9_at_random_points_leaves_exactly_one_booking(tmp_path: Path) -> N
         check_books(LedgerStore(engine, clock), BillingStore(engine, clock), march_jobs(24), 5_000_00)
         engine.dispose()
     assert kills >= 50, f"only {kills} kills landed in {rounds} rounds"
+
+
+def test_admission_estimate_uses_the_dearest_eligible_pool() -> None:
+    from yungu.control.billing import estimate_fen
+    from yungu.domain.job import JobSpec, Resources
+
+    spec = JobSpec("train", "python t.py", resources=Resources(8, 64, 2), replicas=2, estimated_duration_s=1800)
+    assert estimate_fen(spec, WORLD) == 2 * 2 * 1250 // 2  # 4 device x 0.5 h x 12.50 CNY = 25.00
+    assert estimate_fen(JobSpec("x", "true"), WORLD) is None

@@ -32,7 +32,7 @@ from typing import Protocol
 
 from yungu.domain.catalogue import Catalogue
 from yungu.domain.clock import Clock
-from yungu.domain.job import Job, JobState
+from yungu.domain.job import Job, JobSpec, JobState
 from yungu.domain.status import Code, Status
 from yungu.domain.world import World
 from yungu.engines.ledger import Account, AccountKind, Outcome, Recorded, Result, Transfer, TransferKind
@@ -99,6 +99,21 @@ def sys_account(name: str, currency: str = "CNY") -> str:
 
 
 # --- budgets -------------------------------------------------------------------------
+
+def estimate_fen(spec: JobSpec, world: World) -> int | None:
+    """A conservative cost estimate for admission: the estimated duration on the dearest pool
+    the job may land on (its pinned pool, else any pool). None when no duration is given."""
+    if spec.estimated_duration_s is None:
+        return None
+    pools = [world.pool(spec.pool)] if spec.pool else list(world.pools)
+    if spec.resources.accelerators:
+        units = spec.resources.accelerators * spec.replicas
+        price = max((p.price_cny_per_device_hour for p in pools if p.accelerators_per_node), default=Decimal(0))
+    else:
+        units = spec.resources.cpus * spec.replicas
+        price = max((p.price_cny_per_cpu_hour for p in pools), default=Decimal(0))
+    return rate_device_time(spec.estimated_duration_s * units, price)
+
 
 class Budgets:
     """The admission-time budget check: ``reserve`` / ``settle`` / ``release`` by job id."""
