@@ -35,7 +35,7 @@ def lp_max_surplus(bids: list[Order], asks: list[Order]) -> tuple[int, int]:
         return float(surplus @ x), float(vol @ x)
 
     s, _ = solve(0, None)
-    s2, v = solve(1.0, round(s))
+    _s2, v = solve(1.0, round(s))
     return round(s), round(v)
 
 
