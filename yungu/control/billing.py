@@ -24,6 +24,7 @@ can never reserve more than the wallet holds.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,7 @@ from typing import Protocol
 
 from yungu.domain.catalogue import Catalogue
 from yungu.domain.clock import Clock
+from yungu.domain.errors import InvalidInput, NotFound
 from yungu.domain.job import Job, JobSpec, JobState
 from yungu.domain.status import Code, Status
 from yungu.domain.world import World
@@ -46,6 +48,8 @@ from yungu.engines.ledger.rating import (
     split_charge,
     usage_id,
 )
+
+log = logging.getLogger("yungu.billing")
 
 BUDGET_TIMEOUT_S = 30 * 86400  # an admission that never settles is released after 30 days
 
@@ -137,7 +141,7 @@ class Budgets:
         """Post up to the actual cost; the rest of the reservation is released."""
         try:
             pending = self.ledger.get_transfer(f"budget:{job_id}")
-        except Exception:
+        except NotFound:  # nothing was reserved for this job
             return Status(Code.SKIP, ("no reservation",), "budget")
         amount = min(actual_fen, pending.amount)
         kind = TransferKind.POST if amount > 0 else TransferKind.VOID
@@ -163,7 +167,13 @@ def meter(job: Job, world: World, catalogue: Catalogue | None, closed: set[str])
         return None
     if job.allocation is None or job.started_at is None or job.finished_at is None:
         return None
-    pool = world.pool(job.allocation.pool_id)
+    try:
+        pool = world.pool(job.allocation.pool_id)
+    except KeyError:
+        # The pool left the configuration: keep the job unmetered (it is retried every pass)
+        # rather than guessing a price; the operator sees it in the log.
+        log.warning("job %s ran on unknown pool %s: not metered", job.id, job.allocation.pool_id)
+        return None
     site = world.site(pool.site_id)
     seconds = max(0, int((job.finished_at - job.started_at).total_seconds()))
     devices = job.allocation.devices or len(job.allocation.replicas) * job.allocation.cpus_per_replica
@@ -175,7 +185,7 @@ def meter(job: Job, world: World, catalogue: Catalogue | None, closed: set[str])
             spec = catalogue.get(pool.accelerator)
             rel = Decimal(str(spec.relative_throughput))
             power_w = Decimal(str(spec.tdp_w))
-        except Exception:
+        except (KeyError, InvalidInput):  # not in the catalogue: normalise at 1.0, no energy figure
             pass
     cu = (Decimal(dev_s) / 3600 * rel).quantize(Decimal("0.000001"))
     kwh = (Decimal(dev_s) / 3600 * power_w / 1000 * Decimal(str(site.pue))).quantize(Decimal("0.000001"))
@@ -256,7 +266,7 @@ class BillingLoop:
         try:
             pending = self.ledger.get_transfer(f"budget:{row.usage.job_id}")
             reserved = pending.amount
-        except Exception:
+        except NotFound:  # the job was admitted without a budget reservation
             reserved = None
         for excess_from in (wallet(row.usage.tenant_id), arrears(row.usage.tenant_id)):
             entry = booking_entry(row, reserved, excess_from, self.currency)
