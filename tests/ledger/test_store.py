@@ -100,3 +100,12 @@ def test_1000_concurrent_admissions_never_overshoot_the_budget(store: LedgerStor
     assert bal.debits_pending == 0
     assert bal.posted == budget - sum(a // 2 for _, a in done[: len(done) // 2])
     assert store.totals() == {"CNY": 0}
+
+
+def test_free_text_survives_the_bulk_write_path(store: LedgerStore) -> None:
+    fund(store, "acme", 100)
+    memo = "退款 tab\there\nnewline \\N back\\slash\r"
+    store.transfer(Transfer("memo-1", wallet("acme"), "sys:cny:escrow", 5, ref="ref\t1", memo=memo))
+    got = store.get_transfer("memo-1")
+    assert (got.transfer.memo, got.transfer.ref) == (memo, "ref\t1")
+    assert store.submit([Transfer("memo-1", wallet("acme"), "sys:cny:escrow", 5, ref="ref\t1", memo=memo)])[0].result is Result.EXISTS

@@ -64,6 +64,20 @@ def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
         yield items[i : i + CHUNK]
 
 
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_field(v: object) -> str:
+    """One value in PostgreSQL's COPY text format (one string per batch beats a call per row)."""
+    if v is None:
+        return "\\N"
+    if isinstance(v, str):
+        return v.translate(_COPY_ESCAPES)
+    if isinstance(v, datetime):
+        return v.isoformat()
+    return str(v)
+
+
 def _account(row: object) -> Account:
     r = row._mapping  # type: ignore[attr-defined]
     return Account(r["id"], AccountKind(r["kind"]), r["currency"], r["credit_limit"], r["owner"], r["name"])
@@ -289,8 +303,7 @@ class LedgerStore:
                 # COPY streams the batch in one round trip (no per-row statement, no planning).
                 cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
                 with cur.copy(f"COPY ledger_transfers ({', '.join(cols)}) FROM STDIN") as cp:
-                    for row in rows:
-                        cp.write_row(row)
+                    cp.write("".join("\t".join(map(_copy_field, row)) + "\n" for row in rows).encode())
             else:
                 conn.exec_driver_sql(
                     f"INSERT INTO ledger_transfers ({', '.join(cols)}) VALUES ({', '.join([ph] * len(cols))})", rows)
