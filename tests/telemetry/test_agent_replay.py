@@ -79,3 +79,30 @@ def test_agent_restart_never_reuses_a_seq(tmp_path: Path) -> None:
     b2 = SampleBuffer(tmp_path / "b.db")
     nxt = b2.next_seq()
     assert nxt > max(first)
+
+
+def test_agent_sends_columns_and_splits_a_batch_the_platform_finds_too_large(tmp_path: Path) -> None:
+    """A 413 never acknowledges (drops) samples: the agent halves the batch and sends again."""
+    import json
+
+    sizes: list[int] = []
+    got: list[int] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        body = json.loads(req.content)
+        assert "columns" in body, "the agent sends the column form"
+        n = len(body["columns"]["seq"])
+        if len(req.content) > 20_000:
+            return httpx.Response(413, json={"title": "Request body too large"})
+        sizes.append(n)
+        got.extend(body["columns"]["seq"])
+        return httpx.Response(200, json={"accepted": n, "duplicates": 0, "quarantined": 0})
+
+    agent = Agent(AgentConfig("http://platform", "n1", "k", tmp_path, batch=400, use_rapl=False, use_nvml=False))
+    agent._client = httpx.Client(base_url="http://platform", transport=httpx.MockTransport(handler))
+    for _ in range(300):
+        agent.record()
+    agent.flush(max_batches=100, force=True)
+    assert sorted(got) == list(range(300)) and len(agent.buffer) == 0
+    assert max(sizes) < 300
+    agent.close()

@@ -51,7 +51,7 @@ telemetry_chunks = Table(
     Column("data", LargeBinary, nullable=False),  # numpy structured array, see telemetry/chunks.py
     Column("detail", Text, nullable=True),  # JSON {row index: per-GPU readings and per-job CPU time}
     Index("ix_telemetry_chunks_site_ts", "site_id", "ts_min_ms"),
-    Index("ix_telemetry_chunks_node_seq", "node_id", "seq_min"),
+    Index("ix_telemetry_chunks_node_seq", "node_id", "seq_max"),  # resend check: seq_max >= lo hits the newest chunks only
     Index("ix_telemetry_chunks_rolled", "rolled", "ts_max_ms"),
 )
 

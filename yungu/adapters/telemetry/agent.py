@@ -130,8 +130,9 @@ class Agent:
         if not force and time.monotonic() < self._backoff_until:
             return 0
         done = 0
+        limit = self.cfg.batch
         for _ in range(max_batches):
-            batch = self.buffer.oldest(self.cfg.batch)
+            batch = self.buffer.oldest(limit)
             if not batch:
                 break
             try:
@@ -142,6 +143,9 @@ class Agent:
             if r.status_code >= 500 or r.status_code in (401, 403, 429):
                 self._fail(f"platform answered {r.status_code}")
                 break
+            if r.status_code == 413 and len(batch) > 1:  # body over the platform's limit: smaller batches
+                limit = max(1, len(batch) // 2)
+                continue
             if r.status_code >= 400:  # the whole batch is malformed: it cannot improve by waiting
                 log.error("batch refused (%s): %s", r.status_code, r.text[:500])
             self.buffer.ack([int(s["seq"]) for s in batch])

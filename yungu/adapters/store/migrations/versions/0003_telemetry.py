@@ -46,7 +46,7 @@ def upgrade() -> None:
         sa.Column("detail", sa.Text, nullable=True),
     )
     op.create_index("ix_telemetry_chunks_site_ts", "telemetry_chunks", ["site_id", "ts_min_ms"])
-    op.create_index("ix_telemetry_chunks_node_seq", "telemetry_chunks", ["node_id", "seq_min"])
+    op.create_index("ix_telemetry_chunks_node_seq", "telemetry_chunks", ["node_id", "seq_max"])
     op.create_index("ix_telemetry_chunks_rolled", "telemetry_chunks", ["rolled", "ts_max_ms"])
     op.create_table(
         "telemetry_job_samples",
