@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
@@ -118,8 +118,10 @@ class MarketStore:
                 conn.execute(insert(CR), [r.__dict__ for r in reservations])
             fills = {o.id: int(f) for o, f in zip(bids, c.bid_fills, strict=True)}
             fills.update({o.id: int(f) for o, f in zip(asks, c.ask_fills, strict=True)})
-            for oid, f in fills.items():
-                conn.execute(update(MO).where(MO.c.id == oid).values(auction_id=auction_id, filled=f))
+            if fills:  # one executemany, not a statement per order
+                conn.execute(update(MO).where(MO.c.id == bindparam("oid")).values(auction_id=auction_id,
+                                                                                  filled=bindparam("f")),
+                             [{"oid": oid, "f": f} for oid, f in fills.items()])
             if c.price_fen is not None:
                 conn.execute(insert(PI).values(product_line=f"{product.region}/{product.accelerator_class}",
                                                at=product.window_start, price_fen=c.price_fen, volume=c.volume))
