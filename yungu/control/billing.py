@@ -25,7 +25,7 @@ can never reserve more than the wallet holds.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -232,12 +232,12 @@ def booking_entry(row: UsageRow, reserved: int | None, excess_from: str, currenc
 class BillingLoop:
     def __init__(self, ledger: LedgerPort, usage: UsagePort, world: World, clock: Clock,
                  catalogue: Catalogue | None = None, seller: Party | None = None,
-                 buyers: dict[str, Party] | None = None, currency: str = "CNY") -> None:
+                 buyers: Callable[[str], Party] | None = None, currency: str = "CNY") -> None:
         self.ledger, self.usage, self.world, self.clock = ledger, usage, world, clock
         self.catalogue = catalogue
         self.currency = currency
         self.seller = seller or Party(world.platform_name, "")
-        self.buyers = buyers or {}
+        self.buyers = buyers or (lambda tenant_id: Party(tenant_id, ""))  # name + 统一社会信用代码 per tenant
 
     def meter(self, jobs: Iterable[Job]) -> int:
         closed = self.usage.closed_periods()
@@ -299,10 +299,12 @@ class BillingLoop:
     def _builder(self, tenant: str, period: str) -> InvoiceBuilder:
         from yungu.engines.ledger.invoice import build_invoice, line_for
 
+        buyer = self.buyers(tenant)  # looked up before the store opens its write transaction
+
         def build(number: str, rows: Sequence[UsageRow]) -> Invoice:
             lines = [line_for(r.usage.id, f"{r.usage.id}:charge", r.spec, r.usage.device_seconds, r.gross,
                               DEFAULT_VAT, period, r.late_from) for r in rows if r.gross > 0]
-            return build_invoice(number, period, self.clock.now(), self.buyers.get(tenant, Party(tenant, "")),
+            return build_invoice(number, period, self.clock.now(), buyer,
                                  self.seller, lines)
 
         return build

@@ -49,7 +49,10 @@ def services(c: Any) -> LedgerServices:
         ledger = LedgerStore(c.engine, c.clock)
         ensure_system_accounts(ledger)
         billing = BillingStore(c.engine, c.clock)
-        buyers = {t.id: Party(t.name, t.social_credit_code) for t in c.store.tenants()}
+        def buyers(tenant_id: str) -> Party:  # read at invoice time: tenants created later are found
+            t = c.store.tenant(tenant_id)
+            return Party(t.name, t.social_credit_code)
+
         seller = Party(c.world.platform_name, getattr(c.config, "social_credit_code", "") or "")
         loop = BillingLoop(ledger, billing, c.world, c.clock, c.catalogue, seller, buyers)
         s = c.extras["ledger"] = LedgerServices(ledger, billing, MarketStore(c.engine, c.clock), Budgets(ledger), loop)
