@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from importlib import resources
 from pathlib import Path
@@ -16,7 +16,10 @@ from typing import Any
 
 from yungu.domain.catalogue import Catalogue, Precision, parse_catalogue
 from yungu.domain.errors import InvalidInput
+from yungu.domain.job import Objective
 from yungu.domain.world import ComputeClass, Pool, Region, Site, World
+from yungu.engines.energy.signals import ForecastErrorModel
+from yungu.engines.scheduler.green import PolicyConfig, TenantPolicy
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,8 @@ class PlatformConfig:
     world: World
     executors: Mapping[str, Mapping[str, Any]]  # name -> settings (with "type")
     source: str
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    forecast_error: ForecastErrorModel = field(default_factory=ForecastErrorModel)
 
 
 def _read_packaged(name: str) -> str:
@@ -124,4 +129,46 @@ def parse_config(doc: Mapping[str, Any], source: str, catalogue: Catalogue) -> P
         platform_name=str(platform.get("name", "Yungu")),
         regions=tuple(regions), sites=tuple(sites), pools=tuple(pools),
     )
-    return PlatformConfig(world=world, executors=executors, source=source)
+    policy, error = parse_scheduler(doc.get("scheduler", {}), source, {r.id for r in regions})
+    return PlatformConfig(world=world, executors=executors, source=source, policy=policy, forecast_error=error)
+
+
+POLICY_FLAGS = ("time_shift", "backfill", "preemption")
+POLICY_NUMBERS = ("default_latency_ms", "power_load", "default_carbon_g_per_kwh", "deadline_margin_frac",
+                  "deadline_margin_s", "urgent_lead_s", "shift_gain", "max_wait_frac")
+
+
+def parse_scheduler(raw: Mapping[str, Any], source: str, regions: set[str]) -> tuple[PolicyConfig, ForecastErrorModel]:
+    """The ``[scheduler]`` table: operator policy (fair share, quotas, latency, objectives)."""
+    where = f"{source}: [scheduler]"
+    known = {"tenants", "latency_ms", "objective_override", "weights", "forecast_error", "max_shift_hours",
+             *POLICY_FLAGS, *POLICY_NUMBERS}
+    extra = sorted(set(raw) - known)
+    if extra:
+        raise InvalidInput(f"{where}: unknown keys {extra}; known: {sorted(known)}")
+    try:
+        tenants = {str(k): TenantPolicy(weight=float(v.get("weight", 1.0)),
+                                        quota_units=float(v["quota_units"]) if "quota_units" in v else None,
+                                        borrow_units=float(v.get("borrow_units", float("inf"))))
+                   for k, v in raw.get("tenants", {}).items()}
+        latency: dict[tuple[str, str], float] = {}
+        for pair, ms in raw.get("latency_ms", {}).items():
+            a, _, b = str(pair).partition(".")
+            if a not in regions or b not in regions:
+                raise InvalidInput(f"{where}: latency_ms key {pair!r} must be '<region>.<region>' of known regions")
+            latency[(a, b)] = float(ms)
+        kwargs: dict[str, Any] = {k: bool(raw[k]) for k in POLICY_FLAGS if k in raw}
+        kwargs.update({k: float(raw[k]) for k in POLICY_NUMBERS if k in raw})
+        if "max_shift_hours" in raw:
+            kwargs["max_shift_hours"] = int(raw["max_shift_hours"])
+        if "objective_override" in raw:
+            kwargs["objective_override"] = Objective(raw["objective_override"])
+        if "weights" in raw:
+            kwargs["weights_override"] = {str(k): float(v) for k, v in raw["weights"].items()}
+        fe = raw.get("forecast_error", {})
+        error = ForecastErrorModel(seed=int(fe.get("seed", 0)), sigma_1h=float(fe.get("sigma_1h", 0.05)),
+                                   sigma_per_hour=float(fe.get("sigma_per_hour", 0.005)),
+                                   sigma_max=float(fe.get("sigma_max", 0.5)), bias=float(fe.get("bias", 0.0)))
+        return PolicyConfig(tenants=tenants, latency_ms=latency, **kwargs), error
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise InvalidInput(f"{where}: {exc}") from exc

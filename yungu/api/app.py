@@ -13,6 +13,7 @@ from yungu.api.routes import alerts as alerts_routes
 from yungu.api.routes import billing as billing_routes  # issue 5
 from yungu.api.routes import certs as certs_routes
 from yungu.api.routes import energy as energy_routes
+from yungu.api.routes import explain as explain_routes  # issue 3
 from yungu.api.routes import ledger as ledger_routes  # issue 5
 from yungu.api.routes import market as market_routes  # issue 5
 from yungu.api.routes import telemetry as telemetry_routes
@@ -53,7 +54,7 @@ def create_app(container: Any) -> FastAPI:
         return JSONResponse({"status": "ok", "platform_id": c.world.platform_id,
                              "platform_name": c.world.platform_name, "reconciler_rounds": c.reconciler.rounds})
 
-    for module in (jobs, world, admin):
+    for module in (jobs, world, admin, explain_routes):
         app.include_router(module.router, prefix="/api/v1")
     for module in (telemetry_routes, energy_routes, certs_routes, alerts_routes):  # issue 4
         app.include_router(module.router, prefix="/api/v1")

@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 
 from yungu.adapters.config import PlatformConfig, load_catalogue, load_config
 from yungu.adapters.executors.registry import build_executor
+from yungu.adapters.signals import LiveSignals
 from yungu.adapters.store import tables as _tables  # noqa: F401  (registers core tables)
 from yungu.adapters.store.db import create_engine, migrate, sqlite_url
 from yungu.adapters.store.job_store import SqlStore
@@ -19,7 +20,7 @@ from yungu.adapters.system import Ids, SystemClock
 from yungu.control.reconciler import Reconciler
 from yungu.domain.catalogue import Catalogue
 from yungu.domain.world import World
-from yungu.engines.scheduler.firstfit import FirstFit
+from yungu.engines.scheduler.green import GreenScheduler
 from yungu.ports.executor import Executor
 
 log = logging.getLogger("yungu")
@@ -65,7 +66,9 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
         name: build_executor(str(settings["type"]), name, {k: v for k, v in settings.items() if k != "type"}, data_dir)
         for name, settings in config.executors.items()
     }
-    reconciler = Reconciler(store, FirstFit(), executors, config.world, catalogue, clock)
+    scheduler = GreenScheduler(catalogue, config.policy)
+    signals = LiveSignals(config.world, config.forecast_error)
+    reconciler = Reconciler(store, scheduler, executors, config.world, catalogue, clock, signals=signals)
     c = Container(data_dir, config, catalogue, engine, store, executors, reconciler, clock, ids)
     if start_loop:
         reconciler.start()

@@ -36,6 +36,12 @@ from yungu.cli import market as _market_cli  # noqa: E402
 app.add_typer(_bill_cli.app, name="bill")
 app.add_typer(_market_cli.app, name="market")
 
+from yungu.cli import explain as _explain_cli  # noqa: E402  (issue 3: scheduler)
+from yungu.cli import sim as _sim_cli  # noqa: E402
+
+app.command("explain")(_explain_cli.explain)
+app.command("sim")(_sim_cli.sim)
+
 UrlOpt = typer.Option(None, "--url", envvar="YUNGU_URL", help="platform URL (default http://127.0.0.1:8600)")
 KeyOpt = typer.Option(None, "--api-key", envvar="YUNGU_API_KEY", help="API key")
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -66,6 +66,7 @@ class Reconciler:
         self._stop = threading.Event()
         self._cancelling: set[str] = set()
         self._cancel_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="yungu-cancel")
+        self._decided: OrderedDict[str, Snapshot] = OrderedDict()  # job -> the round that decided it
         self.last_plan: Plan | None = None
         self.last_snapshot: Snapshot | None = None
         self.rounds = 0
@@ -237,6 +238,11 @@ class Reconciler:
                             signals=self.signals(now) if self.signals else {})
         plan = self.scheduler.schedule(snapshot)
         self.last_plan, self.last_snapshot = plan, snapshot
+        for d in (*plan.starts, *plan.defers, *plan.infeasible):
+            self._decided[d.job_id] = snapshot  # explanations are computed on demand from it
+            self._decided.move_to_end(d.job_id)
+        while len(self._decided) > 20_000:
+            self._decided.popitem(last=False)
         by_id = {j.id: j for j in queued}
         trs = [Transition(by_id[s.job_id], by_id[s.job_id].apply(Event.PLACE, now, allocation=s.allocation,
                                                                   reason=s.explanation), Event.PLACE, s.explanation)
@@ -248,6 +254,10 @@ class Reconciler:
         placed = self._record(admits + trs)
         self.store.set_reasons({d.job_id: "waiting: " + "; ".join(d.status.reasons) for d in plan.defers})
         return [j for j in placed if j.state is JobState.SCHEDULED]
+
+    def snapshot_for(self, job_id: str) -> Snapshot | None:
+        """The frozen snapshot of the round that last decided ``job_id`` (for ``explain``)."""
+        return self._decided.get(job_id)
 
     def launch_for(self, j: Job) -> Launch:
         a = j.allocation

@@ -65,10 +65,12 @@ def explain_job(job_id: str, request: Request, p: Principal = Depends(require(*A
         return {"source": "stored", "state": job.state.value, **explanation_json(stored)}
     rec = getattr(c, "reconciler", None)
     sched = getattr(rec, "scheduler", None)
-    snap = getattr(rec, "last_snapshot", None)
-    in_snap = snap is not None and any(j.id == job_id for j in (*snap.pending, *snap.running))
+    snap = rec.snapshot_for(job_id) if rec is not None and hasattr(rec, "snapshot_for") else None
+    if snap is None:
+        snap = getattr(rec, "last_snapshot", None)
+    in_snap = snap is not None and any(j.id == job_id for j in snap.pending)
     if sched is not None and hasattr(sched, "explain") and in_snap:
-        return {"source": "last-round", "state": job.state.value, **explanation_json(sched.explain(snap, job_id))}
+        return {"source": "decision-round", "state": job.state.value, **explanation_json(sched.explain(snap, job_id))}
     return {
         "source": "reason",
         "state": job.state.value,
