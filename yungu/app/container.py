@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ from yungu.adapters.store import tables as _tables  # noqa: F401  (registers cor
 from yungu.adapters.store.db import create_engine, migrate, sqlite_url
 from yungu.adapters.store.job_store import SqlStore
 from yungu.adapters.system import Ids, SystemClock
+from yungu.api.routes.ledger import services as ledger_services
+from yungu.control.billing import BillingLoop, budget_admission, release_unused
 from yungu.control.reconciler import Reconciler
 from yungu.domain.catalogue import Catalogue
 from yungu.domain.world import World
@@ -44,6 +48,9 @@ class Container:
         return self.config.world
 
     def close(self) -> None:
+        runner = self.extras.get("billing_runner")
+        if runner is not None:
+            runner.stop()
         self.reconciler.stop()
         for ex in self.executors.values():
             ex.close()
@@ -70,6 +77,45 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
     signals = LiveSignals(config.world, config.forecast_error)
     reconciler = Reconciler(store, scheduler, executors, config.world, catalogue, clock, signals=signals)
     c = Container(data_dir, config, catalogue, engine, store, executors, reconciler, clock, ids)
+    ledger = ledger_services(c)  # builds c.extras["ledger"]: ledger, billing, market, budgets, loop
+    reconciler.admission = budget_admission(ledger.budgets, config.world, store.is_prepaid)
+    reconciler.on_transition = release_unused(ledger.budgets)
+    c.extras["billing_runner"] = runner = BillingRunner(c, ledger.loop)
     if start_loop:
         reconciler.start()
+        runner.start()
     return c
+
+
+class BillingRunner:
+    """Meters finished jobs and books their usage every few seconds (idempotent by usage id,
+    so a restart that meters the same jobs again books nothing twice)."""
+
+    def __init__(self, c: Container, loop: BillingLoop, interval_s: float = 5.0) -> None:
+        self.c, self.loop, self.interval_s = c, loop, interval_s
+        self._since: datetime | None = None  # first pass after a start rescans everything
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="yungu-billing", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def run_once(self) -> tuple[int, int, int]:
+        jobs = self.c.store.finished_since(self._since)
+        out = self.loop.run_once(jobs)
+        if jobs:
+            # Keep the last instant: jobs finishing in the same instant are seen again (harmless).
+            self._since = jobs[-1].finished_at
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.run_once()
+            except Exception:  # a bug: log it and keep the platform serving
+                log.exception("billing pass failed")

@@ -240,9 +240,11 @@ def pools(output: Output = OutputOpt, url: str | None = UrlOpt, key: str | None 
 @tenant_app.command("create")
 @api_errors
 def tenant_create(name: str, social_credit_code: str = typer.Option("", "--credit-code", help="统一社会信用代码"),
+                  prepaid: bool = typer.Option(False, "--prepaid", help="reserve each job's estimated cost at admission / 预付费"),
                   output: Output = OutputOpt, url: str | None = UrlOpt, key: str | None = KeyOpt) -> None:
     """Create a tenant / 创建租户."""
-    t = client(url, key).post("/admin/tenants", json={"name": name, "social_credit_code": social_credit_code})
+    t = client(url, key).post("/admin/tenants", json={"name": name, "social_credit_code": social_credit_code,
+                                                      "prepaid": prepaid})
     emit_json(t) if output is Output.json else console.print(f"[green]租户已创建 Tenant created[/] {t['id']} {t['name']}")
 
 

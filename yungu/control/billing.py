@@ -255,11 +255,19 @@ class BillingLoop:
             + [Account(wallet(t), AccountKind.TENANT_WALLET, self.currency, 0, t, "wallet") for t in tenants]
             + [Account(arrears(t), AccountKind.TENANT_ARREARS, self.currency, None, t, "arrears") for t in tenants])
         for row in rows:
-            if row.gross == 0 or self._book_one(row):  # nothing to move for a zero charge
+            if row.gross == 0:  # nothing to charge, but a budget reservation must not linger
+                self._release_reservation(row.usage.job_id)
+                done.append(row.usage.id)
+            elif self._book_one(row):
                 done.append(row.usage.id)
         if done:
             self.usage.mark_booked(done)
         return len(done)
+
+    def _release_reservation(self, job_id: str) -> None:
+        """Void the job's admission reservation (same id as ``Budgets.release``: idempotent)."""
+        self.ledger.submit([Transfer(f"budget:{job_id}:settle", "", "", 0, self.currency, TransferKind.VOID,
+                                     pending_id=f"budget:{job_id}", ref=f"job:{job_id}")])
 
     def _book_one(self, row: UsageRow) -> bool:
         reserved: int | None
@@ -322,3 +330,37 @@ class BillingLoop:
 
 def now_of(clock: Clock) -> datetime:
     return clock.now()
+
+
+def budget_admission(budgets: Budgets, world: World, is_prepaid: Callable[[str], bool]) -> Callable[[Job], Status]:
+    """The admission hook for the job loop.
+
+    Prepaid tenants get the job's estimated cost reserved from their wallet; an exhausted (or
+    never topped-up) wallet holds the job (``UNSCHEDULABLE``) until the wallet is topped up.
+    Post-paid tenants are admitted; their usage is booked and invoiced (arrears if unpaid).
+    Jobs without a duration estimate cannot be priced in advance and are admitted.
+    """
+
+    def check(job: Job) -> Status:
+        if not is_prepaid(job.tenant_id):
+            return Status(Code.SKIP, ("post-paid tenant",), "budget")
+        est = estimate_fen(job.spec, world)
+        if not est:
+            return Status(Code.SKIP, ("no cost estimate",), "budget")
+        st = budgets.reserve(job.tenant_id, job.id, est)
+        if st.code is Code.ERROR and any("unknown_account" in r for r in st.reasons):
+            return Status(Code.UNSCHEDULABLE, ("钱包未充值 the tenant's wallet has not been topped up",), "budget")
+        return st
+
+    return check
+
+
+def release_unused(budgets: Budgets) -> Callable[[list[Job]], None]:
+    """The transition hook: a job that ends without ever running gets its reservation back."""
+
+    def on_transition(jobs: list[Job]) -> None:
+        for j in jobs:
+            if j.state.terminal and j.started_at is None:
+                budgets.release(j.id)
+
+    return on_transition

@@ -27,6 +27,7 @@ from yungu.control.capacity import pool_states
 from yungu.domain.catalogue import Catalogue
 from yungu.domain.clock import Clock
 from yungu.domain.job import Event, Job, JobState
+from yungu.domain.status import Code, Status
 from yungu.domain.world import World
 from yungu.engines.scheduler.types import Plan, Scheduler, Snapshot
 from yungu.ports.executor import (
@@ -51,7 +52,8 @@ class Reconciler:
                  catalogue: Catalogue, clock: Clock,
                  signals: Callable[[datetime], Mapping[str, object]] | None = None,
                  on_transition: Callable[[list[Job]], None] | None = None,
-                 cancel_grace_s: float = 5.0) -> None:
+                 cancel_grace_s: float = 5.0,
+                 admission: Callable[[Job], Status] | None = None) -> None:
         self.store = store
         self.scheduler = scheduler
         self.executors = executors  # executor name -> Executor
@@ -61,6 +63,7 @@ class Reconciler:
         self.signals = signals
         self.on_transition = on_transition
         self.cancel_grace_s = cancel_grace_s
+        self.admission = admission  # e.g. the budget check; UNSCHEDULABLE holds the job pending
         self._site_executor = {s.id: s.executor for s in world.sites}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -211,8 +214,14 @@ class Reconciler:
                 after.append(j)
                 continue
             problem = self._admission_problem(j)
+            held = None if problem or self.admission is None else self.admission(j)
             if problem:
                 trs.append(Transition(j, j.apply(Event.REJECT, now, reason=problem), Event.REJECT, problem))
+            elif held is not None and held.code is Code.UNSCHEDULABLE:
+                self.store.set_reasons({j.id: "held: " + "; ".join(held.reasons)})  # retried next round
+            elif held is not None and not held.ok:
+                why = "admission failed: " + "; ".join(held.reasons)
+                trs.append(Transition(j, j.apply(Event.REJECT, now, reason=why), Event.REJECT, why))
             else:
                 tr = Transition(j, j.apply(Event.ADMIT, now, reason=""), Event.ADMIT)
                 trs.append(tr)

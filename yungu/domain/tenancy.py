@@ -23,6 +23,7 @@ class Tenant:
     name: str
     created_at: datetime
     social_credit_code: str = ""  # 统一社会信用代码, for e-invoices
+    prepaid: bool = False  # prepaid: jobs reserve their estimated cost at admission; else post-paid
 
 
 @dataclass(frozen=True)

@@ -51,36 +51,42 @@ class SqlStore:
                 c.execute(insert(t.platform_kv).values(key=key, value=value))
 
     # ---------------------------------------------------------------- tenants
-    def create_tenant(self, tenant_id: str, name: str, now: datetime, social_credit_code: str = "") -> Tenant:
+    def create_tenant(self, tenant_id: str, name: str, now: datetime, social_credit_code: str = "",
+                      prepaid: bool = False) -> Tenant:
         if not name.strip() or len(name) > 200:
             raise InvalidInput("tenant name must be 1..200 characters")
         try:
             with self.engine.begin() as c:
                 c.execute(
                     insert(t.tenants).values(
-                        id=tenant_id, name=name, created_at=now, social_credit_code=social_credit_code
+                        id=tenant_id, name=name, created_at=now, social_credit_code=social_credit_code,
+                        prepaid=prepaid,
                     )
                 )
         except IntegrityError as exc:
             raise Conflict(f"a tenant named {name!r} already exists") from exc
-        return Tenant(tenant_id, name, now, social_credit_code)
+        return Tenant(tenant_id, name, now, social_credit_code, prepaid)
+
+    def is_prepaid(self, tenant_id: str) -> bool:
+        with self.engine.connect() as c:
+            return bool(c.execute(select(t.tenants.c.prepaid).where(t.tenants.c.id == tenant_id)).scalar())
 
     def tenants(self) -> list[Tenant]:
         with self.engine.connect() as c:
             rows = c.execute(select(t.tenants).order_by(t.tenants.c.created_at)).all()
-        return [Tenant(r.id, r.name, r.created_at, r.social_credit_code) for r in rows]
+        return [Tenant(r.id, r.name, r.created_at, r.social_credit_code, bool(r.prepaid)) for r in rows]
 
     def tenant(self, tenant_id: str) -> Tenant:
         with self.engine.connect() as c:
             r = c.execute(select(t.tenants).where(t.tenants.c.id == tenant_id)).first()
         if r is None:
             raise NotFound(f"no tenant {tenant_id}")
-        return Tenant(r.id, r.name, r.created_at, r.social_credit_code)
+        return Tenant(r.id, r.name, r.created_at, r.social_credit_code, bool(r.prepaid))
 
     def tenant_by_name(self, name: str) -> Tenant | None:
         with self.engine.connect() as c:
             r = c.execute(select(t.tenants).where(t.tenants.c.name == name)).first()
-        return None if r is None else Tenant(r.id, r.name, r.created_at, r.social_credit_code)
+        return None if r is None else Tenant(r.id, r.name, r.created_at, r.social_credit_code, bool(r.prepaid))
 
     # ---------------------------------------------------------------- keys
     def create_key(
@@ -252,6 +258,16 @@ class SqlStore:
                 .order_by(t.jobs.c.priority.desc(), t.jobs.c.id)
             ).all()
         return [self._job(r) for r in rows]
+
+    def finished_since(self, since: datetime | None, limit: int = 5000) -> list[Job]:
+        """Terminal jobs finished at or after ``since`` (oldest first), for metering."""
+        q = select(t.jobs).where(t.jobs.c.state.in_([s.value for s in (JobState.SUCCEEDED, JobState.FAILED,
+                                                                            JobState.CANCELLED)]))
+        if since is not None:
+            q = q.where(t.jobs.c.finished_at >= since)
+        q = q.order_by(t.jobs.c.finished_at).limit(limit)
+        with self.engine.connect() as c:
+            return [self._job(r) for r in c.execute(q).all()]
 
     def counts(self) -> dict[str, int]:
         with self.engine.connect() as c:

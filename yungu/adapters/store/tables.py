@@ -21,6 +21,7 @@ tenants = Table(
     Column("name", String(200), nullable=False, unique=True),
     Column("social_credit_code", String(32), nullable=False, default=""),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("prepaid", Boolean, nullable=False, default=False),
 )
 
 api_keys = Table(

@@ -17,6 +17,7 @@ class TenantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
     social_credit_code: str = Field("", max_length=32)
+    prepaid: bool = Field(False, description="reserve each job's estimated cost from the wallet at admission")
 
 
 class KeyIn(BaseModel):
@@ -34,14 +35,16 @@ def whoami(p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
 @router.post("/admin/tenants", status_code=201)
 def create_tenant(request: Request, body: TenantIn = Body(...), _p: Principal = Depends(require())) -> dict[str, Any]:
     c = container(request)
-    t = c.store.create_tenant(c.ids.new(), body.name, c.clock.now(), body.social_credit_code)
-    return {"id": t.id, "name": t.name, "social_credit_code": t.social_credit_code, "created_at": t.created_at.isoformat()}
+    t = c.store.create_tenant(c.ids.new(), body.name, c.clock.now(), body.social_credit_code, body.prepaid)
+    return {"id": t.id, "name": t.name, "social_credit_code": t.social_credit_code, "prepaid": t.prepaid,
+            "created_at": t.created_at.isoformat()}
 
 
 @router.get("/admin/tenants")
 def list_tenants(request: Request, _p: Principal = Depends(require(Role.OPERATOR))) -> dict[str, Any]:
     return {"items": [{"id": t.id, "name": t.name, "social_credit_code": t.social_credit_code,
-                       "created_at": t.created_at.isoformat()} for t in container(request).store.tenants()]}
+                       "prepaid": t.prepaid, "created_at": t.created_at.isoformat()}
+                      for t in container(request).store.tenants()]}
 
 
 @router.post("/admin/keys", status_code=201)

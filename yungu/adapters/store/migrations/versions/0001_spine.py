@@ -27,6 +27,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(200), nullable=False, unique=True),
         sa.Column("social_credit_code", sa.String(32), nullable=False),
         sa.Column("created_at", UTCDateTime, nullable=False),
+        sa.Column("prepaid", sa.Boolean, nullable=False, server_default=sa.false()),
     )
     op.create_table(
         "api_keys",
