@@ -46,9 +46,15 @@ def rows(n: int, seq0: int, t0: float, step: float) -> list[dict[str, object]]:
     ]  # fmt: skip
 
 
-def make_batches(nodes: list[str], total: int, batch: int, t0: float) -> list[tuple[str, list[dict[str, object]]]]:
+def make_batches(
+    nodes: list[str], total: int, batch: int, t0: float
+) -> list[tuple[str, list[dict[str, object]]]]:
     per_node = total // len(nodes)
-    return [(name, rows(min(batch, per_node - s), s, t0 + s, 1.0)) for name in nodes for s in range(0, per_node, batch)]
+    return [
+        (name, rows(min(batch, per_node - s), s, t0 + s, 1.0))
+        for name in nodes
+        for s in range(0, per_node, batch)
+    ]
 
 
 def bench_store(url: str, total: int, batch: int, nodes: int, form: str) -> float:
@@ -56,7 +62,9 @@ def bench_store(url: str, total: int, batch: int, nodes: int, form: str) -> floa
     engine = create_engine(url)
     migrate(engine)
     store = TelemetryStore(engine)
-    keys = {f"node-{i:03d}": store.register_node(f"node-{i:03d}", "site-b", "pool-b", NOW) for i in range(nodes)}
+    keys = {
+        f"node-{i:03d}": store.register_node(f"node-{i:03d}", "site-b", "pool-b", NOW) for i in range(nodes)
+    }
     batches = make_batches(list(keys), total, batch, NOW.timestamp() - 86400)
     payloads = [(name, columns_or_none(b) if form == "columns" else b) for name, b in batches]
     n = sum(len(b) for _, b in batches)
@@ -145,7 +153,9 @@ def bench_http(db: str | None, total: int, batch: int, nodes: int, senders: int 
     return out
 
 
-def bench_query(url: str, nodes: int = 20, repeats: int = 60, batch: int = 500) -> dict[str, tuple[float, float, int]]:
+def bench_query(
+    url: str, nodes: int = 20, repeats: int = 60, batch: int = 500
+) -> dict[str, tuple[float, float, int]]:
     engine = create_engine(url)
     migrate(engine)
     store = TelemetryStore(engine)
@@ -153,7 +163,9 @@ def bench_query(url: str, nodes: int = 20, repeats: int = 60, batch: int = 500) 
     for i in range(nodes):
         k = store.register_node(f"q-{i:02d}", "site-q", "pool-q", NOW)
         for s0 in range(0, 8640, batch):  # as the agent sends them: one chunk per batch
-            store.ingest(f"q-{i:02d}", k, rows(min(batch, 8640 - s0), s0, day0.timestamp() + 10.0 * s0, 10.0), NOW)
+            store.ingest(
+                f"q-{i:02d}", k, rows(min(batch, 8640 - s0), s0, day0.timestamp() + 10.0 * s0, 10.0), NOW
+            )
         store.register_node(f"o-{i:02d}", "site-other", "pool-o", NOW)  # other sites' nodes exist too
     out = {}
     for label in ("raw", "rollup_1m + raw kept", "rollup_1m only"):
@@ -180,11 +192,16 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=300_000)
     ap.add_argument("--batch", type=int, default=5000)
     ap.add_argument("--nodes", type=int, default=20)
-    ap.add_argument("--db", default="sqlite", help="sqlite, or a PostgreSQL URL (each part gets a fresh schema only on sqlite)")
+    ap.add_argument(
+        "--db",
+        default="sqlite",
+        help="sqlite, or a PostgreSQL URL (each part gets a fresh schema only on sqlite)",
+    )
     ap.add_argument("--repeats", type=int, default=100)
     ap.add_argument("--query-batch", type=int, default=500, help="samples per stored chunk in the query data")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
+
         def url(name: str) -> str:
             return f"sqlite:///{d}/{name}.db" if a.db == "sqlite" else a.db
 
@@ -197,17 +214,31 @@ def main() -> None:
     w = 58
     print(f"{'measure':<{w}} {'value':>12} {'target':>12} {'vs baseline':>12}")
     print(f"{'-- ingest, ' + f'{a.samples:,} samples, batches of {a.batch:,}, {a.nodes} nodes':<{w}}")
+
     def line(label: str, v: float, target: str, base: float | None, fmt: str = ",.0f") -> None:
         ratio = f"{v / base:.2f}x" if base else "1.00x"
         print(f"{label:<{w}} {format(v, fmt):>12} {target:>12} {ratio:>12}")
-    line(f"HTTP, objects (baseline), 1 sender, {http1['objects_kb']:.0f} KiB/batch  /s", http1["objects"], "", None)
-    line(f"HTTP, columns, 1 sender, {http1['columns_kb']:.0f} KiB/batch  /s", http1["columns"], ">= 200,000", http1["objects"])
+
+    line(
+        f"HTTP, objects (baseline), 1 sender, {http1['objects_kb']:.0f} KiB/batch  /s",
+        http1["objects"],
+        "",
+        None,
+    )
+    line(
+        f"HTTP, columns, 1 sender, {http1['columns_kb']:.0f} KiB/batch  /s",
+        http1["columns"],
+        ">= 200,000",
+        http1["objects"],
+    )
     line("HTTP, objects, 2 concurrent senders  /s", http2["objects"], "", http1["objects"])
     line("HTTP, columns, 2 concurrent senders  /s", http2["columns"], ">= 200,000", http1["objects"])
     line("store layer (no HTTP), objects  /s", st_obj, "", http1["objects"])
     line("store layer (no HTTP), columns  /s", st_col, ">= 200,000", http1["objects"])
     line("one SQL row per sample (replaced design), executemany  /s", rps, "", http1["objects"])
-    print(f"-- query: 1 site, 1 day at 1-min steps (172,800 samples in chunks of {a.query_batch} -> 1,440 points)")
+    print(
+        f"-- query: 1 site, 1 day at 1-min steps (172,800 samples in chunks of {a.query_batch} -> 1,440 points)"
+    )
     base99 = q["raw"][1]
     for label, (p50, p99, _pts) in q.items():
         line(f"{label}, p50 ms", p50, "", None, ".1f")

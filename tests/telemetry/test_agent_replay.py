@@ -98,7 +98,9 @@ def test_agent_sends_columns_and_splits_a_batch_the_platform_finds_too_large(tmp
         got.extend(body["columns"]["seq"])
         return httpx.Response(200, json={"accepted": n, "duplicates": 0, "quarantined": 0})
 
-    agent = Agent(AgentConfig("http://platform", "n1", "k", tmp_path, batch=400, use_rapl=False, use_nvml=False))
+    agent = Agent(
+        AgentConfig("http://platform", "n1", "k", tmp_path, batch=400, use_rapl=False, use_nvml=False)
+    )
     agent._client = httpx.Client(base_url="http://platform", transport=httpx.MockTransport(handler))
     for _ in range(300):
         agent.record()

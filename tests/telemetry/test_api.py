@@ -79,14 +79,22 @@ def test_ingest_columns_over_http(sqlite_platform: Platform) -> None:  # noqa: F
     rows[5] = {**rows[5], "jobs": []}
     cols = columns_or_none(rows)
     assert cols is not None
-    res = http.post("/api/v1/telemetry/ingest", json={"node_id": "c1", "columns": cols}, headers={"X-Node-Key": key})
+    res = http.post(
+        "/api/v1/telemetry/ingest", json={"node_id": "c1", "columns": cols}, headers={"X-Node-Key": key}
+    )
     assert res.status_code == 200, res.text
     assert res.json()["accepted"] == 19 and res.json()["reasons"] == {"negative_power": 1}, res.json()
-    again = http.post("/api/v1/telemetry/ingest", json={"node_id": "c1", "columns": cols}, headers={"X-Node-Key": key})
+    again = http.post(
+        "/api/v1/telemetry/ingest", json={"node_id": "c1", "columns": cols}, headers={"X-Node-Key": key}
+    )
     assert again.json()["duplicates"] == 19 and again.json()["accepted"] == 0
     ragged = {**cols, "ts": cols["ts"][:-1]}
-    bad = http.post("/api/v1/telemetry/ingest", json={"node_id": "c1", "columns": ragged}, headers={"X-Node-Key": key})
-    assert bad.status_code in (400, 422) and bad.headers["content-type"].startswith("application/problem+json")
+    bad = http.post(
+        "/api/v1/telemetry/ingest", json={"node_id": "c1", "columns": ragged}, headers={"X-Node-Key": key}
+    )
+    assert bad.status_code in (400, 422) and bad.headers["content-type"].startswith(
+        "application/problem+json"
+    )
     both = http.post("/api/v1/telemetry/ingest", json={"node_id": "c1", "columns": cols, "samples": rows},
                      headers={"X-Node-Key": key})  # fmt: skip
     assert both.status_code == 422

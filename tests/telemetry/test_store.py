@@ -246,7 +246,10 @@ def test_query_from_rollups_and_late_raw_matches_definition(
         if tail:  # late data after a rollup
             s.ingest(n, k, [row(len(main) + i, t, p) for i, (t, p) in enumerate(tail)], NOW)
     lo, step = t0 + 3600, step_min * 60
-    got = {p["t"]: p for p in s.query("site", "site-a", start + timedelta(hours=1), start + timedelta(hours=3), step)}
+    got = {
+        p["t"]: p
+        for p in s.query("site", "site-a", start + timedelta(hours=1), start + timedelta(hours=3), step)
+    }
     want: dict[str, float] = {}
     for pts in samples.values():
         per: dict[int, list[float]] = {}

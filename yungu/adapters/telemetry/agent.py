@@ -43,7 +43,7 @@ class AgentConfig:
     node_key: str
     state_dir: Path
     interval_s: float = 1.0
-    batch: int = 500
+    batch: int = 5000  # the platform's MAX_BATCH; a 413 (body over 1 MiB) halves it
     cpu_model: PowerModel = field(default_factory=lambda: PowerModel(10.0, 65.0))
     gpu_model: PowerModel | None = None
     jobs: dict[str, int] = field(default_factory=dict)  # explicit job_id -> root pid
@@ -165,7 +165,9 @@ class Agent:
         cols = columns_or_none(batch) if self.cfg.columns else None
         if cols is not None:
             r = self._client.post(
-                "/api/v1/telemetry/ingest", json={"node_id": self.cfg.node_id, "columns": cols}, headers=headers
+                "/api/v1/telemetry/ingest",
+                json={"node_id": self.cfg.node_id, "columns": cols},
+                headers=headers,
             )
             if r.status_code != 422:
                 return r

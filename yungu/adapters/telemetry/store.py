@@ -255,7 +255,13 @@ class TelemetryStore:
             cp = np.asarray(cols["cpu_power_w"], dtype=np.float64)
             opt = {
                 k: np.asarray(cols[k], dtype=np.float64)
-                for k in ("memory_utilisation", "cpu_energy_j", "node_cpu_seconds", "cpu_idle_w", "gpu_idle_w")
+                for k in (
+                    "memory_utilisation",
+                    "cpu_energy_j",
+                    "node_cpu_seconds",
+                    "cpu_idle_w",
+                    "gpu_idle_w",
+                )
                 if k in cols
             }
             method = np.asarray(cols["cpu_method"]) if "cpu_method" in cols else None
@@ -375,7 +381,11 @@ class TelemetryStore:
                 e[i] = t
             good_parts.append(e)
         good_parts = [p for p in good_parts if len(p)]
-        arr = np.concatenate(good_parts) if len(good_parts) > 1 else (good_parts[0] if good_parts else chunks.empty(0))
+        arr = (
+            np.concatenate(good_parts)
+            if len(good_parts) > 1
+            else (good_parts[0] if good_parts else chunks.empty(0))
+        )
         return arr, details, jobs
 
     @staticmethod
@@ -760,7 +770,9 @@ class TelemetryStore:
             parts.append((node_of[sel], rts[sel], f["n"], f["cpu_util_sum"], f["power_sum_w"], f["modelled"]))
         if crows:  # all chunks decoded together: one numpy pass whatever the batch sizes
             a = chunks.decode(b"".join(x[1] for x in crows))
-            sizes = np.fromiter((len(x[1]) // chunks.SAMPLE_DTYPE.itemsize for x in crows), np.int64, len(crows))
+            sizes = np.fromiter(
+                (len(x[1]) // chunks.SAMPLE_DTYPE.itemsize for x in crows), np.int64, len(crows)
+            )
             cnode = np.repeat(np.fromiter((ix[x[0]] for x in crows), np.int64, len(crows)), sizes)
             cts = a["ts_ms"]
             keep = (cts >= lo) & (cts < hi)
@@ -793,7 +805,9 @@ class TelemetryStore:
         idx = np.flatnonzero(n_b > 0)
         t_ms = lo + idx * step
         if lo % 1000 == 0 and step % 1000 == 0:  # whole seconds: format all times in one call
-            times = [x + "+00:00" for x in np.datetime_as_string(t_ms.astype("datetime64[ms]"), unit="s").tolist()]
+            times = [
+                x + "+00:00" for x in np.datetime_as_string(t_ms.astype("datetime64[ms]"), unit="s").tolist()
+            ]
         else:
             times = [datetime.fromtimestamp(int(x) / 1000, UTC).isoformat() for x in t_ms]
         util = u_c[idx] / n_b[idx]
