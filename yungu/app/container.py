@@ -80,6 +80,8 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
     ledger = ledger_services(c)  # builds c.extras["ledger"]: ledger, billing, market, budgets, loop
     reconciler.admission = budget_admission(ledger.budgets, config.world, store.is_prepaid)
     reconciler.on_transition = release_unused(ledger.budgets)
+    reconciler.reservations = lambda now: [(r.tenant_id, r.pool_id, r.devices)
+                                           for r in ledger.market.reservations_at(now)]
     c.extras["billing_runner"] = runner = BillingRunner(c, ledger.loop)
     if start_loop:
         reconciler.start()

@@ -53,3 +53,18 @@ def pool_load(world: World, active: Iterable[Job]) -> dict[str, dict[str, int]]:
         entry["cpus_used"] += a.cpus_per_replica * len(a.replicas)
         entry["jobs"] += 1
     return load
+
+
+def hold_devices(state: PoolState, devices: int) -> PoolState:
+    """Take ``devices`` free devices out of the pool's free capacity (from the last nodes, so
+    first-fit placement keeps the low nodes whole): capacity reserved for someone else."""
+    nodes = list(state.nodes)
+    for i in range(len(nodes) - 1, -1, -1):
+        if devices <= 0:
+            break
+        n = nodes[i]
+        take = min(devices, len(n.devices))
+        if take:
+            nodes[i] = NodeFree(n.cpus, n.memory_gb, n.devices[: len(n.devices) - take])
+            devices -= take
+    return PoolState(state.pool_id, tuple(nodes), state.available)

@@ -18,18 +18,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from yungu.control.capacity import pool_states
+from yungu.control.capacity import hold_devices, pool_states
 from yungu.domain.catalogue import Catalogue
 from yungu.domain.clock import Clock
 from yungu.domain.job import Event, Job, JobState
 from yungu.domain.status import Code, Status
 from yungu.domain.world import World
-from yungu.engines.scheduler.types import Plan, Scheduler, Snapshot
+from yungu.engines.scheduler.types import Plan, PoolState, Scheduler, Snapshot
 from yungu.ports.executor import (
     ExecError,
     ExecErrorCode,
@@ -53,7 +54,8 @@ class Reconciler:
                  signals: Callable[[datetime], Mapping[str, object]] | None = None,
                  on_transition: Callable[[list[Job]], None] | None = None,
                  cancel_grace_s: float = 5.0,
-                 admission: Callable[[Job], Status] | None = None) -> None:
+                 admission: Callable[[Job], Status] | None = None,
+                 reservations: Callable[[datetime], Sequence[tuple[str, str, int]]] | None = None) -> None:
         self.store = store
         self.scheduler = scheduler
         self.executors = executors  # executor name -> Executor
@@ -64,6 +66,7 @@ class Reconciler:
         self.on_transition = on_transition
         self.cancel_grace_s = cancel_grace_s
         self.admission = admission  # e.g. the budget check; UNSCHEDULABLE holds the job pending
+        self.reservations = reservations  # (tenant, pool, devices) in force now: market trades
         self._site_executor = {s.id: s.executor for s in world.sites}
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -242,16 +245,7 @@ class Reconciler:
             self._record(admits)
             return []
         now = self.clock.now()
-        snapshot = Snapshot(now=now, world=self.world, catalogue=self.catalogue,
-                            pools=pool_states(self.world, active), pending=tuple(queued), running=tuple(active),
-                            signals=self.signals(now) if self.signals else {})
-        plan = self.scheduler.schedule(snapshot)
-        self.last_plan, self.last_snapshot = plan, snapshot
-        for d in (*plan.starts, *plan.defers, *plan.infeasible):
-            self._decided[d.job_id] = snapshot  # explanations are computed on demand from it
-            self._decided.move_to_end(d.job_id)
-        while len(self._decided) > 20_000:
-            self._decided.popitem(last=False)
+        plan = self._plan(now, queued, active)
         by_id = {j.id: j for j in queued}
         trs = [Transition(by_id[s.job_id], by_id[s.job_id].apply(Event.PLACE, now, allocation=s.allocation,
                                                                   reason=s.explanation), Event.PLACE, s.explanation)
@@ -263,6 +257,48 @@ class Reconciler:
         placed = self._record(admits + trs)
         self.store.set_reasons({d.job_id: "waiting: " + "; ".join(d.status.reasons) for d in plan.defers})
         return [j for j in placed if j.state is JobState.SCHEDULED]
+
+    def _schedule(self, now: datetime, pending: list[Job], active: list[Job], pools: dict[str, PoolState]) -> Plan:
+        snapshot = Snapshot(now=now, world=self.world, catalogue=self.catalogue, pools=pools, pending=tuple(pending),
+                            running=tuple(active), signals=self.signals(now) if self.signals else {})
+        plan = self.scheduler.schedule(snapshot)
+        self.last_plan, self.last_snapshot = plan, snapshot
+        for d in (*plan.starts, *plan.defers, *plan.infeasible):
+            self._decided[d.job_id] = snapshot  # explanations are computed on demand from it
+            self._decided.move_to_end(d.job_id)
+        while len(self._decided) > 20_000:
+            self._decided.popitem(last=False)
+        return plan
+
+    def _plan(self, now: datetime, queued: list[Job], active: list[Job]) -> Plan:
+        """Schedule; with market reservations in force, in two passes: the holders first (their
+        reserved devices are theirs), then everyone else on what the reservations leave."""
+        held = list(self.reservations(now)) if self.reservations else []
+        if not held:
+            return self._schedule(now, queued, active, pool_states(self.world, active))
+        left: dict[tuple[str, str], int] = defaultdict(int)
+        for tenant, pool, devices in held:
+            left[(tenant, pool)] += devices
+        for j in active:  # devices a holder already uses on the pool count toward its reservation
+            if j.allocation and (j.tenant_id, j.allocation.pool_id) in left:
+                left[(j.tenant_id, j.allocation.pool_id)] -= j.allocation.devices
+        holders = {t for (t, _p), n in left.items() if n > 0}
+        first = [j for j in queued if j.tenant_id in holders]
+        rest = [j for j in queued if j.tenant_id not in holders]
+        plan1 = self._schedule(now, first, active, pool_states(self.world, active)) if first else Plan()
+        by_id = {j.id: j for j in first}
+        placed = [replace(by_id[s.job_id], allocation=s.allocation) for s in plan1.starts]
+        for s in plan1.starts:
+            key = (by_id[s.job_id].tenant_id, s.allocation.pool_id)
+            if key in left:
+                left[key] -= s.allocation.devices
+        pools = pool_states(self.world, [*active, *placed])
+        for (_tenant, pool), n in left.items():
+            if n > 0 and pool in pools:
+                pools[pool] = hold_devices(pools[pool], n)
+        plan2 = self._schedule(now, rest, [*active, *placed], pools) if rest else Plan()
+        return Plan(starts=plan1.starts + plan2.starts, defers=plan1.defers + plan2.defers,
+                    preempts=plan1.preempts + plan2.preempts, infeasible=plan1.infeasible + plan2.infeasible)
 
     def snapshot_for(self, job_id: str) -> Snapshot | None:
         """The frozen snapshot of the round that last decided ``job_id`` (for ``explain``)."""
