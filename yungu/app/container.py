@@ -20,6 +20,7 @@ from yungu.adapters.store.db import create_engine, migrate, sqlite_url
 from yungu.adapters.store.job_store import SqlStore
 from yungu.adapters.system import Ids, SystemClock
 from yungu.api.routes.ledger import services as ledger_services
+from yungu.api.routes.telemetry import telemetry_store
 from yungu.control.billing import BillingLoop, budget_admission, release_unused
 from yungu.control.reconciler import Reconciler
 from yungu.domain.catalogue import Catalogue
@@ -90,8 +91,9 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
 
 
 class BillingRunner:
-    """Meters finished jobs and books their usage every few seconds (idempotent by usage id,
-    so a restart that meters the same jobs again books nothing twice)."""
+    """Housekeeping: meters finished jobs and books their usage every few seconds (idempotent
+    by usage id, so a restart that meters the same jobs again books nothing twice), and about
+    once a minute folds telemetry into rollups and applies retention."""
 
     def __init__(self, c: Container, loop: BillingLoop, interval_s: float = 5.0) -> None:
         self.c, self.loop, self.interval_s = c, loop, interval_s
@@ -116,8 +118,18 @@ class BillingRunner:
         return out
 
     def _run(self) -> None:
+        passes = 0
         while not self._stop.wait(self.interval_s):
+            passes += 1
             try:
                 self.run_once()
             except Exception:  # a bug: log it and keep the platform serving
                 log.exception("billing pass failed")
+            if passes % 12 == 0:  # about once a minute: telemetry rollups and retention
+                try:
+                    store = telemetry_store(self.c)
+                    now = self.c.clock.now()
+                    store.rollup(now)
+                    store.enforce_retention(now)
+                except Exception:
+                    log.exception("telemetry housekeeping failed")

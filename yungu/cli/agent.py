@@ -34,7 +34,10 @@ def run(
     interval: float = typer.Option(
         1.0, "--interval", min=0.01, help="seconds between samples / 采样间隔（秒）"
     ),
-    batch: int = typer.Option(500, "--batch", min=1, max=5000, help="samples per request / 每批样本数"),
+    batch: int = typer.Option(5000, "--batch", min=1, max=5000, help="samples per request / 每批样本数"),
+    send_interval: float = typer.Option(
+        10.0, "--send-interval", min=0.0, help="seconds between sends / 上报间隔（秒）"
+    ),
     cpu_model: str = typer.Option(
         "cpu-xeon-8480", "--cpu-model", help="catalogue entry for the CPU power model / CPU 功耗模型"
     ),
@@ -73,6 +76,7 @@ def run(
         state_dir=state_dir.expanduser(),
         interval_s=interval,
         batch=batch,
+        send_interval_s=send_interval,
         cpu_model=PowerModel.from_spec(cat.get(cpu_model), fraction=frac),
         gpu_model=PowerModel.from_spec(cat.get(gpu_model)) if gpu_model else None,
         jobs=jobs,
