@@ -135,13 +135,17 @@ def running_by_pool(
 ) -> dict[str, list[RunningInfo]]:
     """Running jobs per pool with their estimated end (start + estimate / throughput)."""
     out: dict[str, list[RunningInfo]] = {}
+    tput: dict[str, float] = {}
     for j in running:
         if j.allocation is None:
             continue
         pool = pools.get(j.allocation.pool_id)
         if pool is None:
             continue
-        run = ref_duration_s(j) / throughput(catalogue, pool)
+        t = tput.get(pool.id)
+        if t is None:
+            t = tput[pool.id] = throughput(catalogue, pool)
+        run = ref_duration_s(j) / t
         start = j.started_at or now
         end = max(now, start + timedelta(seconds=run))
         out.setdefault(pool.id, []).append(RunningInfo(j, pool.id, end, j.allocation.devices))

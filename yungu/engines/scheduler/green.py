@@ -161,12 +161,13 @@ class _Round:
             site.id: sched.outlook(site, snapshot.signals.get(site.id), self.now) for site in w.sites
         }
         self.running = running_by_pool(snapshot.running, self.pools, sched.catalogue, self.now)
+        self.tput: dict[str, float] = {p.id: throughput(sched.catalogue, p) for p in w.pools}
         self.usage: dict[str, float] = {}
         for j in snapshot.running:
             if j.allocation and j.allocation.pool_id in self.pools:
-                self.usage[j.tenant_id] = self.usage.get(j.tenant_id, 0.0) + self.units(
-                    j, self.pools[j.allocation.pool_id]
-                )
+                self.usage[j.tenant_id] = self.usage.get(j.tenant_id, 0.0) + j.allocation.devices * self.tput[
+                    j.allocation.pool_id
+                ]
         self.reservations: dict[str, list[float]] = {}  # pool -> [shadow epoch s, extra devices]
         self.preempted: set[str] = set()
         self.views: dict[tuple[object, ...], tuple[list[Pool], dict[str, Status]]] = {}
@@ -179,14 +180,13 @@ class _Round:
             pid: (max((len(d) for d in f.devs), default=0) if f.available else 0) for pid, f in self.free.items()
         }
         self.max_node_free = max(self.node_max.values(), default=0)
-        self.tput: dict[str, float] = {p.id: throughput(sched.catalogue, p) for p in w.pools}
         self.best_start_cache: dict[tuple[object, ...], datetime] = {}
         self.tmax = max((throughput(sched.catalogue, p) for p in w.pools), default=1.0)
 
     # ------------------------------------------------------------ estimates
 
     def units(self, job: Job, pool: Pool) -> float:
-        return devices(job) * throughput(self.s.catalogue, pool) if devices(job) else 0.0
+        return devices(job) * self.tput[pool.id]
 
     def hourly_price(self, job: Job, pool: Pool) -> Decimal:
         if devices(job):
@@ -533,6 +533,10 @@ class GreenScheduler:
             if pol.preemption and (urgent or job.spec.priority > 0):
                 victims = self._victims(rd, job, now_scored, urgent)
                 if victims:
+                    # Hold the pool for this job for the rest of the round: otherwise later jobs
+                    # take the free devices the preemption counted on, and the next round
+                    # preempts again (a livelock).
+                    rd.reservations[victims[0].pool_id] = [rd.now.timestamp(), 0.0]
                     for v in victims:
                         rd.preempted.add(v.job.id)
                         preempts.append(

@@ -252,8 +252,10 @@ def simulate(
         if not changed and not pending:
             continue
         again = True
-        while again and pending:
+        repeats = 0
+        while again and pending and repeats < 5:  # preemptions free capacity: look again, a few times
             again = False
+            repeats += 1
             snap = Snapshot(
                 now=now,
                 world=world,
