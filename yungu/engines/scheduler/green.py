@@ -93,6 +93,8 @@ class PolicyConfig:
     urgent_lead_s: float = 3600.0  # a deadline job becomes urgent this long before its last start
     shift_gain: float = 0.05  # a later start must beat starting now by this fraction of the score
     max_shift_hours: int = 48
+    preempt_pools: int = 5  # preemption looks for victims on the job's best N pools
+    reserve_pools: int = 10  # EASY reservations: the earliest fit among the job's best N pools
     max_wait_frac: float = 0.25  # wait at most this fraction of the run for a clearly better full pool
 
     def latency(self, a: str | None, b: str) -> float:
@@ -593,7 +595,7 @@ class GreenScheduler:
 
     def _reserve(self, rd: _Round, job: Job, scored: list[Scored]) -> datetime | None:
         best: tuple[datetime, int, str] | None = None
-        for sc in scored:
+        for sc in scored[: self.policy.reserve_pools]:
             pid = sc.option.pool_id
             if pid in rd.reservations or pid not in rd.free:
                 continue
@@ -608,7 +610,7 @@ class GreenScheduler:
     def _victims(self, rd: _Round, job: Job, scored: list[Scored], urgent: bool) -> list[RunningInfo]:
         """The cheapest set of victims (least lost work) on one pool that lets the gang fit."""
         best: tuple[float, list[RunningInfo]] | None = None
-        for sc in scored:
+        for sc in scored[: self.policy.preempt_pools]:
             pid = sc.option.pool_id
             free = rd.free.get(pid)
             if free is None or not free.available:
