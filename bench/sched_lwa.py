@@ -29,16 +29,16 @@ from zoneinfo import ZoneInfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yungu.adapters.config import load_catalogue  # noqa: E402
-from yungu.adapters.traces.energy import read_lwa  # noqa: E402
-from yungu.domain.job import Objective  # noqa: E402
-from yungu.domain.world import ComputeClass, Pool, Region, Site, World  # noqa: E402
-from yungu.engines.energy.signals import Forecast, ForecastErrorModel, SignalType, SiteSignal  # noqa: E402
-from yungu.engines.scheduler.baselines import LetsWaitAwhile  # noqa: E402
-from yungu.engines.scheduler.green import GreenScheduler, PolicyConfig  # noqa: E402
-from yungu.engines.scheduler.outlook import Curve  # noqa: E402
-from yungu.engines.sim.core import simulate  # noqa: E402
-from yungu.engines.sim.model import Scenario, TraceJob  # noqa: E402
+from yungu.adapters.config import load_catalogue
+from yungu.adapters.traces.energy import read_lwa
+from yungu.domain.job import Objective
+from yungu.domain.world import ComputeClass, Pool, Region, Site, World
+from yungu.engines.energy.signals import Forecast, ForecastErrorModel, SignalType, SiteSignal
+from yungu.engines.scheduler.baselines import LetsWaitAwhile
+from yungu.engines.scheduler.green import GreenScheduler, PolicyConfig
+from yungu.engines.scheduler.outlook import Curve
+from yungu.engines.sim.core import simulate
+from yungu.engines.sim.model import Scenario, TraceJob
 
 BERLIN = ZoneInfo("Europe/Berlin")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "energy" / "carbon_intensity.csv"

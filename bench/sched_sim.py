@@ -18,10 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from yungu.adapters.sim_report import comparison, markdown_table  # noqa: E402
-from yungu.adapters.traces.scenario import load_scenario  # noqa: E402
-from yungu.cli.sim import run_scenario  # noqa: E402
-from yungu.domain.job import Objective  # noqa: E402
+from yungu.adapters.sim_report import comparison, markdown_table
+from yungu.adapters.traces.scenario import load_scenario
+from yungu.cli.sim import run_scenario
+from yungu.domain.job import Objective
 
 
 def main() -> None:
