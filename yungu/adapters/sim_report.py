@@ -38,6 +38,14 @@ def markdown_table(metrics: Sequence[Metrics]) -> str:
     return "\n".join(lines)
 
 
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}" if b else "n/a"
+
+
+def _change(a: float, b: float) -> str:
+    return f"{a / b - 1:+.1%}" if b else "n/a (baseline is 0)"
+
+
 def comparison(metrics: Sequence[Metrics], bounds: Sequence[LpBound], base: str = "fifo-backfill") -> list[str]:
     """Ratios against FIFO+backfill and, where an LP bound exists, the share of the gap closed."""
     by = {m.policy: m for m in metrics}
@@ -51,8 +59,8 @@ def comparison(metrics: Sequence[Metrics], bounds: Sequence[LpBound], base: str 
         if m.policy == base:
             continue
         s = (
-            f"- **{m.policy}** vs {base}: JCT x{m.avg_jct_h / b.avg_jct_h:.3f}, carbon "
-            f"{(m.carbon_kg / b.carbon_kg - 1):+.1%}, cost {(float(m.cost_cny) / float(b.cost_cny) - 1):+.1%}"
+            f"- **{m.policy}** vs {base}: JCT x{_ratio(m.avg_jct_h, b.avg_jct_h)}, carbon "
+            f"{_change(m.carbon_kg, b.carbon_kg)}, cost {_change(float(m.cost_cny), float(b.cost_cny))}"
         )
         if lpc and b.carbon_kg > lpc.value:
             s += f"; carbon gap to LP closed {(b.carbon_kg - m.carbon_kg) / (b.carbon_kg - lpc.value):.0%}"
