@@ -87,7 +87,7 @@ def start_cluster(root: Path, num_cpus: int = 4, timeout_s: float = 90.0) -> Ray
             "--dashboard-host=127.0.0.1", f"--ray-client-server-port={client}",
             f"--dashboard-agent-listen-port={agent}", f"--metrics-export-port={metrics}",
             f"--num-cpus={num_cpus}", "--num-gpus=0", "--include-dashboard=true", f"--temp-dir={temp_dir}",
-            "--disable-usage-stats"]
+            "--disable-usage-stats", "--node-ip-address=127.0.0.1"]  # loopback only: no traffic off this host
     with log.open("wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     cluster = RayCluster(address=f"http://127.0.0.1:{dash}", proc=proc, log=log, temp_dir=temp_dir)
