@@ -30,8 +30,15 @@ def main() -> None:
     ap.add_argument("--objective", default="scenario")
     ap.add_argument("--no-lp", action="store_true")
     ap.add_argument("--policy", action="append", default=[])
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a PolicyConfig field of our policy (what-if tuning), e.g. flexible_wait_frac=2")
     a = ap.parse_args()
     ls = load_scenario(Path(a.scenario))
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        cur = getattr(ls.policy, k)
+        ls = replace(ls, policy=replace(ls.policy, **{k: type(cur)(v) if not isinstance(cur, bool) else v == "true"}))
+        print(f"policy override: {k} = {getattr(ls.policy, k)}")
     if a.objective != "scenario":
         obj = Objective(a.objective)
         ls = replace(ls, scenario=replace(ls.scenario, jobs=tuple(replace(j, objective=obj) for j in ls.scenario.jobs)))

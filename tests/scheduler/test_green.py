@@ -193,3 +193,39 @@ def test_explanation_lists_alternatives_with_reasons():
     assert lost.carbon_kg > chosen[0].carbon_kg and any("carbon" in r for r in lost.why_lost)
     with pytest.raises(NotFound):
         explain(sched(), snapshot(W, []), "nope")
+
+
+def test_flexible_job_without_deadline_shifts_within_its_implicit_window():
+    # A 20-h green job: carbon 500 for 5 h, then 50. It may shift up to half its run after
+    # submission (10 h) and does; a time-objective job starts now.
+    w = world([CLEAN], [PC])
+    truth = {"clean": carbon_signal("clean", [500.0] * 5 + [50.0] * 60)}
+    plan = sched().schedule(snapshot(w, [job("g", 1, dur=20 * 3600, objective=Objective.GREEN)], truth=truth))
+    (d,) = plan.defers
+    assert d.until == NOW + timedelta(hours=5)
+    plan = sched().schedule(snapshot(w, [job("t", 1, dur=20 * 3600, objective=Objective.TIME)], truth=truth))
+    assert pools_of(plan) == {"t": "pc"}
+    # The window counts from submission: a job submitted 8 h ago may only shift 2 h more,
+    # one submitted 10 h ago not at all.
+    old = job("o", 1, dur=20 * 3600, objective=Objective.GREEN, submitted=NOW - timedelta(hours=8))
+    (d,) = sched().schedule(snapshot(w, [old], truth=truth)).defers
+    assert d.until == NOW + timedelta(hours=2)
+    older = job("o", 1, dur=20 * 3600, objective=Objective.GREEN, submitted=NOW - timedelta(hours=10))
+    assert pools_of(sched().schedule(snapshot(w, [older], truth=truth))) == {"o": "pc"}
+    # Off switch.
+    plan = sched(flex_shift_frac=0).schedule(snapshot(w, [job("g", 1, dur=20 * 3600, objective=Objective.GREEN)], truth=truth))
+    assert pools_of(plan) == {"g": "pc"}
+
+
+def test_flexible_job_waits_longer_for_a_much_greener_full_pool():
+    # The clean pool frees in 2 h (both nodes busy until then); the run is 4 h. A green job waits for it
+    # (2 h <= 1.0 x run), a balanced job (max_wait_frac 0.25 -> 1 h) starts on the dirty pool.
+    busy = [running(f"r{n}", PC, n, tuple(range(8)), dur=7200, started=NOW) for n in range(2)]
+    for objective, waits in ((Objective.GREEN, True), (Objective.BALANCED, False)):
+        j = job("j", 8, dur=4 * 3600, objective=objective)
+        plan = sched(flex_shift_frac=0).schedule(snapshot(W, [j], running_jobs=busy, truth=TRUTH))
+        if waits:
+            (d,) = plan.defers
+            assert d.until == NOW + timedelta(hours=2) and "waiting" in d.status.reasons[0]
+        else:
+            assert pools_of(plan) == {"j": "pd"}

@@ -5,7 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 from decimal import Decimal
 
+import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.scheduler.helpers import NOW, job, pool, site
 from yungu.domain.errors import Conflict
@@ -20,6 +23,7 @@ from yungu.engines.scheduler.plugins import (
     LatencyScore,
     MaxPrice,
     Option,
+    OptionArrays,
     PoolView,
     Reachable,
     Reference,
@@ -127,3 +131,22 @@ def test_default_registry_names():
     reg = default_registry(home_only=True)
     assert [n for n, _ in reg.filters()] == ["declared-fit", "reachable", "max-price", "home-only"]
     assert set(reg.scores()) == {"cost", "carbon", "green", "latency", "wait", "deadline_risk"}
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 1e5), st.floats(0, 1e7), st.floats(0, 1), st.floats(0, 300)),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_batch_scores_agree_with_per_option_scores(rows):
+    """The vectorised ranking must score exactly as the per-option plugins do."""
+    opts = [Option("p", "s", "r", NOW, 3600.0, 0.0, c, g, 1.0, gr, lat, None) for c, g, gr, lat in rows]
+    ref = Reference(max(o.cost_cny for o in opts), max(o.carbon_g for o in opts), max(o.latency_ms for o in opts))
+    arrays = OptionArrays(*(np.array(col, dtype=float) for col in zip(*rows, strict=True)))
+    j = job("j")
+    for name, plugin in default_registry().scores().items():
+        got = plugin.score_batch(arrays, ref)
+        want = [plugin.score(j, o, ref) for o in opts]
+        assert np.allclose(got, want), name

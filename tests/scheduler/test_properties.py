@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tests.scheduler.helpers import CAT, NOW, carbon_signal, job, pool, running, site, snapshot, world
 from yungu.domain.job import Objective
 from yungu.engines.scheduler.baselines import BASELINES
-from yungu.engines.scheduler.capacity import throughput
+from yungu.engines.scheduler.capacity import Free, devices, earliest_fit, running_by_pool, throughput
 from yungu.engines.scheduler.green import GreenScheduler, PolicyConfig
 
 SITES = [site("a"), site("b"), site("c")]
@@ -104,7 +104,42 @@ def test_time_shift_never_targets_past_latest_safe_start(sc):
     for d in plan.defers:
         if d.status.reasons and d.status.reasons[0].startswith("forecast better"):
             j = by[d.job_id]
-            assert j.spec.deadline is not None
             slowest = min(throughput(CAT, p) for p in w.pools)
+            if j.spec.deadline is None:
+                # an implicit window: flexible objective, a long enough run, half the run after submission
+                pol = PolicyConfig()
+                assert j.spec.objective in (Objective.GREEN, Objective.COST)
+                run = j.spec.estimated_duration_s / slowest
+                assert run >= pol.flex_min_run_s
+                assert d.until <= j.submitted_at + timedelta(seconds=pol.flex_shift_frac * run)
+                continue
             # the target start leaves the run (on the pool chosen) plus the safety margin
             assert d.until <= j.spec.deadline - timedelta(seconds=j.spec.estimated_duration_s / max(slowest, 2.5) + 1800)
+
+
+def _earliest_by_replacing(job, free, running, now):
+    """Reference: release running jobs one by one and re-place the whole gang each time."""
+    if free.find(job) is not None:
+        return now, free.free_devices - devices(job)
+    trial = free.copy()
+    trial.available = True
+    for r in running:
+        trial.release(r.job.allocation)
+        if trial.find(job) is not None:
+            return r.expected_end, trial.free_devices - devices(job)
+    return None
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.sampled_from([1, 2, 4, 8]), st.integers(1, 3))
+def test_earliest_fit_matches_re_placing_the_gang(sc, gpus, replicas):
+    """The slot-counting EASY shadow time equals re-placing the gang after every release."""
+    w, _, run, _ = sc
+    snap = snapshot(w, [], running_jobs=run)
+    pools = {p.id: p for p in w.pools}
+    by_pool = running_by_pool(run, pools, CAT, NOW)
+    j = job("g", gpus, replicas)
+    for pid, state in snap.pools.items():
+        free = Free(state)
+        rs = by_pool.get(pid, [])
+        assert earliest_fit(j, free, rs, NOW) == _earliest_by_replacing(j, free, rs, NOW)

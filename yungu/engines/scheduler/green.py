@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+import numpy as np
+from numpy.typing import NDArray
+
 from yungu.domain.catalogue import Catalogue
 from yungu.domain.job import Job, Objective
 from yungu.domain.status import Code, Status
@@ -46,7 +49,14 @@ from yungu.engines.scheduler.capacity import (
     throughput,
 )
 from yungu.engines.scheduler.outlook import SiteOutlook, outlook_from_signal
-from yungu.engines.scheduler.plugins import Option, PoolView, Reference, Registry, default_registry
+from yungu.engines.scheduler.plugins import (
+    Option,
+    OptionArrays,
+    PoolView,
+    Reference,
+    Registry,
+    default_registry,
+)
 from yungu.engines.scheduler.types import Defer, Infeasible, Plan, Preempt, Snapshot, Start
 
 PRESETS: Mapping[Objective, Mapping[str, float]] = {
@@ -96,6 +106,15 @@ class PolicyConfig:
     preempt_pools: int = 5  # preemption looks for victims on the job's best N pools
     reserve_pools: int = 10  # EASY reservations: the earliest fit among the job's best N pools
     max_wait_frac: float = 0.25  # wait at most this fraction of the run for a clearly better full pool
+    # Jobs that weigh waiting lightly (weight < flexible_below: the green and cost presets) may
+    # wait longer for a clearly better full pool, and a job without a deadline may be time-shifted
+    # up to flex_shift_frac of its run after submission (an implicit window). Both are scored
+    # with the wait term, so they happen only when the carbon or cost gain outweighs the wait.
+    flexible_below: float = 0.5
+    flexible_wait_frac: float = 1.0
+    flex_shift_frac: float = 0.5
+    flex_min_run_s: float = 7200.0  # shorter jobs without a deadline are never shifted implicitly
+    wait_pools: int = 5  # how many of the job's best pools to consider waiting for
 
     def latency(self, a: str | None, b: str) -> float:
         if a is None or a == b:
@@ -164,6 +183,17 @@ class _Round:
         }
         self.running = running_by_pool(snapshot.running, self.pools, sched.catalogue, self.now)
         self.tput: dict[str, float] = {p.id: throughput(sched.catalogue, p) for p in w.pools}
+        load = sched.policy.power_load
+        # Per-pool constants of the estimates, computed once per round (not once per option).
+        self.kw_dev: dict[str, float] = {
+            p.id: device_power_w(sched.catalogue, p, load) / 1000.0 * self.sites[p.site_id].pue for p in w.pools
+        }
+        self.dev_price: dict[str, float] = {p.id: float(p.price_cny_per_device_hour) for p in w.pools}
+        self.cpu_price: dict[str, float] = {p.id: float(p.price_cny_per_cpu_hour) for p in w.pools}
+        # Tie-break of the batch ranking: pool id order, as the per-option sort used.
+        ids = [p.id for p in w.pools]
+        self.id_rank = np.empty(len(ids), dtype=np.int64)
+        self.id_rank[np.argsort(np.array(ids, dtype=object), kind="stable")] = np.arange(len(ids))
         self.usage: dict[str, float] = {}
         for j in snapshot.running:
             if j.allocation and j.allocation.pool_id in self.pools:
@@ -175,7 +205,7 @@ class _Round:
         self.views: dict[tuple[object, ...], tuple[list[Pool], dict[str, Status]]] = {}
         self.now_cache: dict[tuple[object, ...], list[Scored]] = {}
         self.rank_cache: dict[tuple[object, ...], list[Scored]] = {}
-        self.opt_cache: dict[tuple[object, ...], tuple[list[Option], Reference]] = {}
+        self.opt_cache: dict[tuple[object, ...], tuple[list[Option], Reference, OptionArrays]] = {}
         self.ref_cache: dict[int, Reference] = {}  # keyed by id() of lists kept alive in now_cache
         self.fit_cache: dict[tuple[object, ...], tuple[datetime, int] | None] = {}
         self.node_max: dict[str, int] = {
@@ -184,8 +214,16 @@ class _Round:
         self.max_node_free = max(self.node_max.values(), default=0)
         self.best_start_cache: dict[tuple[object, ...], datetime] = {}
         self.tmax = max((throughput(sched.catalogue, p) for p in w.pools), default=1.0)
+        self.tmin = min((throughput(sched.catalogue, p) for p in w.pools), default=1.0)
+        self.weight_cache: dict[tuple[object, ...], Mapping[str, float]] = {}
+        self.urgent_cache: dict[str, bool] = {}
 
     # ------------------------------------------------------------ estimates
+
+    def has_room(self, job: Job, pid: str) -> bool:
+        """Quick necessary condition for the gang to fit on the pool now (before the node walk)."""
+        f = self.free[pid]
+        return f.available and f.free_devices >= devices(job) and self.node_max[pid] >= job.spec.resources.accelerators
 
     def units(self, job: Job, pool: Pool) -> float:
         return devices(job) * self.tput[pool.id]
@@ -195,19 +233,25 @@ class _Round:
             return pool.price_cny_per_device_hour * devices(job)
         return pool.price_cny_per_cpu_hour * job.spec.resources.cpus * job.spec.replicas
 
-    def option(self, job: Job, pool: Pool, start: datetime, ref_s: float, room: bool) -> Option:
+    def option(
+        self, job: Job, pool: Pool, start: datetime, ref_s: float, room: bool, *, with_deadline: bool = True
+    ) -> Option:
         site = self.sites[pool.site_id]
-        run = ref_s / throughput(self.s.catalogue, pool)
+        run = ref_s / self.tput[pool.id]
         ol = self.outlooks[site.id]
         n = devices(job)
-        kwh = n * device_power_w(self.s.catalogue, pool, self.s.policy.power_load) / 1000.0 * run / 3600 * site.pue
+        kwh = n * self.kw_dev[pool.id] * run / 3600
         price = ol.price.mean(start, run)
         ci = ol.carbon.mean(start, run)
         re = ol.renewable.mean(start, run)
-        cost = float(self.hourly_price(job, pool)) * run / 3600 + kwh * price
+        if n:
+            hourly = self.dev_price[pool.id] * n
+        else:
+            hourly = self.cpu_price[pool.id] * job.spec.resources.cpus * job.spec.replicas
+        cost = hourly * run / 3600 + kwh * price
         green = site.green_contract_share + (1 - site.green_contract_share) * re
         slack = None
-        if job.spec.deadline is not None:
+        if with_deadline and job.spec.deadline is not None:
             slack = (job.spec.deadline - start).total_seconds() - run
         return Option(
             pool.id,
@@ -226,6 +270,13 @@ class _Round:
         )
 
     def weights(self, job: Job) -> Mapping[str, float]:
+        key = (job.spec.objective, tuple(sorted(job.spec.objective_weights.items())))
+        hit = self.weight_cache.get(key)
+        if hit is None:
+            hit = self.weight_cache[key] = self._weights(job)
+        return hit
+
+    def _weights(self, job: Job) -> Mapping[str, float]:
         pol = self.s.policy
         obj = pol.objective_override or job.spec.objective
         w = dict(PRESETS[obj])
@@ -305,10 +356,16 @@ class _Round:
             cached = self.opt_cache.get(okey)
             if cached is None:
                 rep_s = math.exp(bucket * _LOG_BUCKET)
-                opts = [self.option(job, p, self.now, rep_s, True) for p in self.snap.world.pools]
-                cached = self.opt_cache[okey] = (opts, reference(opts))
-            opts, ref = cached
-            ranked = sorted((self.score(job, o, ref, w) for o in opts), key=lambda s: (s.score, s.option.pool_id))
+                opts = [self.option(job, p, self.now, rep_s, True, with_deadline=False) for p in self.snap.world.pools]
+                arrays = OptionArrays(
+                    np.array([o.cost_cny for o in opts]),
+                    np.array([o.carbon_g for o in opts]),
+                    np.array([o.green_share for o in opts]),
+                    np.array([o.latency_ms for o in opts]),
+                )
+                cached = self.opt_cache[okey] = (opts, reference(opts), arrays)
+            opts, ref, arrays = cached
+            ranked = self.rank(job, opts, ref, arrays, w)
             self.rank_cache[rkey] = ranked
             self.ref_cache[id(ranked)] = ref
         ids = {p.id for p in pools}
@@ -316,6 +373,30 @@ class _Round:
         self.now_cache[key] = scored
         self.ref_cache[id(scored)] = self.ref_cache[id(ranked)]
         return scored
+
+    def rank(
+        self, job: Job, opts: list[Option], ref: Reference, arrays: OptionArrays, w: Mapping[str, float]
+    ) -> list[Scored]:
+        """All start-now options scored and sorted (score, then pool id), one array op per term."""
+        total: NDArray[np.float64] = np.zeros(len(opts))
+        terms: dict[str, NDArray[np.float64]] = {}
+        for name, plugin in self.s.registry.scores().items():
+            wt = w.get(name, 0.0)
+            if not wt:
+                continue
+            batch = getattr(plugin, "score_batch", None)
+            if batch is not None:
+                vals = np.asarray(batch(arrays, ref), dtype=np.float64)
+            else:
+                vals = np.array([plugin.score(job, o, ref) for o in opts], dtype=np.float64)
+            t = vals * wt
+            terms[name] = t
+            total = total + t
+        order = np.lexsort((self.id_rank, total)).tolist()
+        names = list(terms)
+        cols = [terms[n].tolist() for n in names]
+        tot = total.tolist()
+        return [Scored(opts[i], tot[i], dict(zip(names, [c[i] for c in cols], strict=True))) for i in order]
 
     def earliest(self, job: Job, pid: str) -> tuple[datetime, int] | None:
         """EASY shadow time of the job's gang on a pool (cached per round per gang shape)."""
@@ -334,20 +415,51 @@ class _Round:
     def urgent(self, job: Job) -> bool:
         if job.spec.deadline is None:
             return False
-        run = ref_duration_s(job) / self.tmax
-        last = job.spec.deadline - timedelta(seconds=run + _margin(self.s.policy, run))
-        return self.now + timedelta(seconds=self.s.policy.urgent_lead_s) >= last
+        hit = self.urgent_cache.get(job.id)
+        if hit is None:
+            run = ref_duration_s(job) / self.tmax
+            last = job.spec.deadline - timedelta(seconds=run + _margin(self.s.policy, run))
+            hit = self.urgent_cache[job.id] = self.now + timedelta(seconds=self.s.policy.urgent_lead_s) >= last
+        return hit
+
+    def flexible(self, w: Mapping[str, float]) -> bool:
+        """The job weighs waiting lightly (green and cost presets): it may wait longer and shift."""
+        return w.get("wait", 0.0) < self.s.policy.flexible_below
+
+    def shift_limit(self, job: Job, pool: Pool, ref_s: float, flexible: bool) -> datetime | None:
+        """The latest start a time shift may choose on ``pool`` (None: the job may not shift).
+
+        A deadline job: the last safe start less the urgency lead. A job without a deadline
+        that weighs waiting lightly: ``flex_shift_frac`` of its run after *submission* (not
+        after now, so repeated deferrals cannot push it further and further out).
+        """
+        pol = self.s.policy
+        if job.spec.deadline is not None:
+            latest = self.latest_start(job, pool, ref_s)
+            return None if latest is None else latest - timedelta(seconds=pol.urgent_lead_s)
+        run = ref_s / self.tput[pool.id]
+        if flexible and pol.flex_shift_frac > 0 and run >= pol.flex_min_run_s:
+            return job.submitted_at + timedelta(seconds=pol.flex_shift_frac * run)
+        return None
 
     def future_options(self, job: Job, now_scored: list[Scored], ref_s: float) -> list[Scored]:
         """For a flexible job: the forecast-best later start at each site (best pool per site)."""
         pol = self.s.policy
-        if not pol.time_shift or job.spec.deadline is None:
+        if not pol.time_shift:
             return []
-        run_min = ref_s / self.tmax
-        last = job.spec.deadline - timedelta(seconds=run_min + _margin(pol, run_min) + pol.urgent_lead_s)
-        if last < floor_hour(self.now) + timedelta(hours=1):
-            return []  # no whole hour to shift into
         w = self.weights(job)
+        flexible = self.flexible(w)
+        first = floor_hour(self.now) + timedelta(hours=1)
+        if job.spec.deadline is None:
+            if not flexible or pol.flex_shift_frac <= 0 or ref_s / self.tmin < pol.flex_min_run_s:
+                return []
+            if job.submitted_at + timedelta(seconds=pol.flex_shift_frac * ref_s / self.tmin) < first:
+                return []  # not even the slowest pool's window reaches the next whole hour
+        else:
+            run_min = ref_s / self.tmax
+            last = job.spec.deadline - timedelta(seconds=run_min + _margin(pol, run_min) + pol.urgent_lead_s)
+            if last < first:
+                return []  # no whole hour to shift into
         kind = "carbon" if w.get("carbon", 0.0) + w.get("green", 0.0) >= w.get("cost", 0.0) else "price"
         seen: set[str] = set()
         out: list[Option] = []
@@ -357,7 +469,7 @@ class _Round:
             if o.site_id in seen:
                 continue
             free = self.free.get(o.pool_id)
-            if free is None or free.find(job) is None:
+            if free is None or not self.has_room(job, o.pool_id) or free.find(job) is None:
                 # Only pools with room now: a later start on a full pool would chase capacity
                 # that others may take first (waiting for a full pool is _wait_for_better_pool's job).
                 continue
@@ -365,11 +477,10 @@ class _Round:
             if len(seen) > 3:
                 break
             pool = self.pools[o.pool_id]
-            latest = self.latest_start(job, pool, ref_s)
+            latest = self.shift_limit(job, pool, ref_s, flexible)
             if latest is None:
                 continue
-            latest = min(latest - timedelta(seconds=pol.urgent_lead_s), horizon)
-            first = floor_hour(self.now) + timedelta(hours=1)
+            latest = min(latest, horizon)
             if latest < first:
                 continue
             run = ref_s / self.tput[o.pool_id]
@@ -473,9 +584,10 @@ class GreenScheduler:
             where: list[tuple[int, tuple[int, ...]]] | None = None
             quota_blocked = False
             need = job.spec.resources.accelerators
+            ndev = devices(job)
             for sc in now_scored if need <= rd.max_node_free else ():
                 free = rd.free.get(sc.option.pool_id)
-                if free is None or free.free_devices < devices(job) or not free.available:
+                if free is None or free.free_devices < ndev or rd.node_max[sc.option.pool_id] < need or not free.available:
                     continue
                 pool = rd.pools[sc.option.pool_id]
                 used = rd.usage.get(job.tenant_id, 0.0) + rd.units(job, pool)
@@ -491,7 +603,7 @@ class GreenScheduler:
                 if w is not None:
                     chosen, where = sc, w
                     break
-            if not urgent and pol.max_wait_frac > 0:
+            if not urgent and (pol.max_wait_frac > 0 or pol.flexible_wait_frac > 0):
                 waited = self._wait_for_better_pool(rd, job, now_scored, chosen, ref_s)
                 if waited is not None:
                     defers.append(waited)
@@ -562,8 +674,9 @@ class GreenScheduler:
         (EASY-style), so the wait is bounded and later jobs cannot take the hole."""
         pol = self.policy
         w = rd.weights(job)
+        frac = pol.flexible_wait_frac if rd.flexible(w) else pol.max_wait_frac
         ref = rd.ref_cache.get(id(scored)) or reference([s.option for s in scored])
-        for sc in scored[:3]:
+        for sc in scored[: pol.wait_pools]:
             if chosen is not None and sc.score >= chosen.score * (1 - pol.shift_gain):
                 break
             pid = sc.option.pool_id
@@ -573,7 +686,7 @@ class GreenScheduler:
             if got is None or got[0] <= rd.now:
                 continue
             run = ref_s / rd.tput[pid]
-            if (got[0] - rd.now).total_seconds() > pol.max_wait_frac * run:
+            if (got[0] - rd.now).total_seconds() > frac * run:
                 continue
             opt = rd.option(job, rd.pools[pid], got[0], ref_s, False)
             if opt.slack_s is not None and opt.slack_s < _margin(pol, run):

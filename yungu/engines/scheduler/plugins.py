@@ -16,6 +16,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
+import numpy as np
+from numpy.typing import NDArray
+
 from yungu.domain.errors import Conflict
 from yungu.domain.job import Job
 from yungu.domain.status import Code, Status
@@ -52,6 +55,21 @@ class Reference:
 
 
 @dataclass(frozen=True)
+class OptionArrays:
+    """Start-now options on every pool as arrays (one entry per pool), for batch scoring.
+
+    The scheduler ranks all pools once per (weights, data location, run-length bucket) per
+    round; scoring 100 pools with one numpy expression per term instead of 100 Python calls
+    is what keeps a 1,000-job round fast. These options start now and carry no deadline.
+    """
+
+    cost: NDArray[np.float64]
+    carbon: NDArray[np.float64]
+    green: NDArray[np.float64]
+    latency: NDArray[np.float64]
+
+
+@dataclass(frozen=True)
 class PoolView:
     """What a filter may look at: the pool, its site, and whether the site is reachable."""
 
@@ -67,6 +85,16 @@ class FilterPlugin(Protocol):
 
 class ScorePlugin(Protocol):
     def score(self, job: Job, option: Option, ref: Reference) -> float: ...
+
+
+class BatchScorePlugin(ScorePlugin, Protocol):
+    """Optional: a score plugin that can also score :class:`OptionArrays` at once.
+
+    It must agree with :meth:`score` on each entry (a test checks the built-ins); plugins
+    without it are scored one option at a time.
+    """
+
+    def score_batch(self, opts: OptionArrays, ref: Reference) -> NDArray[np.float64]: ...
 
 
 class Registry:
@@ -147,12 +175,18 @@ class CostScore:
     def score(self, job: Job, option: Option, ref: Reference) -> float:
         return option.cost_cny / ref.cost if ref.cost > 0 else 0.0
 
+    def score_batch(self, opts: OptionArrays, ref: Reference) -> NDArray[np.float64]:
+        return opts.cost / ref.cost if ref.cost > 0 else np.zeros_like(opts.cost)
+
 
 class CarbonScore:
     """Estimated emissions (energy x forecast intensity over the run) over the max."""
 
     def score(self, job: Job, option: Option, ref: Reference) -> float:
         return option.carbon_g / ref.carbon if ref.carbon > 0 else 0.0
+
+    def score_batch(self, opts: OptionArrays, ref: Reference) -> NDArray[np.float64]:
+        return opts.carbon / ref.carbon if ref.carbon > 0 else np.zeros_like(opts.carbon)
 
 
 class GreenScore:
@@ -161,12 +195,18 @@ class GreenScore:
     def score(self, job: Job, option: Option, ref: Reference) -> float:
         return 1.0 - option.green_share
 
+    def score_batch(self, opts: OptionArrays, ref: Reference) -> NDArray[np.float64]:
+        return 1.0 - opts.green
+
 
 class LatencyScore:
     """Distance from the job's data region (region latency matrix) over the max."""
 
     def score(self, job: Job, option: Option, ref: Reference) -> float:
         return option.latency_ms / ref.latency if ref.latency > 0 else 0.0
+
+    def score_batch(self, opts: OptionArrays, ref: Reference) -> NDArray[np.float64]:
+        return opts.latency / ref.latency if ref.latency > 0 else np.zeros_like(opts.latency)
 
 
 class WaitScore:
@@ -180,6 +220,9 @@ class WaitScore:
             scale = max(scale, option.wait_s + option.slack_s)
         return option.wait_s / max(scale, 1.0)
 
+    def score_batch(self, opts: OptionArrays, ref: Reference) -> NDArray[np.float64]:
+        return np.zeros_like(opts.cost)  # start-now options do not wait
+
 
 class DeadlineRiskScore:
     """Grows as the estimated end nears the deadline (little slack left for estimate errors)."""
@@ -190,6 +233,9 @@ class DeadlineRiskScore:
         if option.slack_s <= 0:
             return 1.0
         return max(0.0, 1.0 - option.slack_s / max(option.run_s, 1.0))
+
+    def score_batch(self, opts: OptionArrays, ref: Reference) -> NDArray[np.float64]:
+        return np.zeros_like(opts.cost)  # batch options carry no deadline
 
 
 def default_registry(*, home_only: bool = False) -> Registry:
