@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,7 @@ from yungu.domain.job import Objective
 from yungu.engines.scheduler.baselines import BASELINES
 from yungu.engines.scheduler.capacity import Free, devices, earliest_fit, running_by_pool, throughput
 from yungu.engines.scheduler.green import GreenScheduler, PolicyConfig
+from yungu.engines.scheduler.outlook import Curve
 
 SITES = [site("a"), site("b"), site("c")]
 ACCS = ["A100", "H100", "A800"]
@@ -143,3 +145,21 @@ def test_earliest_fit_matches_re_placing_the_gang(sc, gpus, replicas):
         free = Free(state)
         rs = by_pool.get(pid, [])
         assert earliest_fit(j, free, rs, NOW) == _earliest_by_replacing(j, free, rs, NOW)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.floats(0, 900), min_size=0, max_size=30),
+    st.integers(-5, 40),
+    st.integers(1, 30),
+    st.floats(60, 40 * 3600),
+)
+def test_vectorised_curve_means_match_scalar_means(values, offset_h, count, run_s):
+    """``Curve.means_from`` (used by best_start) agrees with the scalar ``mean`` everywhere,
+    including before the curve, past its end (persistence) and for an empty curve."""
+    curve = Curve(NOW, tuple(values), 123.0)
+    t0 = NOW + timedelta(hours=offset_h, minutes=7)
+    got = curve.means_from(t0, count, run_s)
+    want = [curve.mean(t0 + timedelta(hours=k), run_s) for k in range(count)]
+    assert np.allclose(got, want, rtol=1e-9, atol=1e-6)
+    assert np.allclose(curve.means_list(t0, count, run_s), want, rtol=1e-9, atol=1e-6)

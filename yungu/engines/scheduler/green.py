@@ -25,7 +25,7 @@ job is *urgent*: it goes first and may preempt work that has no deadline.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -122,6 +122,28 @@ class PolicyConfig:
         return self.latency_ms.get((a, b), self.latency_ms.get((b, a), self.default_latency_ms))
 
 
+class _Terms(Mapping[str, float]):
+    """The weighted terms of one option of a batch ranking, read from the ranking's columns
+    (built on demand: most ranked options are never explained)."""
+
+    __slots__ = ("_cols", "_i", "_names")
+
+    def __init__(self, names: tuple[str, ...], cols: tuple[list[float], ...], i: int) -> None:
+        self._names, self._cols, self._i = names, cols, i
+
+    def __getitem__(self, key: str) -> float:
+        try:
+            return self._cols[self._names.index(key)][self._i]
+        except ValueError:
+            raise KeyError(key) from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
 @dataclass(frozen=True)
 class Scored:
     option: Option
@@ -212,6 +234,20 @@ class _Round:
             pid: (max((len(d) for d in f.devs), default=0) if f.available else 0) for pid, f in self.free.items()
         }
         self.max_node_free = max(self.node_max.values(), default=0)
+        # The same two numbers as arrays by pool index, for the quick room test of a whole ranking.
+        self.pidx: dict[str, int] = {pid: i for i, pid in enumerate(ids)}
+        self.free_arr = np.array(
+            [self.free[pid].free_devices if pid in self.free and self.free[pid].available else -1 for pid in ids],
+            dtype=np.int64,
+        )
+        self.nmax_arr = np.array([self.node_max.get(pid, -1) for pid in ids], dtype=np.int64)
+        self.order_idx: dict[int, NDArray[np.int64]] = {}  # id(ranking list) -> pool indices in its order
+        self.version = 0  # bumped whenever a pool's free capacity changes this round
+        self.room_cache: dict[tuple[int, int, int, int], list[int]] = {}
+        self.tput_values = sorted(set(self.tput.values()))
+        # Deadline-filtered rankings, by (id of the ranking, throughputs fast enough); kept
+        # alive for the round because their id() keys other caches.
+        self.fit_lists: dict[tuple[int, tuple[float, ...]], list[Scored]] = {}
         self.best_start_cache: dict[tuple[object, ...], datetime] = {}
         self.tmax = max((throughput(sched.catalogue, p) for p in w.pools), default=1.0)
         self.tmin = min((throughput(sched.catalogue, p) for p in w.pools), default=1.0)
@@ -220,10 +256,29 @@ class _Round:
 
     # ------------------------------------------------------------ estimates
 
-    def has_room(self, job: Job, pid: str) -> bool:
-        """Quick necessary condition for the gang to fit on the pool now (before the node walk)."""
+    def room_positions(self, job: Job, scored: list[Scored]) -> list[int]:
+        """Positions in ``scored`` of the pools that pass the quick room test (one numpy mask)."""
+        key = (id(scored), devices(job), job.spec.resources.accelerators, self.version)
+        hit = self.room_cache.get(key)
+        if hit is not None:
+            return hit
+        idx = self.order_idx.get(id(scored))
+        if idx is None:
+            idx = self.order_idx[id(scored)] = np.array([self.pidx[s.option.pool_id] for s in scored], dtype=np.int64)
+        ok = (self.free_arr[idx] >= key[1]) & (self.nmax_arr[idx] >= key[2])
+        got: list[int] = np.flatnonzero(ok).tolist()
+        self.room_cache[key] = got
+        return got
+
+    def took(self, pid: str) -> None:
+        """Capacity of ``pid`` changed this round: refresh its quick-test numbers."""
         f = self.free[pid]
-        return f.available and f.free_devices >= devices(job) and self.node_max[pid] >= job.spec.resources.accelerators
+        self.version += 1
+        self.node_max[pid] = max((len(d) for d in f.devs), default=0) if f.available else 0
+        self.max_node_free = max(self.node_max.values(), default=0)
+        i = self.pidx[pid]
+        self.free_arr[i] = f.free_devices if f.available else -1
+        self.nmax_arr[i] = self.node_max[pid]
 
     def units(self, job: Job, pool: Pool) -> float:
         return devices(job) * self.tput[pool.id]
@@ -313,7 +368,9 @@ class _Round:
         )
 
     def candidates(self, job: Job) -> tuple[list[Pool], dict[str, Status]]:
-        key = self.shape(job)
+        # Filters decide feasibility, not preference: the objective is not part of the key.
+        s = job.spec
+        key = (s.resources, s.replicas, s.pool, s.data_location, s.max_price_cny_per_hour)
         hit = self.views.get(key)
         if hit is not None:
             return hit
@@ -393,10 +450,10 @@ class _Round:
             terms[name] = t
             total = total + t
         order = np.lexsort((self.id_rank, total)).tolist()
-        names = list(terms)
-        cols = [terms[n].tolist() for n in names]
+        names = tuple(terms)
+        cols = tuple(terms[n].tolist() for n in names)
         tot = total.tolist()
-        return [Scored(opts[i], tot[i], dict(zip(names, [c[i] for c in cols], strict=True))) for i in order]
+        return [Scored(opts[i], tot[i], _Terms(names, cols, i)) for i in order]
 
     def earliest(self, job: Job, pid: str) -> tuple[datetime, int] | None:
         """EASY shadow time of the job's gang on a pool (cached per round per gang shape)."""
@@ -442,8 +499,13 @@ class _Round:
             return job.submitted_at + timedelta(seconds=pol.flex_shift_frac * run)
         return None
 
-    def future_options(self, job: Job, now_scored: list[Scored], ref_s: float) -> list[Scored]:
-        """For a flexible job: the forecast-best later start at each site (best pool per site)."""
+    def future_options(
+        self, job: Job, now_scored: list[Scored], ref_s: float, room: list[int] | None = None
+    ) -> list[Scored]:
+        """For a flexible job: the forecast-best later start at each site (best pool per site).
+
+        ``room``: positions in ``now_scored`` of the pools that may have room (default: computed).
+        """
         pol = self.s.policy
         if not pol.time_shift:
             return []
@@ -464,14 +526,14 @@ class _Round:
         seen: set[str] = set()
         out: list[Option] = []
         horizon = self.now + timedelta(hours=pol.max_shift_hours)
-        for sc in now_scored:
-            o = sc.option
+        for pos in self.room_positions(job, now_scored) if room is None else room:
+            o = now_scored[pos].option
             if o.site_id in seen:
                 continue
-            free = self.free.get(o.pool_id)
-            if free is None or not self.has_room(job, o.pool_id) or free.find(job) is None:
-                # Only pools with room now: a later start on a full pool would chase capacity
-                # that others may take first (waiting for a full pool is _wait_for_better_pool's job).
+            if o.pool_id not in self.free:
+                # Only pools with room now (by the quick test): a later start on a full pool would
+                # chase capacity that others may take first (waiting for a full pool is
+                # _wait_for_better_pool's job).
                 continue
             seen.add(o.site_id)
             if len(seen) > 3:
@@ -554,7 +616,6 @@ class GreenScheduler:
             return (not rd.urgent(j), -j.spec.priority, over, used / max(tp.weight, 1e-9), j.submitted_at, j.id)
 
         queue = sorted(snapshot.pending, key=order)
-        keep: list[object] = []  # keeps filtered lists alive while their id() keys a cache entry
         no_room = Status(Code.UNSCHEDULABLE, ("no feasible pool has room now",), self.name)
         for job in queue:
             if job.spec.earliest_start and job.spec.earliest_start > rd.now:
@@ -574,20 +635,24 @@ class GreenScheduler:
             if job.spec.deadline is not None:
                 # Pools that can no longer meet the deadline drop out (unless none can: best effort).
                 left = (job.spec.deadline - rd.now).total_seconds()
-                fit = [s for s in now_scored if ref_s / rd.tput[s.option.pool_id] <= left]
-                if fit and len(fit) < len(now_scored):
+                fast = tuple(t for t in rd.tput_values if ref_s / t <= left)
+                fkey = (id(now_scored), fast)
+                fit = rd.fit_lists.get(fkey)
+                if fit is None:
+                    fit = rd.fit_lists[fkey] = [s for s in now_scored if rd.tput[s.option.pool_id] in fast]
                     rd.ref_cache[id(fit)] = rd.ref_cache[id(now_scored)]
-                    keep.append(fit)
+                if fit and len(fit) < len(now_scored):
                     now_scored = fit
             tp = pol.tenants.get(job.tenant_id, TenantPolicy())
             chosen: Scored | None = None
             where: list[tuple[int, tuple[int, ...]]] | None = None
             quota_blocked = False
             need = job.spec.resources.accelerators
-            ndev = devices(job)
-            for sc in now_scored if need <= rd.max_node_free else ():
+            room = rd.room_positions(job, now_scored) if need <= rd.max_node_free else []
+            for pos in room:
+                sc = now_scored[pos]
                 free = rd.free.get(sc.option.pool_id)
-                if free is None or free.free_devices < ndev or rd.node_max[sc.option.pool_id] < need or not free.available:
+                if free is None:
                     continue
                 pool = rd.pools[sc.option.pool_id]
                 used = rd.usage.get(job.tenant_id, 0.0) + rd.units(job, pool)
@@ -608,7 +673,7 @@ class GreenScheduler:
                 if waited is not None:
                     defers.append(waited)
                     continue
-            future = [] if urgent else rd.future_options(job, now_scored, ref_s)
+            future = [] if urgent or not room else rd.future_options(job, now_scored, ref_s, room)
             if future:
                 best_f = future[0]
                 base = chosen.score if chosen is not None else None
@@ -635,8 +700,7 @@ class GreenScheduler:
                 if res is not None and rd.now.timestamp() + ref_s / rd.tput[pool.id] > res[0]:
                     res[1] -= devices(job)
                 alloc = rd.free[pool.id].take(job, where)
-                rd.node_max[pool.id] = max((len(d) for d in rd.free[pool.id].devs), default=0)
-                rd.max_node_free = max(rd.node_max.values(), default=0)
+                rd.took(pool.id)
                 rd.usage[job.tenant_id] = rd.usage.get(job.tenant_id, 0.0) + rd.units(job, pool)
                 exact = Scored(rd.option(job, pool, rd.now, ref_s, True), chosen.score, chosen.terms)
                 starts.append(Start(job.id, alloc, _start_note(exact, now_scored)))

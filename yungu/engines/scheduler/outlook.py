@@ -17,6 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import numpy as np
+from numpy.typing import NDArray
+
 from yungu.engines.energy.signals import (
     Forecast,
     ForecastErrorModel,
@@ -67,6 +70,36 @@ class Curve:
         i = int(x)
         return self.prefix[i] + (x - i) * self.values[i]
 
+    def means_from(self, t0: datetime, count: int, seconds: float) -> NDArray[np.float64]:
+        """Means over ``[t0 + k h, t0 + k h + seconds)`` for ``k = 0 .. count-1``, vectorised."""
+        a = (t0 - self.start).total_seconds() / HOUR_S + np.arange(count, dtype=np.float64)
+        d = max(seconds, 1.0) / HOUR_S
+        return (self._integrals(a + d) - self._integrals(a)) / d
+
+    def means_list(self, t0: datetime, count: int, seconds: float) -> list[float]:
+        """The same means as :meth:`means_from` by a scalar loop (cheaper for a few hours)."""
+        a0 = (t0 - self.start).total_seconds() / HOUR_S
+        d = max(seconds, 1.0) / HOUR_S
+        f = self._integral
+        return [(f(a0 + k + d) - f(a0 + k)) / d for k in range(count)]
+
+    def _arrays(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        got: tuple[NDArray[np.float64], NDArray[np.float64]] | None = self.__dict__.get("_np")
+        if got is None:
+            got = (np.asarray(self.values, dtype=np.float64), np.asarray(self.prefix, dtype=np.float64))
+            object.__setattr__(self, "_np", got)  # a cache of the frozen curve's own data
+        return got
+
+    def _integrals(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        n = len(self.values)
+        if n == 0:
+            return x * self.fallback
+        vals, pre = self._arrays()
+        i = np.clip(np.floor(x).astype(np.int64), 0, n - 1)
+        inside = pre[i] + (x - i) * vals[i]
+        out = np.where(x <= 0, x * vals[0], inside)
+        return np.where(x >= n, pre[n] + (x - n) * self.tail, out)
+
     def mean(self, t0: datetime, seconds: float) -> float:
         """Mean value over ``[t0, t0 + seconds)``."""
         a = (t0 - self.start).total_seconds() / HOUR_S
@@ -94,14 +127,21 @@ class SiteOutlook:
         ``now`` itself is always a candidate; later candidates are hour boundaries.
         """
         curve: Curve = getattr(self, kind)
-        best_t, best_v = now, curve.mean(now, run_s)
-        t = floor_hour(now) + timedelta(hours=1)
-        while t <= latest:
-            v = curve.mean(t, run_s)
+        first = floor_hour(now) + timedelta(hours=1)
+        count = int((latest - first).total_seconds() // HOUR_S) + 1 if latest >= first else 0
+        now_v = curve.mean(now, run_s)
+        if count <= 0:
+            return now
+        if count > 24:
+            later = curve.means_from(first, count, run_s)
+            k = int(np.argmin(later))  # the first of equal minima, as the scan below keeps
+            return first + timedelta(hours=k) if later[k] < now_v - 1e-9 else now
+        # Short windows: a plain scan is cheaper than numpy's per-call overhead.
+        best_k, best_v = -1, now_v
+        for k, v in enumerate(curve.means_list(first, count, run_s)):
             if v < best_v - 1e-9:
-                best_t, best_v = t, v
-            t += timedelta(hours=1)
-        return best_t
+                best_k, best_v = k, v
+        return first + timedelta(hours=best_k) if best_k >= 0 else now
 
 
 def _curve(src: Forecast | SignalSeries | None, now: datetime, fallback: float) -> Curve:
