@@ -49,7 +49,7 @@ def create_app(container: Any) -> FastAPI:
     app.add_middleware(BodyLimit)
 
     @app.get("/api/v1/health", tags=["meta"])
-    def health() -> JSONResponse:
+    async def health() -> JSONResponse:
         c = app.state.container
         return JSONResponse({"status": "ok", "platform_id": c.world.platform_id,
                              "platform_name": c.world.platform_name, "reconciler_rounds": c.reconciler.rounds})

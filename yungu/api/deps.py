@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
@@ -31,11 +31,14 @@ def principal(request: Request) -> Principal:
     return p
 
 
-def require(*roles: Role) -> Callable[[Request], Principal]:
-    """A dependency that admits only the given roles (admin is always admitted)."""
+def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency that admits only the given roles (admin is always admitted).
+
+    ``async`` on purpose: a sync dependency costs a thread-pool round trip per request, and
+    the key lookup is a dictionary hit after the first request with a key."""
     allowed = set(roles) | {Role.ADMIN}
 
-    def _dep(request: Request) -> Principal:
+    async def _dep(request: Request) -> Principal:
         p = principal(request)
         if p.role not in allowed:
             raise Forbidden(f"role {p.role.value!r} may not do this; needs one of {sorted(r.value for r in allowed)}")

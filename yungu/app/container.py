@@ -16,6 +16,7 @@ from yungu.adapters.config import PlatformConfig, load_catalogue, load_config
 from yungu.adapters.executors.registry import build_executor
 from yungu.adapters.signals import LiveSignals
 from yungu.adapters.store import tables as _tables  # noqa: F401  (registers core tables)
+from yungu.adapters.store.batcher import SubmitBatcher
 from yungu.adapters.store.db import create_engine, migrate, sqlite_url
 from yungu.adapters.store.job_store import SqlStore
 from yungu.adapters.system import Ids, SystemClock
@@ -52,6 +53,9 @@ class Container:
         runner = self.extras.get("billing_runner")
         if runner is not None:
             runner.stop()
+        batcher = self.extras.get("submit_batcher")
+        if batcher is not None:
+            batcher.close()
         self.reconciler.stop()
         for ex in self.executors.values():
             ex.close()
@@ -84,6 +88,7 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
     reconciler.reservations = lambda now: [(r.tenant_id, r.pool_id, r.devices)
                                            for r in ledger.market.reservations_at(now)]
     c.extras["billing_runner"] = runner = BillingRunner(c, ledger.loop)
+    c.extras["submit_batcher"] = SubmitBatcher(store)
     if start_loop:
         reconciler.start()
         runner.start()

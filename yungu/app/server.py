@@ -12,8 +12,8 @@ import uvicorn
 
 from yungu.api.app import create_app
 from yungu.app.container import Container, build
-from yungu.domain.tenancy import Role
 from yungu.domain.job import JobSpec, Resources
+from yungu.domain.tenancy import Role
 
 log = logging.getLogger("yungu")
 
@@ -72,7 +72,8 @@ def serve(host: str, port: int, data_dir: Path, config: Path | None, db_url: str
 
     signal.signal(signal.SIGTERM, _term)
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                    loop="uvloop", http="httptools")
     finally:
         c.close()
         sys.stdout.flush()

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from yungu.control.capacity import hold_devices, pool_states
@@ -71,6 +72,13 @@ class Reconciler:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cancelling: set[str] = set()
+        self._dirty = True
+        self._last_decide = 0.0
+        self.decide_interval_s = 1.0
+        # Jobs the scheduler deferred to a time rest (store: ``not_before``) until then, or at
+        # most ``revisit_s`` since forecasts and capacity change, so thousands of jobs waiting
+        # for greener hours do not make every round expensive.
+        self.revisit_s = 300.0
         self._cancel_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="yungu-cancel")
         self._decided: OrderedDict[str, Snapshot] = OrderedDict()  # job -> the round that decided it
         self.last_plan: Plan | None = None
@@ -83,6 +91,8 @@ class Reconciler:
         return self.executors[self._site_executor[self.world.pool(pool_id).site_id]]
 
     def wake(self) -> None:
+        """Something changed (a submission, a cancel): schedule in the next round, now."""
+        self._dirty = True
         self._wake.set()
 
     def start(self) -> None:
@@ -109,18 +119,34 @@ class Reconciler:
 
     # ------------------------------------------------------------ the round
     def run_once(self) -> bool:
-        """One reconcile round; returns True while there is work in flight."""
+        """One reconcile round; returns True while there is work in flight.
+
+        Scheduling runs only when something changed — a submission or cancel (``wake``),
+        capacity freed by a finished job — or every ``decide_interval_s`` for deferred and
+        held jobs. Deferred jobs are not "work in flight": a platform with thousands of jobs
+        waiting for greener hours does not spin.
+        """
         self.rounds += 1
         active = self.store.in_states(ACTIVE)
-        active = self._observe([j for j in active if j.state is not JobState.SCHEDULED]) + \
-            [j for j in active if j.state is JobState.SCHEDULED]
-        waiting = self.store.in_states(WAITING)
-        waiting = self._cancel(waiting, active)
-        admits, waiting = self._admit(waiting)
-        active = [j for j in active if j.state in ACTIVE]
-        placed = self._decide([j for j in waiting if j.state is JobState.QUEUED], active, admits)
+        observed = self._observe([j for j in active if j.state is not JobState.SCHEDULED])
+        if any(j.state not in ACTIVE for j in observed):
+            self._dirty = True  # capacity was freed
+        active = observed + [j for j in active if j.state is JobState.SCHEDULED]
+        now = time.monotonic()
+        placed: list[Job] = []
+        if self._dirty or now - self._last_decide >= self.decide_interval_s:
+            self._dirty = False
+            self._last_decide = now
+            waiting = self.store.waiting(self.clock.now())
+            waiting = self._cancel(waiting, active)
+            admits, waiting = self._admit(waiting)
+            active = [j for j in active if j.state in ACTIVE]
+            placed = self._decide([j for j in waiting if j.state is JobState.QUEUED], active, admits)
+        else:
+            self._cancel([], active)
+            active = [j for j in active if j.state in ACTIVE]
         self._dispatch([j for j in active if j.state is JobState.SCHEDULED] + placed)
-        return bool(active or placed or any(j.state is JobState.QUEUED for j in waiting))
+        return bool(active or placed)
 
     def _record(self, trs: list[Transition]) -> list[Job]:
         applied = self.store.record(trs)
@@ -255,7 +281,10 @@ class Reconciler:
             trs.append(Transition(by_id[inf.job_id], by_id[inf.job_id].apply(Event.REJECT, now, reason=why),
                                   Event.REJECT, why))
         placed = self._record(admits + trs)
-        self.store.set_reasons({d.job_id: "waiting: " + "; ".join(d.status.reasons) for d in plan.defers})
+        revisit = now + timedelta(seconds=self.revisit_s)
+        self.store.rest({d.job_id: min(d.until, revisit) for d in plan.defers if d.until is not None and d.until > now})
+        reasons = {d.job_id: "waiting: " + "; ".join(d.status.reasons) for d in plan.defers}
+        self.store.set_reasons({k: v for k, v in reasons.items() if by_id[k].reason != v})  # write changes only
         return [j for j in placed if j.state is JobState.SCHEDULED]
 
     def _schedule(self, now: datetime, pending: list[Job], active: list[Job], pools: dict[str, PoolState]) -> Plan:

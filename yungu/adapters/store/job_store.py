@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, bindparam, func, insert, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Engine, Row
 from sqlalchemy.exc import IntegrityError
 
@@ -189,6 +189,25 @@ class SqlStore:
         self._spec_cache[job_id] = spec
         return Job(job_id, self.platform_id, tenant_id, spec, JobState.PENDING, now, now), True
 
+    def submit_many(self, items: Sequence[tuple[str, JobSpec, str, str | None]], now: datetime) -> list[Job]:
+        """Insert many pending jobs (tenant, spec, id, body hash) in one transaction: the
+        group commit behind high submission rates. Items carry no idempotency key (those
+        go through ``submit``, which checks the key first)."""
+        if not items:
+            return []
+        rows = [dict(id=job_id, platform_id=self.platform_id, tenant_id=tenant_id, name=spec.name,
+                     state=JobState.PENDING.value, spec=dumps_spec(spec), attempt=0, priority=spec.priority,
+                     submitted_at=now, updated_at=now, reason="", cancel_requested=False,
+                     idempotency_key=None, body_hash=body_hash)
+                for tenant_id, spec, job_id, body_hash in items]
+        with self.engine.begin() as c:
+            c.execute(insert(t.jobs), rows)
+        out = []
+        for tenant_id, spec, job_id, _ in items:
+            self._spec_cache[job_id] = spec
+            out.append(Job(job_id, self.platform_id, tenant_id, spec, JobState.PENDING, now, now))
+        return out
+
     def _by_idem(self, tenant_id: str, key: str) -> Row[Any] | None:
         with self.engine.connect() as c:
             return c.execute(
@@ -259,6 +278,27 @@ class SqlStore:
             ).all()
         return [self._job(r) for r in rows]
 
+    def waiting(self, now: datetime) -> list[Job]:
+        """Jobs the loop must look at: pending ones, and queued ones not resting (a deferral
+        in force) unless a cancel was asked for. Highest priority first, then submission."""
+        q = (select(t.jobs)
+             .where(or_(t.jobs.c.state == JobState.PENDING.value,
+                        and_(t.jobs.c.state == JobState.QUEUED.value,
+                             or_(t.jobs.c.not_before.is_(None), t.jobs.c.not_before <= now,
+                                 t.jobs.c.cancel_requested.is_(True)))))
+             .order_by(t.jobs.c.priority.desc(), t.jobs.c.id))
+        with self.engine.connect() as c:
+            return [self._job(r) for r in c.execute(q).all()]
+
+    def rest(self, until: dict[str, datetime]) -> None:
+        """Record deferrals: these queued jobs are left out of rounds until the given time."""
+        if not until:
+            return
+        stmt = (update(t.jobs).where(and_(t.jobs.c.id == bindparam("b_id"), t.jobs.c.state == JobState.QUEUED.value))
+                .values(not_before=bindparam("nb")))
+        with self.engine.begin() as c:
+            c.execute(stmt, [{"b_id": k, "nb": v} for k, v in until.items()])
+
     def finished_since(self, since: datetime | None, limit: int = 5000) -> list[Job]:
         """Terminal jobs finished at or after ``since`` (oldest first), for metering."""
         q = select(t.jobs).where(t.jobs.c.state.in_([s.value for s in (JobState.SUCCEEDED, JobState.FAILED,
@@ -298,7 +338,7 @@ class SqlStore:
             .values(state=bindparam("state"), attempt=bindparam("attempt"), pool_id=bindparam("pool_id"),
                     allocation=bindparam("allocation"), updated_at=bindparam("updated_at"),
                     started_at=bindparam("started_at"), finished_at=bindparam("finished_at"),
-                    exit_code=bindparam("exit_code"), reason=bindparam("reason")))
+                    exit_code=bindparam("exit_code"), reason=bindparam("reason"), not_before=None))
     # ``cancel_requested`` is never written here: only the API sets it, and a loop writing
     # its older view back would lose a cancel that arrived in between.
     _EVENT = insert(t.job_events)

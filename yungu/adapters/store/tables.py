@@ -57,10 +57,12 @@ jobs = Table(
     Column("exit_code", Integer, nullable=True),
     Column("reason", Text, nullable=False, default=""),
     Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("not_before", UTCDateTime, nullable=True),  # deferred by the scheduler until then
     Column("idempotency_key", String(200), nullable=True),
     Column("body_hash", String(64), nullable=True),
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idem"),
     Index("ix_jobs_state", "state"),
+    Index("ix_jobs_state_not_before", "state", "not_before"),
     Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
 )
 

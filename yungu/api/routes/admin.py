@@ -28,7 +28,7 @@ class KeyIn(BaseModel):
 
 
 @router.get("/whoami")
-def whoami(p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
+async def whoami(p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
     return {"key_id": p.key_id, "role": p.role.value, "tenant_id": p.tenant_id}
 
 

@@ -16,14 +16,14 @@ router = APIRouter(tags=["world"])
 
 
 @router.get("/regions")
-def regions(request: Request, _p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
+async def regions(request: Request, _p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
     w = container(request).world
     return {"items": [{"id": r.id, "name": r.name, "name_zh": r.name_zh, "home": r.home, "province": r.province}
                       for r in w.regions]}
 
 
 @router.get("/sites")
-def sites(request: Request, _p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
+async def sites(request: Request, _p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
     c = container(request)
     load = pool_load(c.world, c.store.in_states(ACTIVE))
     items = []
@@ -45,7 +45,7 @@ def sites(request: Request, _p: Principal = Depends(require(*ANY_ROLE))) -> dict
 
 
 @router.get("/pools")
-def pools(request: Request, _p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
+async def pools(request: Request, _p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
     c = container(request)
     load = pool_load(c.world, c.store.in_states(ACTIVE))
     items = []

@@ -59,11 +59,13 @@ def upgrade() -> None:
         sa.Column("exit_code", sa.Integer, nullable=True),
         sa.Column("reason", sa.Text, nullable=False),
         sa.Column("cancel_requested", sa.Boolean, nullable=False),
+        sa.Column("not_before", UTCDateTime, nullable=True),
         sa.Column("idempotency_key", sa.String(200), nullable=True),
         sa.Column("body_hash", sa.String(64), nullable=True),
         sa.UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idem"),
     )
     op.create_index("ix_jobs_state", "jobs", ["state"])
+    op.create_index("ix_jobs_state_not_before", "jobs", ["state", "not_before"])
     op.create_index("ix_jobs_tenant_id_id", "jobs", ["tenant_id", "id"])
     op.create_table(
         "job_events",
