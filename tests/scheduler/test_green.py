@@ -229,3 +229,17 @@ def test_flexible_job_waits_longer_for_a_much_greener_full_pool():
             assert d.until == NOW + timedelta(hours=2) and "waiting" in d.status.reasons[0]
         else:
             assert pools_of(plan) == {"j": "pd"}
+
+
+def test_several_jobs_may_wait_for_one_greener_pool_in_turn():
+    # The clean pool's node 0 frees in 2 h, node 1 in 3 h. Three 8-GPU green jobs of 4 h:
+    # the first waits until 2 h, the second until 3 h (it also needs the devices promised to
+    # the first), the third cannot fit there even then and starts on the dirty pool now.
+    busy = [running("r0", PC, 0, tuple(range(8)), dur=7200, started=NOW),
+            running("r1", PC, 1, tuple(range(8)), dur=3 * 3600, started=NOW)]
+    jobs = [job(f"j{i}", 8, dur=4 * 3600, objective=Objective.GREEN, submitted=NOW - timedelta(minutes=3 - i))
+            for i in range(3)]
+    plan = sched(flex_shift_frac=0).schedule(snapshot(W, jobs, running_jobs=busy, truth=TRUTH))
+    until = {d.job_id: d.until for d in plan.defers}
+    assert until == {"j0": NOW + timedelta(hours=2), "j1": NOW + timedelta(hours=3)}
+    assert pools_of(plan) == {"j2": "pd"}

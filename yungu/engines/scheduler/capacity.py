@@ -164,19 +164,24 @@ def _slots(dev: int, cpu: int, mem: float, a: int, c: int, m: float) -> int:
     return max(k, 0)
 
 
-def earliest_fit(job: Job, free: Free, running: list[RunningInfo], now: datetime) -> tuple[datetime, int] | None:
+def earliest_fit(
+    job: Job, free: Free, running: list[RunningInfo], now: datetime, claimed: int = 0
+) -> tuple[datetime, int] | None:
     """When the gang would fit on this pool if nothing else started (EASY shadow time).
 
     Returns ``(shadow time, devices left over at that time)``, or None if it never fits
-    (even with every running job gone).
+    (even with every running job gone). ``claimed``: devices already promised to jobs that
+    wait for this pool this round; the gang then also needs that many more free devices
+    (an estimate: which nodes the earlier claims take is not modelled).
 
     Replicas are identical, so the gang fits exactly when the per-node replica slots
     (free devices, CPUs and memory each divided by the replica's need) add up to the replica
     count; the walk over the running jobs (by estimated end) only updates the nodes each
     release touches, instead of re-placing the gang after every release.
     """
-    if free.find(job) is not None:
-        return now, free.free_devices - devices(job)
+    need = devices(job) + claimed
+    if claimed == 0 and free.find(job) is not None:
+        return now, free.free_devices - need
     r = job.spec.resources
     a, c, m, want = r.accelerators, r.cpus, r.memory_gb, job.spec.replicas
     dev = [len(d) for d in free.devs]
@@ -185,6 +190,8 @@ def earliest_fit(job: Job, free: Free, running: list[RunningInfo], now: datetime
     slots = [_slots(dev[i], cpu[i], mem[i], a, c, m) for i in range(len(dev))]
     total = sum(slots)
     free_devices = free.free_devices
+    if claimed and free.available and total >= want and free_devices >= need:
+        return now, free_devices - need
     for run in running:
         alloc = run.job.allocation
         if alloc is None:
@@ -200,6 +207,6 @@ def earliest_fit(job: Job, free: Free, running: list[RunningInfo], now: datetime
             k = _slots(dev[i], cpu[i], mem[i], a, c, m)
             total += k - slots[i]
             slots[i] = k
-        if total >= want:
-            return run.expected_end, free_devices - devices(job)
+        if total >= want and free_devices >= need:
+            return run.expected_end, free_devices - need
     return None

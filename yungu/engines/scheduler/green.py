@@ -224,6 +224,7 @@ class _Round:
                 ]
         self.reservations: dict[str, list[float]] = {}  # pool -> [shadow epoch s, extra devices]
         self.preempted: set[str] = set()
+        self.claimed: dict[str, int] = {}  # pool -> devices promised to jobs waiting for it
         self.views: dict[tuple[object, ...], tuple[list[Pool], dict[str, Status]]] = {}
         self.now_cache: dict[tuple[object, ...], list[Scored]] = {}
         self.rank_cache: dict[tuple[object, ...], list[Scored]] = {}
@@ -744,9 +745,17 @@ class GreenScheduler:
             if chosen is not None and sc.score >= chosen.score * (1 - pol.shift_gain):
                 break
             pid = sc.option.pool_id
-            if pid in rd.reservations or pid not in rd.free or (chosen is not None and pid == chosen.option.pool_id):
+            claimed = rd.claimed.get(pid, 0)
+            if pid not in rd.free or (chosen is not None and pid == chosen.option.pool_id):
                 continue
-            got = rd.earliest(job, pid)
+            if pid in rd.reservations and not claimed:
+                continue  # held for a blocked or preempting job, not for waiters
+            if claimed:
+                # Several jobs may wait for the same pool: each later one needs the devices
+                # the earlier ones were promised on top of its own.
+                got = earliest_fit(job, rd.free[pid], rd.running.get(pid, []), rd.now, claimed)
+            else:
+                got = rd.earliest(job, pid)
             if got is None or got[0] <= rd.now:
                 continue
             run = ref_s / rd.tput[pid]
@@ -757,7 +766,12 @@ class GreenScheduler:
                 continue
             cand = rd.score(job, opt, ref, w)
             if chosen is None or cand.score < chosen.score * (1 - pol.shift_gain) - 1e-9:
-                rd.reservations[pid] = [got[0].timestamp(), float(got[1])]
+                res = rd.reservations.get(pid)
+                if res is None:
+                    rd.reservations[pid] = [got[0].timestamp(), float(got[1])]
+                else:  # the first waiter's shadow time stands; fewer devices are left beside it
+                    res[1] -= devices(job)
+                rd.claimed[pid] = claimed + devices(job)
                 return Defer(
                     job.id,
                     got[0],
