@@ -200,18 +200,18 @@ def test_flexible_job_without_deadline_shifts_within_its_implicit_window():
     # submission (10 h) and does; a time-objective job starts now.
     w = world([CLEAN], [PC])
     truth = {"clean": carbon_signal("clean", [500.0] * 5 + [50.0] * 60)}
-    plan = sched().schedule(snapshot(w, [job("g", 1, dur=20 * 3600, objective=Objective.GREEN)], truth=truth))
+    plan = sched(flex_shift_frac=0.5).schedule(snapshot(w, [job("g", 1, dur=20 * 3600, objective=Objective.GREEN)], truth=truth))
     (d,) = plan.defers
     assert d.until == NOW + timedelta(hours=5)
-    plan = sched().schedule(snapshot(w, [job("t", 1, dur=20 * 3600, objective=Objective.TIME)], truth=truth))
+    plan = sched(flex_shift_frac=0.5).schedule(snapshot(w, [job("t", 1, dur=20 * 3600, objective=Objective.TIME)], truth=truth))
     assert pools_of(plan) == {"t": "pc"}
     # The window counts from submission: a job submitted 8 h ago may only shift 2 h more,
     # one submitted 10 h ago not at all.
     old = job("o", 1, dur=20 * 3600, objective=Objective.GREEN, submitted=NOW - timedelta(hours=8))
-    (d,) = sched().schedule(snapshot(w, [old], truth=truth)).defers
+    (d,) = sched(flex_shift_frac=0.5).schedule(snapshot(w, [old], truth=truth)).defers
     assert d.until == NOW + timedelta(hours=2)
     older = job("o", 1, dur=20 * 3600, objective=Objective.GREEN, submitted=NOW - timedelta(hours=10))
-    assert pools_of(sched().schedule(snapshot(w, [older], truth=truth))) == {"o": "pc"}
+    assert pools_of(sched(flex_shift_frac=0.5).schedule(snapshot(w, [older], truth=truth))) == {"o": "pc"}
     # Off switch.
     plan = sched(flex_shift_frac=0).schedule(snapshot(w, [job("g", 1, dur=20 * 3600, objective=Objective.GREEN)], truth=truth))
     assert pools_of(plan) == {"g": "pc"}
@@ -219,7 +219,8 @@ def test_flexible_job_without_deadline_shifts_within_its_implicit_window():
 
 def test_flexible_job_waits_longer_for_a_much_greener_full_pool():
     # The clean pool frees in 2 h (both nodes busy until then); the run is 4 h. A green job waits for it
-    # (2 h <= 1.0 x run), a balanced job (max_wait_frac 0.25 -> 1 h) starts on the dirty pool.
+    # (2 h <= flexible_wait_frac 0.5 x run), a balanced job (max_wait_frac 0.25 -> 1 h) starts
+    # on the dirty pool.
     busy = [running(f"r{n}", PC, n, tuple(range(8)), dur=7200, started=NOW) for n in range(2)]
     for objective, waits in ((Objective.GREEN, True), (Objective.BALANCED, False)):
         j = job("j", 8, dur=4 * 3600, objective=objective)
@@ -239,7 +240,7 @@ def test_several_jobs_may_wait_for_one_greener_pool_in_turn():
             running("r1", PC, 1, tuple(range(8)), dur=3 * 3600, started=NOW)]
     jobs = [job(f"j{i}", 8, dur=4 * 3600, objective=Objective.GREEN, submitted=NOW - timedelta(minutes=3 - i))
             for i in range(3)]
-    plan = sched(flex_shift_frac=0).schedule(snapshot(W, jobs, running_jobs=busy, truth=TRUTH))
+    plan = sched(flex_shift_frac=0, flexible_wait_frac=1.0).schedule(snapshot(W, jobs, running_jobs=busy, truth=TRUTH))
     until = {d.job_id: d.until for d in plan.defers}
     assert until == {"j0": NOW + timedelta(hours=2), "j1": NOW + timedelta(hours=3)}
     assert pools_of(plan) == {"j2": "pd"}

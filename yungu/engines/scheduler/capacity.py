@@ -164,34 +164,21 @@ def _slots(dev: int, cpu: int, mem: float, a: int, c: int, m: float) -> int:
     return max(k, 0)
 
 
-def earliest_fit(
-    job: Job, free: Free, running: list[RunningInfo], now: datetime, claimed: int = 0
-) -> tuple[datetime, int] | None:
-    """When the gang would fit on this pool if nothing else started (EASY shadow time).
-
-    Returns ``(shadow time, devices left over at that time)``, or None if it never fits
-    (even with every running job gone). ``claimed``: devices already promised to jobs that
-    wait for this pool this round; the gang then also needs that many more free devices
-    (an estimate: which nodes the earlier claims take is not modelled).
-
-    Replicas are identical, so the gang fits exactly when the per-node replica slots
-    (free devices, CPUs and memory each divided by the replica's need) add up to the replica
-    count; the walk over the running jobs (by estimated end) only updates the nodes each
-    release touches, instead of re-placing the gang after every release.
-    """
-    need = devices(job) + claimed
-    if claimed == 0 and free.find(job) is not None:
-        return now, free.free_devices - need
+def fit_timeline(job: Job, free: Free, running: list[RunningInfo], now: datetime) -> list[tuple[datetime, int, int]]:
+    """``(time, replica slots, free devices)`` for the job's replica shape on this pool: now, then
+    after each running job's estimated end (in order). Replicas are identical, so the gang fits
+    exactly when the slots (per node: free devices, CPUs and memory each divided by the
+    replica's need, rounded down) add up to the replica count. The walk only updates the nodes
+    each release touches. An unavailable pool has no entry for now."""
     r = job.spec.resources
-    a, c, m, want = r.accelerators, r.cpus, r.memory_gb, job.spec.replicas
+    a, c, m = r.accelerators, r.cpus, r.memory_gb
     dev = [len(d) for d in free.devs]
     cpu = list(free.cpus)
     mem = list(free.mem)
     slots = [_slots(dev[i], cpu[i], mem[i], a, c, m) for i in range(len(dev))]
     total = sum(slots)
     free_devices = free.free_devices
-    if claimed and free.available and total >= want and free_devices >= need:
-        return now, free_devices - need
+    out: list[tuple[datetime, int, int]] = [(now, total, free_devices)] if free.available else []
     for run in running:
         alloc = run.job.allocation
         if alloc is None:
@@ -207,6 +194,27 @@ def earliest_fit(
             k = _slots(dev[i], cpu[i], mem[i], a, c, m)
             total += k - slots[i]
             slots[i] = k
+        out.append((run.expected_end, total, free_devices))
+    return out
+
+
+def first_fit_time(job: Job, timeline: list[tuple[datetime, int, int]], claimed: int = 0) -> tuple[datetime, int] | None:
+    """The first entry of ``timeline`` where the gang fits beside ``claimed`` promised devices."""
+    want, need = job.spec.replicas, devices(job) + claimed
+    for t, total, free_devices in timeline:
         if total >= want and free_devices >= need:
-            return run.expected_end, free_devices - need
+            return t, free_devices - need
     return None
+
+
+def earliest_fit(
+    job: Job, free: Free, running: list[RunningInfo], now: datetime, claimed: int = 0
+) -> tuple[datetime, int] | None:
+    """When the gang would fit on this pool if nothing else started (EASY shadow time).
+
+    Returns ``(shadow time, devices left over at that time)``, or None if it never fits
+    (even with every running job gone). ``claimed``: devices already promised to jobs that
+    wait for this pool this round; the gang then also needs that many more free devices
+    (an estimate: which nodes the earlier claims take is not modelled).
+    """
+    return first_fit_time(job, fit_timeline(job, free, running, now), claimed)

@@ -43,7 +43,8 @@ from yungu.engines.scheduler.capacity import (
     RunningInfo,
     device_power_w,
     devices,
-    earliest_fit,
+    first_fit_time,
+    fit_timeline,
     ref_duration_s,
     running_by_pool,
     throughput,
@@ -111,8 +112,8 @@ class PolicyConfig:
     # up to flex_shift_frac of its run after submission (an implicit window). Both are scored
     # with the wait term, so they happen only when the carbon or cost gain outweighs the wait.
     flexible_below: float = 0.5
-    flexible_wait_frac: float = 1.0
-    flex_shift_frac: float = 0.5
+    flexible_wait_frac: float = 0.5
+    flex_shift_frac: float = 1.0
     flex_min_run_s: float = 7200.0  # shorter jobs without a deadline are never shifted implicitly
     wait_pools: int = 5  # how many of the job's best pools to consider waiting for
 
@@ -230,7 +231,8 @@ class _Round:
         self.rank_cache: dict[tuple[object, ...], list[Scored]] = {}
         self.opt_cache: dict[tuple[object, ...], tuple[list[Option], Reference, OptionArrays]] = {}
         self.ref_cache: dict[int, Reference] = {}  # keyed by id() of lists kept alive in now_cache
-        self.fit_cache: dict[tuple[object, ...], tuple[datetime, int] | None] = {}
+        self.fit_cache: dict[tuple[object, ...], list[tuple[datetime, int, int]]] = {}
+        self.version_of: dict[str, int] = {}  # pool -> times its free capacity changed this round
         self.node_max: dict[str, int] = {
             pid: (max((len(d) for d in f.devs), default=0) if f.available else 0) for pid, f in self.free.items()
         }
@@ -275,6 +277,7 @@ class _Round:
         """Capacity of ``pid`` changed this round: refresh its quick-test numbers."""
         f = self.free[pid]
         self.version += 1
+        self.version_of[pid] = self.version_of.get(pid, 0) + 1
         self.node_max[pid] = max((len(d) for d in f.devs), default=0) if f.available else 0
         self.max_node_free = max(self.node_max.values(), default=0)
         i = self.pidx[pid]
@@ -456,13 +459,15 @@ class _Round:
         tot = total.tolist()
         return [Scored(opts[i], tot[i], _Terms(names, cols, i)) for i in order]
 
-    def earliest(self, job: Job, pid: str) -> tuple[datetime, int] | None:
-        """EASY shadow time of the job's gang on a pool (cached per round per gang shape)."""
+    def earliest(self, job: Job, pid: str, claimed: int = 0) -> tuple[datetime, int] | None:
+        """EASY shadow time of the job's gang on a pool beside ``claimed`` promised devices
+        (the release timeline is cached per round per replica shape and pool state)."""
         r = job.spec.resources
-        key = (pid, r.accelerators, r.cpus, r.memory_gb, job.spec.replicas, self.free[pid].free_devices)
-        if key not in self.fit_cache:
-            self.fit_cache[key] = earliest_fit(job, self.free[pid], self.running.get(pid, []), self.now)
-        return self.fit_cache[key]
+        key = (pid, r.accelerators, r.cpus, r.memory_gb, self.free[pid].free_devices, self.version_of.get(pid, 0))
+        tl = self.fit_cache.get(key)
+        if tl is None:
+            tl = self.fit_cache[key] = fit_timeline(job, self.free[pid], self.running.get(pid, []), self.now)
+        return first_fit_time(job, tl, claimed)
 
     def latest_start(self, job: Job, pool: Pool, ref_s: float) -> datetime | None:
         if job.spec.deadline is None:
@@ -750,12 +755,9 @@ class GreenScheduler:
                 continue
             if pid in rd.reservations and not claimed:
                 continue  # held for a blocked or preempting job, not for waiters
-            if claimed:
-                # Several jobs may wait for the same pool: each later one needs the devices
-                # the earlier ones were promised on top of its own.
-                got = earliest_fit(job, rd.free[pid], rd.running.get(pid, []), rd.now, claimed)
-            else:
-                got = rd.earliest(job, pid)
+            # Several jobs may wait for the same pool: each later one needs the devices the
+            # earlier ones were promised on top of its own.
+            got = rd.earliest(job, pid, claimed)
             if got is None or got[0] <= rd.now:
                 continue
             run = ref_s / rd.tput[pid]
