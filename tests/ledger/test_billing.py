@@ -116,7 +116,7 @@ def test_kill_9_at_random_points_leaves_exactly_one_booking(tmp_path: Path) -> N
     """kill -9 real worker processes at random moments, >= 50 times; the books stay exact."""
     rng = random.Random(int(os.environ.get("YUNGU_CRASH_SEED", "5")))
     kills = rounds = 0
-    deadline = time.monotonic() + 100
+    deadline = time.monotonic() + 300  # a loaded machine needs more rounds to land 50 kills
     while kills < 50 and time.monotonic() < deadline:
         rounds += 1
         db = tmp_path / f"r{rounds}.db"
