@@ -1,6 +1,7 @@
 """Policies vs baselines vs the LP bound on an ITP scenario (carbon, cost, JCT, deadlines).
 
     python bench/sched_sim.py [scenarios/itp-7d.toml] [--objective green|cost|balanced|scenario] [--no-lp]
+        [--policy NAME ...] [--set FIELD=VALUE ...]   (--set: what-if override of a PolicyConfig field)
 
 Runs every policy named in the scenario through the simulator (the same engine as
 production), solves the LP bounds (min carbon, min cost) with completion bounds of
