@@ -58,7 +58,8 @@ def create_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
-    return _sa_create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+    # No pre-ping: it doubles round trips on every checkout; stale connections are recycled.
+    return _sa_create_engine(url, pool_size=20, max_overflow=20, pool_recycle=1800)
 
 
 def alembic_config(engine: Engine) -> Config:
