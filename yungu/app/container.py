@@ -80,6 +80,7 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
     }
     scheduler = GreenScheduler(catalogue, config.policy)
     signals = LiveSignals(config.world, config.forecast_error)
+    signals(clock.now())  # build today's modelled feeds at start, not in the first busy round
     reconciler = Reconciler(store, scheduler, executors, config.world, catalogue, clock, signals=signals)
     c = Container(data_dir, config, catalogue, engine, store, executors, reconciler, clock, ids)
     ledger = ledger_services(c)  # builds c.extras["ledger"]: ledger, billing, market, budgets, loop

@@ -79,6 +79,13 @@ class Reconciler:
         # most ``revisit_s`` since forecasts and capacity change, so thousands of jobs waiting
         # for greener hours do not make every round expensive.
         self.revisit_s = 300.0
+        # Active jobs are cached between rounds (this loop makes their transitions) and
+        # reloaded from the store at least every ``active_refresh_s`` and after any wake.
+        self._active: dict[str, Job] | None = None
+        self._active_at = 0.0
+        self.active_refresh_s = 1.0
+        self._retry_at: dict[str, float] = {}  # dispatch back-off for unreachable engines
+        self.dispatch_retry_s = 5.0
         self._cancel_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="yungu-cancel")
         self._decided: OrderedDict[str, Snapshot] = OrderedDict()  # job -> the round that decided it
         self.last_plan: Plan | None = None
@@ -127,16 +134,20 @@ class Reconciler:
         waiting for greener hours does not spin.
         """
         self.rounds += 1
-        active = self.store.in_states(ACTIVE)
+        mono = time.monotonic()
+        if self._active is None or self._dirty or mono - self._active_at >= self.active_refresh_s:
+            active = self.store.in_states(ACTIVE)  # the store is the truth; the cache saves reloads
+            self._active_at = mono
+        else:
+            active = list(self._active.values())
         observed = self._observe([j for j in active if j.state is not JobState.SCHEDULED])
         if any(j.state not in ACTIVE for j in observed):
             self._dirty = True  # capacity was freed
         active = observed + [j for j in active if j.state is JobState.SCHEDULED]
-        now = time.monotonic()
         placed: list[Job] = []
-        if self._dirty or now - self._last_decide >= self.decide_interval_s:
+        if self._dirty or mono - self._last_decide >= self.decide_interval_s:
             self._dirty = False
-            self._last_decide = now
+            self._last_decide = mono
             waiting = self.store.waiting(self.clock.now())
             waiting = self._cancel(waiting, active)
             admits, waiting = self._admit(waiting)
@@ -145,7 +156,10 @@ class Reconciler:
         else:
             self._cancel([], active)
             active = [j for j in active if j.state in ACTIVE]
-        self._dispatch([j for j in active if j.state is JobState.SCHEDULED] + placed)
+        after = {j.id: j for j in active}
+        for j in self._dispatch([j for j in active if j.state is JobState.SCHEDULED] + placed):
+            after[j.id] = j
+        self._active = {k: j for k, j in after.items() if j.state in ACTIVE}
         return bool(active or placed)
 
     def _record(self, trs: list[Transition]) -> list[Job]:
@@ -341,11 +355,15 @@ class Reconciler:
                       cpus_per_replica=a.cpus_per_replica, memory_gb_per_replica=a.memory_gb_per_replica,
                       accelerators_per_replica=j.spec.resources.accelerators, env=dict(j.spec.env))
 
-    def _dispatch(self, scheduled: list[Job]) -> None:
+    def _dispatch(self, scheduled: list[Job]) -> list[Job]:
+        """Launch scheduled jobs; returns every job as it now is (recorded or unchanged)."""
         now = self.clock.now()
+        mono = time.monotonic()
         trs: list[Transition] = []
+        out: dict[str, Job] = {}
         for j in scheduled:
-            if j.cancel_requested:
+            out[j.id] = j
+            if j.cancel_requested or self._retry_at.get(j.id, 0.0) > mono:
                 continue
             assert j.allocation is not None
             st = self.executor_for_pool(j.allocation.pool_id).submit(self.launch_for(j))
@@ -353,15 +371,19 @@ class Reconciler:
                 if st.code is ExecErrorCode.REJECTED:
                     why = f"executor rejected the launch: {st.message}"
                     trs.append(Transition(j, j.apply(Event.FAIL, now, reason=why), Event.FAIL, why))
-                else:
-                    self.store.set_reason(j.id, f"dispatch retrying: {st.message}")
+                else:  # unreachable: keep the job placed, retry after a pause
+                    self._retry_at[j.id] = mono + self.dispatch_retry_s
+                    self.store.set_reasons({j.id: f"dispatch retrying: {st.message}"})
                 continue
+            self._retry_at.pop(j.id, None)
             d = j.apply(Event.DISPATCH, now, reason="")
             trs.append(Transition(j, d, Event.DISPATCH))
             follow = self._transition_for(d, st, now)
             if follow:
                 trs.append(follow)
-        self._record(trs)
+        for a in self._record(trs):
+            out[a.id] = a
+        return list(out.values())
 
     def adopt_orphans(self) -> None:
         """After a restart: stop engine work that no live job attempt owns (never both run)."""

@@ -37,6 +37,7 @@ class SqlStore:
         self.engine = engine
         self.platform_id = platform_id
         self._spec_cache: dict[str, JobSpec] = {}
+        self._prepaid: dict[str, bool] = {}
 
     # ---------------------------------------------------------------- platform
     def platform_value(self, key: str) -> str | None:
@@ -68,8 +69,13 @@ class SqlStore:
         return Tenant(tenant_id, name, now, social_credit_code, prepaid)
 
     def is_prepaid(self, tenant_id: str) -> bool:
-        with self.engine.connect() as c:
-            return bool(c.execute(select(t.tenants.c.prepaid).where(t.tenants.c.id == tenant_id)).scalar())
+        """Cached: the billing mode is fixed when the tenant is created (admission asks per job)."""
+        hit = self._prepaid.get(tenant_id)
+        if hit is None:
+            with self.engine.connect() as c:
+                hit = bool(c.execute(select(t.tenants.c.prepaid).where(t.tenants.c.id == tenant_id)).scalar())
+            self._prepaid[tenant_id] = hit
+        return hit
 
     def tenants(self) -> list[Tenant]:
         with self.engine.connect() as c:
