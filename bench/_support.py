@@ -13,57 +13,18 @@ from pathlib import Path
 
 import psycopg
 
+from tests.pgserver import postgres_server
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
 def postgres() -> Iterator[str]:
-    """A throwaway PostgreSQL server on loopback (fsync on, synchronous_commit on)."""
-    bindir = next(
-        (
-            p
-            for p in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
-            if (p / "initdb").exists()
-        ),
-        None,
-    )
-    if bindir is None:
-        raise SystemExit("PostgreSQL binaries not found: apt-get install postgresql")
-    root = Path(tempfile.mkdtemp(prefix="yungu-bench-pg-"))
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = root / "data"
-    subprocess.run(
-        [*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "yungu", "--auth=trust"],
-        check=True,
-        capture_output=True,
-    )
-    with (data / "postgresql.conf").open("a") as f:
-        f.write(
-            f"\nport={port}\nlisten_addresses='127.0.0.1'\nunix_socket_directories='{root}'\nmax_connections=200\n"
-        )
-    subprocess.run(
-        [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        with psycopg.connect(f"postgresql://yungu@127.0.0.1:{port}/postgres", autocommit=True) as c:
+    """A throwaway PostgreSQL server (tests/pgserver.py) with an empty ``bench`` database."""
+    with postgres_server() as base:
+        with psycopg.connect(f"{base}/postgres", autocommit=True) as c:
             c.execute("CREATE DATABASE bench")
-        yield f"postgresql://yungu@127.0.0.1:{port}/bench"
-    finally:
-        subprocess.run(
-            [*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        yield f"{base}/bench"
 
 
 def wrk(

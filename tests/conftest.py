@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
 import socket
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.pgserver import PostgresMissing, pg_bin, postgres_server
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -30,42 +29,18 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _pg_bin() -> Path:
-    for cand in sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True):
-        if (cand / "initdb").exists():
-            return cand
-    pytest.fail("PostgreSQL server binaries not found: `make test` installs postgresql from Debian")
-
-
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start a throwaway PostgreSQL server on loopback for the whole session; yield its base URL."""
+def pg_server() -> Iterator[str]:
+    """A throwaway PostgreSQL server on loopback for the whole session; yields its base URL."""
     if os.environ.get("YUNGU_TEST_PG_URL"):
         yield os.environ["YUNGU_TEST_PG_URL"].rstrip("/")
         return
-    bindir = _pg_bin()
-    # Not under pytest's tmp dir: that is 0700 root, and the server runs as user postgres.
-    root = Path(tempfile.mkdtemp(prefix="yungu-pg-"))
-    data = root / "data"
-    port = _free_port()
-    as_user: list[str] = []
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        shutil.chown(root, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "yungu", "--auth=trust", "-E", "UTF8"],
-                   check=True, capture_output=True)
-    conf = data / "postgresql.conf"
-    with conf.open("a") as f:
-        f.write(f"\nport={port}\nlisten_addresses='127.0.0.1'\nunix_socket_directories='{root}'\n"
-                "fsync=on\nsynchronous_commit=on\nmax_connections=200\n")
-    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "start"],
-                   check=True, capture_output=True)
     try:
-        yield f"postgresql://yungu@127.0.0.1:{port}"
-    finally:
-        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        pg_bin()
+    except PostgresMissing as exc:
+        pytest.fail(str(exc))
+    with postgres_server() as url:
+        yield url
 
 
 @pytest.fixture
