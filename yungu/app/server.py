@@ -49,6 +49,7 @@ def submit_demo(c: Container) -> list[str]:
 def serve(host: str, port: int, data_dir: Path, config: Path | None, db_url: str | None, demo: bool,
           log_level: str = "warning") -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations are routine at every start
     c = build(data_dir, config, db_url)
     secret = bootstrap_admin(c)
     url = f"http://{host}:{port}"

@@ -35,7 +35,7 @@ def emit_json(data: Any) -> None:
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     t = Table(title=title, header_style="bold cyan")
     for c in columns:
-        t.add_column(c)
+        t.add_column(c, overflow="fold")  # ids must stay whole: people paste them into other commands
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])
     console.print(t)
