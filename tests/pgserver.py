@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from tests.net import free_port
 
 
 class PostgresMissing(RuntimeError):
@@ -23,11 +24,6 @@ def pg_bin() -> Path:
     raise PostgresMissing("PostgreSQL server binaries not found: `make test` installs postgresql from Debian")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @contextmanager
 def postgres_server() -> Iterator[str]:
@@ -37,7 +33,7 @@ def postgres_server() -> Iterator[str]:
     # Not under pytest's tmp dir: that is 0700 root, and the server runs as user postgres.
     root = Path(tempfile.mkdtemp(prefix="yungu-pg-"))
     data = root / "data"
-    port = _free_port()
+    port = free_port()
     as_user: list[str] = []
     if os.geteuid() == 0:  # postgres refuses to run as root
         shutil.chown(root, "postgres")

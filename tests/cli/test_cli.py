@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import ServerProcess, yungu_exe
+from tests.e2e.server import ServerProcess, run_cli, yungu_exe
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +23,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv.stop()
 
 
-def yungu(server: ServerProcess, *args: str, key: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "YUNGU_URL": server.url, "YUNGU_API_KEY": key or server.admin_key, "COLUMNS": "200"}
-    r = subprocess.run([yungu_exe(), *args], capture_output=True, text=True, env=env, timeout=60)
-    if check:
-        assert r.returncode == 0, r.stdout + r.stderr
-    return r
+yungu = run_cli
 
 
 @pytest.fixture(scope="module")

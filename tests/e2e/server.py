@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,11 +12,7 @@ from pathlib import Path
 
 import httpx
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.net import free_port
 
 
 def yungu_exe() -> str:
@@ -68,3 +63,13 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+def run_cli(server: ServerProcess, *args: str, key: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real ``yungu`` command against ``server`` (admin key unless one is given)."""
+    env = {**os.environ, "YUNGU_URL": server.url, "YUNGU_API_KEY": key or server.admin_key, "COLUMNS": "200"}
+    r = subprocess.run([yungu_exe(), *args], capture_output=True, text=True, env=env, timeout=60)
+    if check:
+        assert r.returncode == 0, r.stdout + r.stderr
+    return r

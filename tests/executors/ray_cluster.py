@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,22 +23,11 @@ from pathlib import Path
 
 import httpx
 
+from tests.net import free_ports
+
 
 class ClusterStartError(RuntimeError):
     pass
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass
@@ -76,7 +64,7 @@ def start_cluster(root: Path, num_cpus: int = 4, timeout_s: float = 90.0) -> Ray
     ray_bin = Path(sys.executable).parent / "ray"
     if not ray_bin.exists():
         raise ClusterStartError(f"{ray_bin} not found: install the pinned extra with pip install -e '.[dev,ray]'")
-    dash, client, agent, metrics = _free_ports(4)
+    dash, client, agent, metrics = free_ports(4)
     # Ray's unix socket paths must stay short (108 bytes): use a short temp dir.
     temp_dir = Path(tempfile.mkdtemp(prefix="yr", dir="/tmp"))
     root.mkdir(parents=True, exist_ok=True)

@@ -25,26 +25,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.net import free_ports
+
 NODES = ("n1", "n2")
 CPUS_PER_NODE = 4
 REQUIRED = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
 
 
+
+
 class ClusterStartError(RuntimeError):
     pass
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [int(s.getsockname()[1]) for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass
@@ -142,7 +133,7 @@ def start_cluster(root: Path, timeout_s: float = 30.0) -> SlurmCluster:
     sock_dir = Path(tempfile.mkdtemp(prefix="yungu-munge-", dir="/tmp"))
     sock_dir.chmod(0o755)  # munged insists that every client can reach its socket
     host = socket.gethostname().split(".")[0]
-    ctld_port, *node_ports = _free_ports(1 + len(NODES))
+    ctld_port, *node_ports = free_ports(1 + len(NODES))
     conf = root / "slurm.conf"
     conf.write_text(_conf_text(root, sock_dir, host, ctld_port, node_ports))
     cluster = SlurmCluster(root=root, conf=conf, sock_dir=sock_dir)

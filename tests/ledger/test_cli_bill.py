@@ -4,15 +4,13 @@ booked, invoiced, exported as HTML."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.server import ServerProcess, yungu_exe
+from tests.e2e.server import ServerProcess, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -24,12 +22,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv.stop()
 
 
-def yungu(server: ServerProcess, *args: str, key: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "YUNGU_URL": server.url, "YUNGU_API_KEY": key or server.admin_key, "COLUMNS": "200"}
-    r = subprocess.run([yungu_exe(), *args], capture_output=True, text=True, env=env, timeout=60)
-    if check:
-        assert r.returncode == 0, r.stdout + r.stderr
-    return r
+yungu = run_cli
 
 
 def test_job_to_invoice_through_the_cli(server: ServerProcess, tmp_path: Path) -> None:
