@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from decimal import Decimal
 
 import numpy as np
@@ -79,7 +78,7 @@ def test_home_only(home, ok):
 
 def opt(**kw):
     base = Option("p", "s", "r", NOW, 3600.0, 0.0, 10.0, 1000.0, 1.0, 0.5, 50.0, None)
-    return replace(base, **kw)
+    return base._replace(**kw)
 
 
 REF = Reference(cost=20.0, carbon=4000.0, latency=100.0)

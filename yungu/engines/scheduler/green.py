@@ -29,6 +29,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -145,8 +146,9 @@ class _Terms(Mapping[str, float]):
         return len(self._names)
 
 
-@dataclass(frozen=True)
-class Scored:
+class Scored(NamedTuple):
+    """An option with its total score and weighted terms (a tuple: rankings build thousands)."""
+
     option: Option
     score: float
     terms: Mapping[str, float]
@@ -186,6 +188,11 @@ class Explanation:
 _LOG_BUCKET = math.log(1.5)
 
 
+def _bucket(ref_s: float) -> int:
+    """Run-length bucket (log scale, ratio 1.5) of the start-now rankings."""
+    return round(math.log(max(ref_s, 60.0)) / _LOG_BUCKET)
+
+
 def _margin(policy: PolicyConfig, run_s: float) -> float:
     return policy.deadline_margin_s + policy.deadline_margin_frac * run_s
 
@@ -197,6 +204,7 @@ class _Round:
         self.s = sched
         self.snap = snapshot
         self.now = snapshot.now
+        self.next_hour = floor_hour(self.now) + timedelta(hours=1)  # the first start a time shift may pick
         w = snapshot.world
         self.pools: dict[str, Pool] = {p.id: p for p in w.pools}
         self.sites: dict[str, Site] = {s.id: s for s in w.sites}
@@ -218,6 +226,9 @@ class _Round:
         self.id_rank = np.empty(len(ids), dtype=np.int64)
         self.id_rank[np.argsort(np.array(ids, dtype=object), kind="stable")] = np.arange(len(ids))
         self.usage: dict[str, float] = {}
+        self.means_cache: dict[tuple[str, int], tuple[float, float, float]] = {}
+        self.cut_cache: dict[tuple[int, int], list[Scored]] = {}
+        self.min_price_cache: dict[str, float] = {}
         for j in snapshot.running:
             if j.allocation and j.allocation.pool_id in self.pools:
                 self.usage[j.tenant_id] = self.usage.get(j.tenant_id, 0.0) + j.allocation.devices * self.tput[
@@ -246,7 +257,16 @@ class _Round:
         self.nmax_arr = np.array([self.node_max.get(pid, -1) for pid in ids], dtype=np.int64)
         self.order_idx: dict[int, NDArray[np.int64]] = {}  # id(ranking list) -> pool indices in its order
         self.version = 0  # bumped whenever a pool's free capacity changes this round
-        self.room_cache: dict[tuple[int, int, int, int], list[int]] = {}
+        # Capacity only shrinks within a round (starts take devices; preemptions free them in a
+        # later round): (ranking id, devices, per-node devices) -> (version, positions with room).
+        self.room_cache: dict[tuple[int, int, int], tuple[int, list[int]]] = {}
+        self.order_list: dict[int, list[int]] = {}  # id(ranking list) -> pool indices, as a list
+        self.free_list: list[int] = self.free_arr.tolist()
+        self.nmax_list: list[int] = self.nmax_arr.tolist()
+        # Likewise a job shape that found no full pool worth waiting for (with no room now)
+        # finds none later in the round for runs up to the same length: ranking id, resources,
+        # replicas, wait fraction -> the longest reference run that failed.
+        self.no_wait: dict[tuple[object, ...], float] = {}
         self.tput_values = sorted(set(self.tput.values()))
         # Deadline-filtered rankings, by (id of the ranking, throughputs fast enough); kept
         # alive for the round because their id() keys other caches.
@@ -260,17 +280,31 @@ class _Round:
     # ------------------------------------------------------------ estimates
 
     def room_positions(self, job: Job, scored: list[Scored]) -> list[int]:
-        """Positions in ``scored`` of the pools that pass the quick room test (one numpy mask)."""
-        key = (id(scored), devices(job), job.spec.resources.accelerators, self.version)
+        """Positions in ``scored`` of the pools that pass the quick room test (enough free
+        devices in the pool and on one node).
+
+        Capacity only shrinks within a round, so a shape's list can only lose entries: the
+        first test is one numpy mask over the whole ranking, later ones re-check only the
+        positions that passed last time (and only when some pool changed since).
+        """
+        key = (id(scored), devices(job), job.spec.resources.accelerators)
         hit = self.room_cache.get(key)
         if hit is not None:
-            return hit
+            version, got = hit
+            if version == self.version or not got:
+                return got
+            idx_l = self.order_list[id(scored)]
+            fa, nm, n, a = self.free_list, self.nmax_list, key[1], key[2]
+            got = [p for p in got if fa[idx_l[p]] >= n and nm[idx_l[p]] >= a]
+            self.room_cache[key] = (self.version, got)
+            return got
         idx = self.order_idx.get(id(scored))
         if idx is None:
             idx = self.order_idx[id(scored)] = np.array([self.pidx[s.option.pool_id] for s in scored], dtype=np.int64)
+            self.order_list[id(scored)] = idx.tolist()
         ok = (self.free_arr[idx] >= key[1]) & (self.nmax_arr[idx] >= key[2])
-        got: list[int] = np.flatnonzero(ok).tolist()
-        self.room_cache[key] = got
+        got = np.flatnonzero(ok).tolist()
+        self.room_cache[key] = (self.version, got)
         return got
 
     def took(self, pid: str) -> None:
@@ -278,11 +312,13 @@ class _Round:
         f = self.free[pid]
         self.version += 1
         self.version_of[pid] = self.version_of.get(pid, 0) + 1
-        self.node_max[pid] = max((len(d) for d in f.devs), default=0) if f.available else 0
-        self.max_node_free = max(self.node_max.values(), default=0)
+        was = self.node_max[pid]
+        now_max = self.node_max[pid] = max((len(d) for d in f.devs), default=0) if f.available else 0
+        if was == self.max_node_free and now_max < was:  # the largest hole may have been this one
+            self.max_node_free = max(self.node_max.values(), default=0)
         i = self.pidx[pid]
-        self.free_arr[i] = f.free_devices if f.available else -1
-        self.nmax_arr[i] = self.node_max[pid]
+        self.free_arr[i] = self.free_list[i] = f.free_devices if f.available else -1
+        self.nmax_arr[i] = self.nmax_list[i] = now_max
 
     def units(self, job: Job, pool: Pool) -> float:
         return devices(job) * self.tput[pool.id]
@@ -293,16 +329,25 @@ class _Round:
         return pool.price_cny_per_cpu_hour * job.spec.resources.cpus * job.spec.replicas
 
     def option(
-        self, job: Job, pool: Pool, start: datetime, ref_s: float, room: bool, *, with_deadline: bool = True
+        self,
+        job: Job,
+        pool: Pool,
+        start: datetime,
+        ref_s: float,
+        room: bool,
+        *,
+        with_deadline: bool = True,
+        means: tuple[float, float, float] | None = None,
     ) -> Option:
         site = self.sites[pool.site_id]
         run = ref_s / self.tput[pool.id]
-        ol = self.outlooks[site.id]
         n = devices(job)
         kwh = n * self.kw_dev[pool.id] * run / 3600
-        price = ol.price.mean(start, run)
-        ci = ol.carbon.mean(start, run)
-        re = ol.renewable.mean(start, run)
+        if means is None:
+            ol = self.outlooks[site.id]
+            price, ci, re = ol.price.mean(start, run), ol.carbon.mean(start, run), ol.renewable.mean(start, run)
+        else:
+            price, ci, re = means
         if n:
             hourly = self.dev_price[pool.id] * n
         else:
@@ -327,6 +372,73 @@ class _Round:
             slack,
             room,
         )
+
+    def start_note(self, job: Job, pool: Pool, ref_s: float, chosen: Scored, among: int) -> str:
+        """The one-line reason stored with a start: the job's own cost and carbon estimate.
+
+        Device count, run time, power and prices are the job's own; the forecast means over the
+        run are those of the run-length bucket the ranking used (the same ones it decided by),
+        so writing the note costs no new forecast integrals.
+        """
+        run = ref_s / self.tput[pool.id]
+        price, ci, re = self.bucket_means(pool, _bucket(ref_s))
+        n = devices(job)
+        kwh = n * self.kw_dev[pool.id] * run / 3600
+        hourly = self.dev_price[pool.id] * n if n else self.cpu_price[pool.id] * job.spec.resources.cpus * job.spec.replicas
+        cost = hourly * run / 3600 + kwh * price
+        gcs = self.sites[pool.site_id].green_contract_share
+        green = gcs + (1 - gcs) * re
+        return (
+            f"{pool.id}: score {chosen.score:.3f} (best of {among}), est. {cost:.2f} CNY, "
+            f"{kwh * ci / 1000:.2f} kgCO2e, green {green:.0%}"
+        )
+
+    def bucket_means(self, pool: Pool, bucket: int) -> tuple[float, float, float]:
+        """Forecast price, carbon intensity and renewable share over a start-now run of the
+        bucket's representative length on ``pool`` (cached for the round)."""
+        key = (pool.id, bucket)
+        hit = self.means_cache.get(key)
+        if hit is None:
+            run = math.exp(bucket * _LOG_BUCKET) / self.tput[pool.id]
+            ol = self.outlooks[pool.site_id]
+            hit = self.means_cache[key] = (
+                ol.price.mean(self.now, run),
+                ol.carbon.mean(self.now, run),
+                ol.renewable.mean(self.now, run),
+            )
+        return hit
+
+    def wait_floor(
+        self, job: Job, sc: Scored, wait_s: float, run: float, w: Mapping[str, float], ref: Reference
+    ) -> float:
+        """A lower bound on the score of starting on ``sc``'s pool after ``wait_s``, without
+        forecast integrals: the wait term (exact), the latency term (start-independent) and the
+        device-hour part of the cost at the site's lowest forecast electricity price; carbon,
+        green share and deadline risk terms are never negative. Used to skip hopeless waits."""
+        o = sc.option
+        scale = run
+        if job.spec.deadline is not None:
+            scale = max(run, (job.spec.deadline - self.now).total_seconds() - run)
+        floor = w.get("wait", 0.0) * wait_s / max(scale, 1.0)
+        wl = w.get("latency", 0.0)
+        if wl and ref.latency > 0:
+            floor += wl * o.latency_ms / ref.latency
+        wc = w.get("cost", 0.0)
+        if wc and ref.cost > 0:
+            n = devices(job)
+            pool = self.pools[o.pool_id]
+            hourly = self.dev_price[pool.id] * n if n else self.cpu_price[pool.id] * job.spec.resources.cpus * job.spec.replicas
+            kwh = n * self.kw_dev[pool.id] * run / 3600
+            floor += wc * (hourly * run / 3600 + kwh * self.min_price(o.site_id)) / ref.cost
+        return floor
+
+    def min_price(self, site_id: str) -> float:
+        """The lowest electricity price in the site's outlook: no mean over any run is lower."""
+        hit = self.min_price_cache.get(site_id)
+        if hit is None:
+            c = self.outlooks[site_id].price
+            hit = self.min_price_cache[site_id] = min(c.values) if c.values else c.fallback
+        return hit
 
     def weights(self, job: Job) -> Mapping[str, float]:
         key = (job.spec.objective, tuple(sorted(job.spec.objective_weights.items())))
@@ -403,7 +515,7 @@ class _Round:
         pools. Run lengths are bucketed on a log scale (ratio 1.5), which moves a carbon or
         price mean by little while keeping a round over 1,000 jobs and 100 pools fast.
         """
-        bucket = round(math.log(max(ref_s, 60.0)) / _LOG_BUCKET)
+        bucket = _bucket(ref_s)
         shape = self.shape(job)
         key = (shape, bucket)
         hit = self.now_cache.get(key)
@@ -417,7 +529,10 @@ class _Round:
             cached = self.opt_cache.get(okey)
             if cached is None:
                 rep_s = math.exp(bucket * _LOG_BUCKET)
-                opts = [self.option(job, p, self.now, rep_s, True, with_deadline=False) for p in self.snap.world.pools]
+                opts = [
+                    self.option(job, p, self.now, rep_s, True, with_deadline=False, means=self.bucket_means(p, bucket))
+                    for p in self.snap.world.pools
+                ]
                 arrays = OptionArrays(
                     np.array([o.cost_cny for o in opts]),
                     np.array([o.carbon_g for o in opts]),
@@ -429,10 +544,17 @@ class _Round:
             ranked = self.rank(job, opts, ref, arrays, w)
             self.rank_cache[rkey] = ranked
             self.ref_cache[id(ranked)] = ref
-        ids = {p.id for p in pools}
-        scored = [s for s in ranked if s.option.pool_id in ids]
+        if len(pools) == len(self.pools):
+            scored = ranked  # no filter excluded a pool: the ranking itself
+        else:
+            ckey = (id(ranked), id(pools))  # candidate lists live in self.views for the round
+            cut = self.cut_cache.get(ckey)
+            if cut is None:
+                ids = {p.id for p in pools}
+                cut = self.cut_cache[ckey] = [s for s in ranked if s.option.pool_id in ids]
+                self.ref_cache[id(cut)] = self.ref_cache[id(ranked)]
+            scored = cut
         self.now_cache[key] = scored
-        self.ref_cache[id(scored)] = self.ref_cache[id(ranked)]
         return scored
 
     def rank(
@@ -517,7 +639,7 @@ class _Round:
             return []
         w = self.weights(job)
         flexible = self.flexible(w)
-        first = floor_hour(self.now) + timedelta(hours=1)
+        first = self.next_hour
         if job.spec.deadline is None:
             if not flexible or pol.flex_shift_frac <= 0 or ref_s / self.tmin < pol.flex_min_run_s:
                 return []
@@ -555,7 +677,7 @@ class _Round:
             key = (o.site_id, round(run / 900), kind, latest.timestamp() // 3600)
             t = self.best_start_cache.get(key)
             if t is None:
-                t = self.outlooks[o.site_id].best_start(self.now, latest, run, kind)
+                t = self.outlooks[o.site_id].best_start(self.now, latest, run, kind, first=first)
                 self.best_start_cache[key] = t
             if t > self.now:  # else starting now is already the forecast best at this site
                 out.append(self.option(job, pool, t, ref_s, False))
@@ -708,8 +830,7 @@ class GreenScheduler:
                 alloc = rd.free[pool.id].take(job, where)
                 rd.took(pool.id)
                 rd.usage[job.tenant_id] = rd.usage.get(job.tenant_id, 0.0) + rd.units(job, pool)
-                exact = Scored(rd.option(job, pool, rd.now, ref_s, True), chosen.score, chosen.terms)
-                starts.append(Start(job.id, alloc, _start_note(exact, now_scored)))
+                starts.append(Start(job.id, alloc, rd.start_note(job, pool, ref_s, chosen, len(now_scored))))
                 continue
             if quota_blocked:
                 defers.append(Defer(job.id, None, Status(Code.WAIT, ("tenant quota (with borrowing) reached",), self.name)))
@@ -745,6 +866,12 @@ class GreenScheduler:
         pol = self.policy
         w = rd.weights(job)
         frac = pol.flexible_wait_frac if rd.flexible(w) else pol.max_wait_frac
+        memo: tuple[object, ...] | None = None
+        if chosen is None:
+            memo = (id(scored), job.spec.resources, job.spec.replicas, frac)
+            if ref_s <= rd.no_wait.get(memo, -1.0):
+                return None
+        exact = True  # the failure below holds for every shorter run of this shape this round
         ref = rd.ref_cache.get(id(scored)) or reference([s.option for s in scored])
         for sc in scored[: pol.wait_pools]:
             if chosen is not None and sc.score >= chosen.score * (1 - pol.shift_gain):
@@ -758,13 +885,20 @@ class GreenScheduler:
             # Several jobs may wait for the same pool: each later one needs the devices the
             # earlier ones were promised on top of its own.
             got = rd.earliest(job, pid, claimed)
-            if got is None or got[0] <= rd.now:
+            if got is None:
+                continue
+            if got[0] <= rd.now:
+                exact = False  # room now, blocked otherwise: it may fill up and be worth a wait later
                 continue
             run = ref_s / rd.tput[pid]
-            if (got[0] - rd.now).total_seconds() > frac * run:
+            wait_s = (got[0] - rd.now).total_seconds()
+            if wait_s > frac * run:
                 continue
+            if chosen is not None and rd.wait_floor(job, sc, wait_s, run, w, ref) >= chosen.score * (1 - pol.shift_gain):
+                continue  # even its start-independent terms lose to starting now: no need to estimate
             opt = rd.option(job, rd.pools[pid], got[0], ref_s, False)
             if opt.slack_s is not None and opt.slack_s < _margin(pol, run):
+                exact = False  # this job's deadline, not the shape, ruled the pool out
                 continue
             cand = rd.score(job, opt, ref, w)
             if chosen is None or cand.score < chosen.score * (1 - pol.shift_gain) - 1e-9:
@@ -784,6 +918,9 @@ class GreenScheduler:
                         self.name,
                     ),
                 )
+            exact = False  # scored no better than waiting is not worth it: depends on the job
+        if memo is not None and exact:
+            rd.no_wait[memo] = max(ref_s, rd.no_wait.get(memo, -1.0))
         return None
 
     def _reserve(self, rd: _Round, job: Job, scored: list[Scored]) -> datetime | None:
@@ -906,12 +1043,6 @@ def _alt(r: Scored, chosen: bool, best: Scored) -> Alternative:
     )
 
 
-def _start_note(chosen: Scored, scored: list[Scored]) -> str:
-    o = chosen.option
-    return (
-        f"{o.pool_id}: score {chosen.score:.3f} (best of {len(scored)}), est. {o.cost_cny:.2f} CNY, "
-        f"{o.carbon_g / 1000:.2f} kgCO2e, green {o.green_share:.0%}"
-    )
 
 
 def explain(scheduler: GreenScheduler, snapshot: Snapshot, job_id: str) -> Explanation:

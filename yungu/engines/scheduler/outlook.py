@@ -121,13 +121,17 @@ class SiteOutlook:
     price: Curve
     known: frozenset[str] = frozenset()  # which signals came from a forecast (the rest are defaults)
 
-    def best_start(self, now: datetime, latest: datetime, run_s: float, kind: str = "carbon") -> datetime:
+    def best_start(
+        self, now: datetime, latest: datetime, run_s: float, kind: str = "carbon", *, first: datetime | None = None
+    ) -> datetime:
         """The hour-aligned start in ``[now, latest]`` minimising the mean of ``kind`` over the run.
 
-        ``now`` itself is always a candidate; later candidates are hour boundaries.
+        ``now`` itself is always a candidate; later candidates are hour boundaries (``first``:
+        the next one after ``now``, when the caller already knows it).
         """
         curve: Curve = getattr(self, kind)
-        first = floor_hour(now) + timedelta(hours=1)
+        if first is None:
+            first = floor_hour(now) + timedelta(hours=1)
         count = int((latest - first).total_seconds() // HOUR_S) + 1 if latest >= first else 0
         now_v = curve.mean(now, run_s)
         if count <= 0:
