@@ -163,3 +163,62 @@ def test_vectorised_curve_means_match_scalar_means(values, offset_h, count, run_
     want = [curve.mean(t0 + timedelta(hours=k), run_s) for k in range(count)]
     assert np.allclose(got, want, rtol=1e-9, atol=1e-6)
     assert np.allclose(curve.means_list(t0, count, run_s), want, rtol=1e-9, atol=1e-6)
+
+
+@st.composite
+def priced_scenarios(draw):
+    """Scenarios whose sites also have price curves, negative hours included (as day-ahead
+    markets do), so the score floor's energy-cost bound is exercised."""
+    w, pending, run, _ = draw(scenarios())
+    curves = {
+        s.id: carbon_signal(
+            s.id,
+            [draw(st.floats(10, 800)) for _ in range(8)] * 9,
+            price=[draw(st.floats(-0.3, 2.0)) for _ in range(6)] * 12,
+        )
+        for s in SITES
+    }
+    return w, pending, run, curves
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(priced_scenarios(), st.integers(0, 30 * 3600))
+def test_score_floor_never_exceeds_a_real_score(sc, wait_s):
+    """The floor used to skip waits and time shifts unestimated is a true lower bound: no option
+    on that pool starting ``wait_s`` or later scores below it."""
+    from yungu.engines.scheduler.green import _Round
+
+    w, pending, run, curves = sc
+    snap = snapshot(w, pending, running_jobs=run, truth=curves)
+    sched = GreenScheduler(CAT, PolicyConfig())
+    rd = _Round(sched, snap)
+    for j in pending:
+        pools, _ = rd.candidates(j)
+        if not pools:
+            continue
+        ref_s = float(j.spec.estimated_duration_s or 3600)
+        ranking = rd.now_options(j, pools, ref_s)
+        wts = rd.weights(j)
+        for sc_ in ranking:
+            p = rd.pools[sc_.option.pool_id]
+            run_s = ref_s / rd.tput[p.id]
+            floor = rd.wait_floor(j, sc_, float(wait_s), run_s, wts, ranking.ref)
+            for extra in (0, 1800, 5400, 20000):
+                opt = rd.option(j, p, NOW + timedelta(seconds=wait_s + extra), ref_s, False)
+                assert rd.score(j, opt, ranking.ref, wts).score >= floor - 1e-9
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(priced_scenarios())
+def test_skipping_hopeless_options_never_changes_the_plan(sc):
+    """With the floor switched off (every wait and shift estimated) the plan is the same."""
+    from unittest.mock import patch
+
+    from yungu.engines.scheduler.green import _Round
+
+    w, pending, run, curves = sc
+    snap = snapshot(w, pending, running_jobs=run, truth=curves)
+    with_floor = GreenScheduler(CAT, PolicyConfig()).schedule(snap)
+    with patch.object(_Round, "wait_floor", lambda *a, **k: float("-inf")):
+        without = GreenScheduler(CAT, PolicyConfig()).schedule(snap)
+    assert with_floor == without

@@ -25,11 +25,12 @@ job is *urgent*: it goes first and may preempt work that has no deadline.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import NamedTuple
+from functools import partial
+from typing import NamedTuple, overload
 
 import numpy as np
 from numpy.typing import NDArray
@@ -50,7 +51,7 @@ from yungu.engines.scheduler.capacity import (
     running_by_pool,
     throughput,
 )
-from yungu.engines.scheduler.outlook import SiteOutlook, outlook_from_signal
+from yungu.engines.scheduler.outlook import Curve, SiteOutlook, outlook_from_signal
 from yungu.engines.scheduler.plugins import (
     Option,
     OptionArrays,
@@ -154,6 +155,53 @@ class Scored(NamedTuple):
     terms: Mapping[str, float]
 
 
+class Ranking(Sequence[Scored]):
+    """Start-now options on a set of pools, best first (score, then pool id).
+
+    Built from one batch scoring and materialised lazily: a round ranks ~100 pools dozens of
+    times but looks at only a few entries of most rankings (the pools with room, the best few
+    to wait for), so a :class:`Scored` is made when an entry is first read. ``order`` holds
+    the pool indices (positions in ``World.pools``) in rank order; a :meth:`subset` shares
+    the scores and keeps the order. ``ref`` is the normaliser the scores were computed with.
+    """
+
+    __slots__ = ("_cols", "_made", "_names", "_opts", "_tot", "order", "ref")
+
+    def __init__(
+        self,
+        opts: list[Option],
+        order: list[int],
+        tot: list[float],
+        names: tuple[str, ...],
+        cols: tuple[list[float], ...],
+        ref: Reference,
+    ) -> None:
+        self._opts, self.order, self._tot, self._names, self._cols, self.ref = opts, order, tot, names, cols, ref
+        self._made: list[Scored | None] = [None] * len(order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    @overload
+    def __getitem__(self, i: int) -> Scored: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Scored]: ...
+
+    def __getitem__(self, i: int | slice) -> Scored | list[Scored]:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self.order)))]
+        got = self._made[i]
+        if got is None:
+            j = self.order[i]
+            got = self._made[i] = Scored(self._opts[j], self._tot[j], _Terms(self._names, self._cols, j))
+        return got
+
+    def subset(self, keep: Callable[[int], bool]) -> Ranking:
+        """The entries whose pool index passes ``keep``, in the same order."""
+        return Ranking(self._opts, [j for j in self.order if keep(j)], self._tot, self._names, self._cols, self.ref)
+
+
 @dataclass(frozen=True)
 class Alternative:
     """One row of an explanation."""
@@ -188,6 +236,10 @@ class Explanation:
 _LOG_BUCKET = math.log(1.5)
 
 
+def _fast_enough(tput: list[float], fast: tuple[float, ...], j: int) -> bool:
+    return tput[j] in fast
+
+
 def _bucket(ref_s: float) -> int:
     """Run-length bucket (log scale, ratio 1.5) of the start-now rankings."""
     return round(math.log(max(ref_s, 60.0)) / _LOG_BUCKET)
@@ -214,6 +266,7 @@ class _Round:
         }
         self.running = running_by_pool(snapshot.running, self.pools, sched.catalogue, self.now)
         self.tput: dict[str, float] = {p.id: throughput(sched.catalogue, p) for p in w.pools}
+        self.tput_idx: list[float] = [self.tput[p.id] for p in w.pools]  # by pool index
         load = sched.policy.power_load
         # Per-pool constants of the estimates, computed once per round (not once per option).
         self.kw_dev: dict[str, float] = {
@@ -227,8 +280,8 @@ class _Round:
         self.id_rank[np.argsort(np.array(ids, dtype=object), kind="stable")] = np.arange(len(ids))
         self.usage: dict[str, float] = {}
         self.means_cache: dict[tuple[str, int], tuple[float, float, float]] = {}
-        self.cut_cache: dict[tuple[int, int], list[Scored]] = {}
-        self.min_price_cache: dict[str, float] = {}
+        self.cut_cache: dict[tuple[int, int], Ranking] = {}
+        self.best_cache: dict[str, tuple[float, float, float]] = {}
         for j in snapshot.running:
             if j.allocation and j.allocation.pool_id in self.pools:
                 self.usage[j.tenant_id] = self.usage.get(j.tenant_id, 0.0) + j.allocation.devices * self.tput[
@@ -238,10 +291,9 @@ class _Round:
         self.preempted: set[str] = set()
         self.claimed: dict[str, int] = {}  # pool -> devices promised to jobs waiting for it
         self.views: dict[tuple[object, ...], tuple[list[Pool], dict[str, Status]]] = {}
-        self.now_cache: dict[tuple[object, ...], list[Scored]] = {}
-        self.rank_cache: dict[tuple[object, ...], list[Scored]] = {}
+        self.now_cache: dict[tuple[object, ...], Ranking] = {}
+        self.rank_cache: dict[tuple[object, ...], Ranking] = {}
         self.opt_cache: dict[tuple[object, ...], tuple[list[Option], Reference, OptionArrays]] = {}
-        self.ref_cache: dict[int, Reference] = {}  # keyed by id() of lists kept alive in now_cache
         self.fit_cache: dict[tuple[object, ...], list[tuple[datetime, int, int]]] = {}
         self.version_of: dict[str, int] = {}  # pool -> times its free capacity changed this round
         self.node_max: dict[str, int] = {
@@ -255,12 +307,11 @@ class _Round:
             dtype=np.int64,
         )
         self.nmax_arr = np.array([self.node_max.get(pid, -1) for pid in ids], dtype=np.int64)
-        self.order_idx: dict[int, NDArray[np.int64]] = {}  # id(ranking list) -> pool indices in its order
+        self.order_idx: dict[int, NDArray[np.int64]] = {}  # id(ranking) -> its pool indices as an array
         self.version = 0  # bumped whenever a pool's free capacity changes this round
         # Capacity only shrinks within a round (starts take devices; preemptions free them in a
         # later round): (ranking id, devices, per-node devices) -> (version, positions with room).
         self.room_cache: dict[tuple[int, int, int], tuple[int, list[int]]] = {}
-        self.order_list: dict[int, list[int]] = {}  # id(ranking list) -> pool indices, as a list
         self.free_list: list[int] = self.free_arr.tolist()
         self.nmax_list: list[int] = self.nmax_arr.tolist()
         # Likewise a job shape that found no full pool worth waiting for (with no room now)
@@ -270,7 +321,7 @@ class _Round:
         self.tput_values = sorted(set(self.tput.values()))
         # Deadline-filtered rankings, by (id of the ranking, throughputs fast enough); kept
         # alive for the round because their id() keys other caches.
-        self.fit_lists: dict[tuple[int, tuple[float, ...]], list[Scored]] = {}
+        self.fit_lists: dict[tuple[int, tuple[float, ...]], Ranking] = {}
         self.best_start_cache: dict[tuple[object, ...], datetime] = {}
         self.tmax = max((throughput(sched.catalogue, p) for p in w.pools), default=1.0)
         self.tmin = min((throughput(sched.catalogue, p) for p in w.pools), default=1.0)
@@ -279,7 +330,7 @@ class _Round:
 
     # ------------------------------------------------------------ estimates
 
-    def room_positions(self, job: Job, scored: list[Scored]) -> list[int]:
+    def room_positions(self, job: Job, scored: Ranking) -> list[int]:
         """Positions in ``scored`` of the pools that pass the quick room test (enough free
         devices in the pool and on one node).
 
@@ -293,15 +344,14 @@ class _Round:
             version, got = hit
             if version == self.version or not got:
                 return got
-            idx_l = self.order_list[id(scored)]
+            idx_l = scored.order
             fa, nm, n, a = self.free_list, self.nmax_list, key[1], key[2]
             got = [p for p in got if fa[idx_l[p]] >= n and nm[idx_l[p]] >= a]
             self.room_cache[key] = (self.version, got)
             return got
         idx = self.order_idx.get(id(scored))
         if idx is None:
-            idx = self.order_idx[id(scored)] = np.array([self.pidx[s.option.pool_id] for s in scored], dtype=np.int64)
-            self.order_list[id(scored)] = idx.tolist()
+            idx = self.order_idx[id(scored)] = np.array(scored.order, dtype=np.int64)
         ok = (self.free_arr[idx] >= key[1]) & (self.nmax_arr[idx] >= key[2])
         got = np.flatnonzero(ok).tolist()
         self.room_cache[key] = (self.version, got)
@@ -411,33 +461,59 @@ class _Round:
     def wait_floor(
         self, job: Job, sc: Scored, wait_s: float, run: float, w: Mapping[str, float], ref: Reference
     ) -> float:
-        """A lower bound on the score of starting on ``sc``'s pool after ``wait_s``, without
-        forecast integrals: the wait term (exact), the latency term (start-independent) and the
-        device-hour part of the cost at the site's lowest forecast electricity price; carbon,
-        green share and deadline risk terms are never negative. Used to skip hopeless waits."""
+        """A lower bound on the score of starting on ``sc``'s pool ``wait_s`` from now or later,
+        without forecast integrals (used to skip waits and shifts that cannot win).
+
+        Exact: the wait term (it grows with the wait), the latency term, the deadline-risk
+        term at ``wait_s`` (it grows with the start). Bounded: energy cost, carbon and green
+        share at the site's most favourable forecast hour (no mean over a run beats the best
+        hour); the device-hour part of the cost does not depend on the start.
+        """
         o = sc.option
-        scale = run
-        if job.spec.deadline is not None:
-            scale = max(run, (job.spec.deadline - self.now).total_seconds() - run)
-        floor = w.get("wait", 0.0) * wait_s / max(scale, 1.0)
+        n = devices(job)
+        kwh = n * self.kw_dev[o.pool_id] * run / 3600
+        best = self.best_hours(o.site_id)
+        floor = 0.0
+        wt = w.get("wait", 0.0)
+        if wt or w.get("deadline_risk", 0.0):
+            scale = run
+            if job.spec.deadline is not None:
+                slack = (job.spec.deadline - self.now).total_seconds() - wait_s - run
+                scale = max(run, wait_s + slack)
+                wr = w.get("deadline_risk", 0.0)
+                if wr:
+                    floor += wr * (1.0 if slack <= 0 else max(0.0, 1.0 - slack / max(run, 1.0)))
+            floor += wt * wait_s / max(scale, 1.0)
         wl = w.get("latency", 0.0)
         if wl and ref.latency > 0:
             floor += wl * o.latency_ms / ref.latency
         wc = w.get("cost", 0.0)
         if wc and ref.cost > 0:
-            n = devices(job)
-            pool = self.pools[o.pool_id]
-            hourly = self.dev_price[pool.id] * n if n else self.cpu_price[pool.id] * job.spec.resources.cpus * job.spec.replicas
-            kwh = n * self.kw_dev[pool.id] * run / 3600
-            floor += wc * (hourly * run / 3600 + kwh * self.min_price(o.site_id)) / ref.cost
+            hourly = self.dev_price[o.pool_id] * n if n else self.cpu_price[o.pool_id] * job.spec.resources.cpus * job.spec.replicas
+            floor += wc * (hourly * run / 3600 + kwh * best[0]) / ref.cost
+        wco = w.get("carbon", 0.0)
+        if wco and ref.carbon > 0:
+            floor += wco * kwh * best[1] / ref.carbon
+        wg = w.get("green", 0.0)
+        if wg:
+            gcs = self.sites[o.site_id].green_contract_share
+            floor += wg * (1.0 - (gcs + (1 - gcs) * best[2]))
         return floor
 
-    def min_price(self, site_id: str) -> float:
-        """The lowest electricity price in the site's outlook: no mean over any run is lower."""
-        hit = self.min_price_cache.get(site_id)
+    def best_hours(self, site_id: str) -> tuple[float, float, float]:
+        """The site's lowest forecast price and carbon intensity and highest renewable share
+        (each over any hour): no mean over a run is more favourable."""
+        hit = self.best_cache.get(site_id)
         if hit is None:
-            c = self.outlooks[site_id].price
-            hit = self.min_price_cache[site_id] = min(c.values) if c.values else c.fallback
+            ol = self.outlooks[site_id]
+
+            def lo(c: Curve) -> float:
+                return min(c.values) if c.values else c.fallback
+
+            def hi(c: Curve) -> float:
+                return max(c.values) if c.values else c.fallback
+
+            hit = self.best_cache[site_id] = (lo(ol.price), lo(ol.carbon), hi(ol.renewable))
         return hit
 
     def weights(self, job: Job) -> Mapping[str, float]:
@@ -505,7 +581,7 @@ class _Round:
         self.views[key] = (ok, rejected)
         return ok, rejected
 
-    def now_options(self, job: Job, pools: list[Pool], ref_s: float) -> list[Scored]:
+    def now_options(self, job: Job, pools: list[Pool], ref_s: float) -> Ranking:
         """Start-now options on ``pools``, best first.
 
         Every metric scales linearly with the job's device count and so does its normaliser,
@@ -543,23 +619,21 @@ class _Round:
             opts, ref, arrays = cached
             ranked = self.rank(job, opts, ref, arrays, w)
             self.rank_cache[rkey] = ranked
-            self.ref_cache[id(ranked)] = ref
         if len(pools) == len(self.pools):
             scored = ranked  # no filter excluded a pool: the ranking itself
         else:
             ckey = (id(ranked), id(pools))  # candidate lists live in self.views for the round
             cut = self.cut_cache.get(ckey)
             if cut is None:
-                ids = {p.id for p in pools}
-                cut = self.cut_cache[ckey] = [s for s in ranked if s.option.pool_id in ids]
-                self.ref_cache[id(cut)] = self.ref_cache[id(ranked)]
+                ids = {self.pidx[p.id] for p in pools}
+                cut = self.cut_cache[ckey] = ranked.subset(ids.__contains__)
             scored = cut
         self.now_cache[key] = scored
         return scored
 
     def rank(
         self, job: Job, opts: list[Option], ref: Reference, arrays: OptionArrays, w: Mapping[str, float]
-    ) -> list[Scored]:
+    ) -> Ranking:
         """All start-now options scored and sorted (score, then pool id), one array op per term."""
         total: NDArray[np.float64] = np.zeros(len(opts))
         terms: dict[str, NDArray[np.float64]] = {}
@@ -577,9 +651,7 @@ class _Round:
             total = total + t
         order = np.lexsort((self.id_rank, total)).tolist()
         names = tuple(terms)
-        cols = tuple(terms[n].tolist() for n in names)
-        tot = total.tolist()
-        return [Scored(opts[i], tot[i], _Terms(names, cols, i)) for i in order]
+        return Ranking(opts, order, total.tolist(), names, tuple(terms[n].tolist() for n in names), ref)
 
     def earliest(self, job: Job, pid: str, claimed: int = 0) -> tuple[datetime, int] | None:
         """EASY shadow time of the job's gang on a pool beside ``claimed`` promised devices
@@ -628,11 +700,18 @@ class _Round:
         return None
 
     def future_options(
-        self, job: Job, now_scored: list[Scored], ref_s: float, room: list[int] | None = None
+        self,
+        job: Job,
+        now_scored: Ranking,
+        ref_s: float,
+        room: list[int] | None = None,
+        beat: float | None = None,
     ) -> list[Scored]:
         """For a flexible job: the forecast-best later start at each site (best pool per site).
 
         ``room``: positions in ``now_scored`` of the pools that may have room (default: computed).
+        ``beat``: only options scoring below this matter to the caller; a site whose score floor
+        (:meth:`wait_floor` at the earliest shift) is not below it is skipped unestimated.
         """
         pol = self.s.policy
         if not pol.time_shift:
@@ -674,16 +753,23 @@ class _Round:
             if latest < first:
                 continue
             run = ref_s / self.tput[o.pool_id]
-            key = (o.site_id, round(run / 900), kind, latest.timestamp() // 3600)
+            if beat is not None:
+                floor = self.wait_floor(job, now_scored[pos], (first - self.now).total_seconds(), run, w, now_scored.ref)
+                if floor >= beat:
+                    continue
+            # The forecast-best start is found for the run rounded to 15 minutes (one search per
+            # site, run step and latest hour per round, whichever job asks first).
+            step = max(round(run / 900), 1)
+            key = (o.site_id, step, kind, latest.timestamp() // 3600)
             t = self.best_start_cache.get(key)
             if t is None:
-                t = self.outlooks[o.site_id].best_start(self.now, latest, run, kind, first=first)
+                t = self.outlooks[o.site_id].best_start(self.now, latest, step * 900.0, kind, first=first)
                 self.best_start_cache[key] = t
             if t > self.now:  # else starting now is already the forecast best at this site
                 out.append(self.option(job, pool, t, ref_s, False))
         if not out:
             return []
-        ref = self.ref_cache.get(id(now_scored)) or reference([s.option for s in now_scored])
+        ref = now_scored.ref
         return sorted((self.score(job, o, ref, w) for o in out), key=lambda s: s.score)
 
 
@@ -767,8 +853,7 @@ class GreenScheduler:
                 fkey = (id(now_scored), fast)
                 fit = rd.fit_lists.get(fkey)
                 if fit is None:
-                    fit = rd.fit_lists[fkey] = [s for s in now_scored if rd.tput[s.option.pool_id] in fast]
-                    rd.ref_cache[id(fit)] = rd.ref_cache[id(now_scored)]
+                    fit = rd.fit_lists[fkey] = now_scored.subset(partial(_fast_enough, rd.tput_idx, fast))
                 if fit and len(fit) < len(now_scored):
                     now_scored = fit
             tp = pol.tenants.get(job.tenant_id, TenantPolicy())
@@ -801,7 +886,8 @@ class GreenScheduler:
                 if waited is not None:
                     defers.append(waited)
                     continue
-            future = [] if urgent or not room else rd.future_options(job, now_scored, ref_s, room)
+            beat = None if chosen is None else chosen.score * (1 - pol.shift_gain) - 1e-9
+            future = [] if urgent or not room else rd.future_options(job, now_scored, ref_s, room, beat)
             if future:
                 best_f = future[0]
                 base = chosen.score if chosen is not None else None
@@ -858,7 +944,7 @@ class GreenScheduler:
         return Plan(tuple(starts), tuple(defers), tuple(preempts), tuple(infeasible))
 
     def _wait_for_better_pool(
-        self, rd: _Round, job: Job, scored: list[Scored], chosen: Scored | None, ref_s: float
+        self, rd: _Round, job: Job, scored: Ranking, chosen: Scored | None, ref_s: float
     ) -> Defer | None:
         """Wait briefly for a clearly better pool that is full now (it frees within a fraction of
         the run time, by the running jobs' estimates). The pool is then reserved for this job
@@ -872,7 +958,7 @@ class GreenScheduler:
             if ref_s <= rd.no_wait.get(memo, -1.0):
                 return None
         exact = True  # the failure below holds for every shorter run of this shape this round
-        ref = rd.ref_cache.get(id(scored)) or reference([s.option for s in scored])
+        ref = scored.ref
         for sc in scored[: pol.wait_pools]:
             if chosen is not None and sc.score >= chosen.score * (1 - pol.shift_gain):
                 break
@@ -923,7 +1009,7 @@ class GreenScheduler:
             rd.no_wait[memo] = max(ref_s, rd.no_wait.get(memo, -1.0))
         return None
 
-    def _reserve(self, rd: _Round, job: Job, scored: list[Scored]) -> datetime | None:
+    def _reserve(self, rd: _Round, job: Job, scored: Ranking) -> datetime | None:
         best: tuple[datetime, int, str] | None = None
         for sc in scored[: self.policy.reserve_pools]:
             pid = sc.option.pool_id
@@ -937,7 +1023,7 @@ class GreenScheduler:
         rd.reservations[best[2]] = [best[0].timestamp(), float(best[1])]
         return best[0]
 
-    def _victims(self, rd: _Round, job: Job, scored: list[Scored], urgent: bool) -> list[RunningInfo]:
+    def _victims(self, rd: _Round, job: Job, scored: Ranking, urgent: bool) -> list[RunningInfo]:
         """The cheapest set of victims (least lost work) on one pool that lets the gang fit."""
         best: tuple[float, list[RunningInfo]] | None = None
         for sc in scored[: self.policy.preempt_pools]:
