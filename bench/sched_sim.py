@@ -1,7 +1,9 @@
 """Policies vs baselines vs the LP bound on an ITP scenario (carbon, cost, JCT, deadlines).
 
     python bench/sched_sim.py [scenarios/itp-7d.toml] [--objective green|cost|balanced|scenario] [--no-lp]
-        [--policy NAME ...] [--set FIELD=VALUE ...]   (--set: what-if override of a PolicyConfig field)
+        [--policy NAME ...] [--set FIELD=VALUE ...] [--weight TERM=VALUE ...]
+    (--set: what-if override of a PolicyConfig field; --weight: an operator default weight,
+     laid over every objective's preset, e.g. --weight finish=0)
 
 Runs every policy named in the scenario through the simulator (the same engine as
 production), solves the LP bounds (min carbon, min cost) with completion bounds of
@@ -33,6 +35,8 @@ def main() -> None:
     ap.add_argument("--policy", action="append", default=[])
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a PolicyConfig field of our policy (what-if tuning), e.g. flexible_wait_frac=2")
+    ap.add_argument("--weight", action="append", default=[], metavar="TERM=VALUE",
+                    help="operator default weight over every preset (PolicyConfig.weights_override), e.g. finish=0.2")
     a = ap.parse_args()
     ls = load_scenario(Path(a.scenario))
     for kv in a.set:
@@ -40,6 +44,10 @@ def main() -> None:
         cur = getattr(ls.policy, k)
         ls = replace(ls, policy=replace(ls.policy, **{k: type(cur)(v) if not isinstance(cur, bool) else v == "true"}))
         print(f"policy override: {k} = {getattr(ls.policy, k)}")
+    if a.weight:
+        extra = {k: float(v) for k, _, v in (kv.partition("=") for kv in a.weight)}
+        ls = replace(ls, policy=replace(ls.policy, weights_override={**ls.policy.weights_override, **extra}))
+        print(f"weights override: {dict(ls.policy.weights_override)}")
     if a.objective != "scenario":
         obj = Objective(a.objective)
         ls = replace(ls, scenario=replace(ls.scenario, jobs=tuple(replace(j, objective=obj) for j in ls.scenario.jobs)))

@@ -74,6 +74,8 @@ BAD = [
     ({"name": "x", "command": "true", "surprise": 1}, 422, "surprise"),
     ({"name": "x"}, 422, "command"),
     ({"name": "x", "command": "true", "replicas": 0}, 422, "replicas"),
+    ({"name": "x", "command": "true", "objective_weights": {"speed": 1}}, 422, "unknown objective weight"),
+    ({"name": "x", "command": "true", "objective_weights": {"cost": -1}}, 422, "objective weight"),
 ]
 
 

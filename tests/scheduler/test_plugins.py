@@ -17,6 +17,7 @@ from yungu.engines.scheduler.plugins import (
     CostScore,
     DeadlineRiskScore,
     DeclaredFit,
+    FinishScore,
     GreenScore,
     HomeOnly,
     LatencyScore,
@@ -81,7 +82,7 @@ def opt(**kw):
     return base._replace(**kw)
 
 
-REF = Reference(cost=20.0, carbon=4000.0, latency=100.0)
+REF = Reference(cost=20.0, carbon=4000.0, latency=100.0, finish=7200.0)
 
 
 @pytest.mark.parametrize(
@@ -98,6 +99,9 @@ REF = Reference(cost=20.0, carbon=4000.0, latency=100.0)
         (WaitScore(), opt(wait_s=0.0), 0.0),
         (WaitScore(), opt(wait_s=1800.0), 0.5),  # half the run time
         (WaitScore(), opt(wait_s=1800.0, slack_s=5400.0), 0.25),  # relative to the slack it had
+        (FinishScore(), opt(), 0.5),  # runs 1 h of the slowest option's 2 h
+        (FinishScore(), opt(wait_s=1800.0, run_s=1800.0), 0.5),  # waiting counts toward the finish
+        (FinishScore(), opt(wait_s=3600.0, run_s=3600.0), 1.0),
         (DeadlineRiskScore(), opt(slack_s=None), 0.0),
         (DeadlineRiskScore(), opt(slack_s=-1.0), 1.0),
         (DeadlineRiskScore(), opt(slack_s=1800.0), 0.5),
@@ -112,6 +116,7 @@ def test_zero_reference_scores_zero():
     zero = Reference(0.0, 0.0, 0.0)
     assert CostScore().score(job("j"), opt(), zero) == 0.0
     assert CarbonScore().score(job("j"), opt(), zero) == 0.0
+    assert FinishScore().score(job("j"), opt(), zero) == 0.0
 
 
 def test_registry_rejects_duplicates_across_kinds():
@@ -129,20 +134,25 @@ def test_registry_rejects_duplicates_across_kinds():
 def test_default_registry_names():
     reg = default_registry(home_only=True)
     assert [n for n, _ in reg.filters()] == ["declared-fit", "reachable", "max-price", "home-only"]
-    assert set(reg.scores()) == {"cost", "carbon", "green", "latency", "wait", "deadline_risk"}
+    assert set(reg.scores()) == {"cost", "carbon", "green", "latency", "wait", "finish", "deadline_risk"}
 
 
 @given(
     st.lists(
-        st.tuples(st.floats(0, 1e5), st.floats(0, 1e7), st.floats(0, 1), st.floats(0, 300)),
+        st.tuples(st.floats(0, 1e5), st.floats(0, 1e7), st.floats(0, 1), st.floats(0, 300), st.floats(1, 1e6)),
         min_size=1,
         max_size=20,
     )
 )
 def test_batch_scores_agree_with_per_option_scores(rows):
     """The vectorised ranking must score exactly as the per-option plugins do."""
-    opts = [Option("p", "s", "r", NOW, 3600.0, 0.0, c, g, 1.0, gr, lat, None) for c, g, gr, lat in rows]
-    ref = Reference(max(o.cost_cny for o in opts), max(o.carbon_g for o in opts), max(o.latency_ms for o in opts))
+    opts = [Option("p", "s", "r", NOW, run, 0.0, c, g, 1.0, gr, lat, None) for c, g, gr, lat, run in rows]
+    ref = Reference(
+        max(o.cost_cny for o in opts),
+        max(o.carbon_g for o in opts),
+        max(o.latency_ms for o in opts),
+        max(o.run_s for o in opts),
+    )
     arrays = OptionArrays(*(np.array(col, dtype=float) for col in zip(*rows, strict=True)))
     j = job("j")
     for name, plugin in default_registry().scores().items():

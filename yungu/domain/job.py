@@ -18,6 +18,7 @@ job's state)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -146,6 +147,11 @@ class Resources:
             )
 
 
+# The scheduler's built-in score terms: the names ``objective_weights`` may use.
+OBJECTIVE_TERMS = ("cost", "carbon", "green", "latency", "wait", "finish", "deadline_risk")
+MAX_OBJECTIVE_WEIGHT = 100.0
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """What a tenant asks for. Validated once, at admission."""
@@ -185,6 +191,11 @@ class JobSpec:
             raise InvalidInput("max_price_cny_per_hour must not be negative")
         if self.deadline and self.earliest_start and self.deadline <= self.earliest_start:
             raise InvalidInput("deadline must be after earliest_start")
+        for k, v in self.objective_weights.items():
+            if k not in OBJECTIVE_TERMS:
+                raise InvalidInput(f"unknown objective weight {k!r}; use one of: {', '.join(OBJECTIVE_TERMS)}")
+            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= MAX_OBJECTIVE_WEIGHT or math.isnan(v):
+                raise InvalidInput(f"objective weight {k!r} must be a number 0..{MAX_OBJECTIVE_WEIGHT:g}, got {v!r}")
         for k in self.env:
             if not k or "=" in k or k.startswith("YUNGU_"):
                 raise InvalidInput(f"environment variable name {k!r} is not allowed")

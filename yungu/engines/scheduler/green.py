@@ -63,14 +63,15 @@ from yungu.engines.scheduler.plugins import (
 from yungu.engines.scheduler.types import Defer, Infeasible, Plan, Preempt, Snapshot, Start
 
 PRESETS: Mapping[Objective, Mapping[str, float]] = {
-    Objective.TIME: {"wait": 1.0, "cost": 0.05, "carbon": 0.05, "latency": 0.1},
-    Objective.COST: {"cost": 1.0, "wait": 0.3, "carbon": 0.05, "latency": 0.05, "deadline_risk": 0.1},
+    Objective.TIME: {"wait": 1.0, "finish": 1.0, "cost": 0.05, "carbon": 0.05, "latency": 0.1},
+    Objective.COST: {"cost": 1.0, "finish": 0.5, "wait": 0.3, "carbon": 0.05, "latency": 0.05, "deadline_risk": 0.1},
     Objective.GREEN: {"carbon": 1.0, "green": 0.2, "wait": 0.3, "latency": 0.05, "deadline_risk": 0.1},
     Objective.BALANCED: {
         "cost": 0.5,
         "carbon": 0.5,
         "green": 0.1,
         "wait": 0.5,
+        "finish": 0.25,
         "latency": 0.1,
         "deadline_risk": 0.2,
     },
@@ -322,7 +323,6 @@ class _Round:
         # Deadline-filtered rankings, by (id of the ranking, throughputs fast enough); kept
         # alive for the round because their id() keys other caches.
         self.fit_lists: dict[tuple[int, tuple[float, ...]], Ranking] = {}
-        self.best_start_cache: dict[tuple[object, ...], datetime] = {}
         self.tmax = max((throughput(sched.catalogue, p) for p in w.pools), default=1.0)
         self.tmin = min((throughput(sched.catalogue, p) for p in w.pools), default=1.0)
         self.weight_cache: dict[tuple[object, ...], Mapping[str, float]] = {}
@@ -487,6 +487,9 @@ class _Round:
         wl = w.get("latency", 0.0)
         if wl and ref.latency > 0:
             floor += wl * o.latency_ms / ref.latency
+        wf = w.get("finish", 0.0)
+        if wf and ref.finish > 0:
+            floor += wf * (wait_s + run) / ref.finish
         wc = w.get("cost", 0.0)
         if wc and ref.cost > 0:
             hourly = self.dev_price[o.pool_id] * n if n else self.cpu_price[o.pool_id] * job.spec.resources.cpus * job.spec.replicas
@@ -614,6 +617,7 @@ class _Round:
                     np.array([o.carbon_g for o in opts]),
                     np.array([o.green_share for o in opts]),
                     np.array([o.latency_ms for o in opts]),
+                    np.array([o.run_s for o in opts]),
                 )
                 cached = self.opt_cache[okey] = (opts, reference(opts), arrays)
             opts, ref, arrays = cached
@@ -757,14 +761,9 @@ class _Round:
                 floor = self.wait_floor(job, now_scored[pos], (first - self.now).total_seconds(), run, w, now_scored.ref)
                 if floor >= beat:
                     continue
-            # The forecast-best start is found for the run rounded to 15 minutes (one search per
-            # site, run step and latest hour per round, whichever job asks first).
-            step = max(round(run / 900), 1)
-            key = (o.site_id, step, kind, latest.timestamp() // 3600)
-            t = self.best_start_cache.get(key)
-            if t is None:
-                t = self.outlooks[o.site_id].best_start(self.now, latest, step * 900.0, kind, first=first)
-                self.best_start_cache[key] = t
+            # The job's own run and window: cheap enough per job (prefix sums) that no cache
+            # is worth the approximation.
+            t = self.outlooks[o.site_id].best_start(self.now, latest, run, kind, first=first)
             if t > self.now:  # else starting now is already the forecast best at this site
                 out.append(self.option(job, pool, t, ref_s, False))
         if not out:
@@ -778,6 +777,7 @@ def reference(opts: list[Option]) -> Reference:
         max((o.cost_cny for o in opts), default=0.0),
         max((o.carbon_g for o in opts), default=0.0),
         max((o.latency_ms for o in opts), default=0.0),
+        max((o.wait_s + o.run_s for o in opts), default=0.0),
     )
 
 

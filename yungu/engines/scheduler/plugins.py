@@ -55,6 +55,7 @@ class Reference:
     cost: float
     carbon: float
     latency: float
+    finish: float = 0.0  # the latest estimated finish (wait + run, seconds) among the options
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class OptionArrays:
     carbon: NDArray[np.float64]
     green: NDArray[np.float64]
     latency: NDArray[np.float64]
+    run: NDArray[np.float64] | None = None  # run seconds on each pool (start-now: the finish time)
 
 
 @dataclass(frozen=True)
@@ -227,6 +229,23 @@ class WaitScore:
         return np.zeros_like(opts.cost)  # start-now options do not wait
 
 
+class FinishScore:
+    """Estimated time to finish (wait + run on this pool's accelerator) over the latest finish.
+
+    The wait term alone measures slow-down; this one also rewards a faster accelerator, so a
+    job that asks for speed (or a cost job choosing between two pools of about the same price
+    per unit of work) picks the pool that finishes first.
+    """
+
+    def score(self, job: Job, option: Option, ref: Reference) -> float:
+        return (option.wait_s + option.run_s) / ref.finish if ref.finish > 0 else 0.0
+
+    def score_batch(self, opts: OptionArrays, ref: Reference) -> NDArray[np.float64]:
+        if opts.run is None or ref.finish <= 0:
+            return np.zeros_like(opts.cost)
+        return opts.run / ref.finish  # start-now options do not wait
+
+
 class DeadlineRiskScore:
     """Grows as the estimated end nears the deadline (little slack left for estimate errors)."""
 
@@ -253,5 +272,6 @@ def default_registry(*, home_only: bool = False) -> Registry:
     reg.add_score("green", GreenScore())
     reg.add_score("latency", LatencyScore())
     reg.add_score("wait", WaitScore())
+    reg.add_score("finish", FinishScore())
     reg.add_score("deadline_risk", DeadlineRiskScore())
     return reg
