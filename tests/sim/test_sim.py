@@ -13,6 +13,7 @@ from tests.conftest import shared_data
 from yungu.adapters.traces.jobs import read_canonical, read_itp
 from yungu.adapters.traces.scenario import load_scenario
 from yungu.domain.errors import InvalidInput
+from yungu.engines.scheduler.capacity import throughput
 from yungu.engines.sim.core import simulate
 from yungu.engines.sim.lp import lp_bound
 from yungu.engines.sim.metrics import summarise
@@ -100,6 +101,22 @@ def test_slice_invariants(loaded, runs):
             assert max(load) <= res.capacity_devices[sid] + 1e-6, (name, sid)
         m = summarise(res)
         assert m.feasible_misses == 0, name
+
+
+def test_jobs_end_at_their_own_time_not_at_the_next_round(loaded, runs):
+    """Rounds come every 300 s, but a job that ran uninterrupted ends exactly start + its run on
+    the pool's accelerator: time, energy and money stop there (the devices return at the round)."""
+    sc = loaded.scenario
+    dur = {j.id: j.duration_s for j in sc.jobs}
+    pools = {p.id: p for p in sc.world.pools}
+    off_round = 0
+    for r in runs["yungu"].records:
+        if r.state != "succeeded" or r.attempts != 1:
+            continue
+        run = dur[r.id] / throughput(sc.catalogue, pools[r.pool_id])
+        assert abs((r.end - r.start).total_seconds() - run) < 1.0, r.id
+        off_round += (r.end - sc.start).total_seconds() % 300 != 0
+    assert off_round > 0  # the slice has jobs whose ends fall between rounds
 
 
 def test_yungu_beats_fifo_on_carbon_without_hurting_jct_much(runs):

@@ -227,7 +227,7 @@ def simulate(
         now = at(now_s)
         changed = False
         while events and events[0][0] <= now_s:
-            _, _, kind, jid, attempt = heapq.heappop(events)
+            t_event, _, kind, jid, attempt = heapq.heappop(events)
             if kind == ARRIVE:
                 job = to_job(jobs_by_id[jid], t0, sc.gpus_per_node)
                 pending[jid] = job
@@ -242,7 +242,9 @@ def simulate(
                 assert job.allocation is not None
                 pools[job.allocation.pool_id].give(job.allocation)
                 assert job.started_at is not None
-                account(job, job.started_at, now, "succeeded")
+                # The job ended at its own time; the platform sees the freed devices only at
+                # this round (as the live loop does), but time, energy and money stop at the end.
+                account(job, job.started_at, at(t_event), "succeeded")
                 done += 1
                 if progress:
                     progress(done, total)
