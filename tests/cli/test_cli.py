@@ -52,6 +52,16 @@ def test_submit_status_logs_jobs(server: ServerProcess, tenant_key: str) -> None
     assert job["id"] in table and "succeeded" in table
 
 
+def test_jobs_all_walks_every_page_and_keeps_stdout_clean(server: ServerProcess, tenant_key: str) -> None:
+    ids = {json.loads(yungu(server, "submit", "true", "--name", f"page{i}", "-o", "json", key=tenant_key).stdout)["id"]
+           for i in range(5)}
+    one_page = json.loads(yungu(server, "jobs", "--limit", "2", "-o", "json", key=tenant_key).stdout)
+    assert len(one_page) == 2
+    every = json.loads(yungu(server, "jobs", "--limit", "2", "--all", "-o", "json", key=tenant_key).stdout)
+    got = [j["id"] for j in every]
+    assert ids <= set(got) and len(got) == len(set(got))  # all pages, nothing twice
+
+
 def test_logs_follow_streams_until_the_job_ends(server: ServerProcess, tenant_key: str) -> None:
     job = json.loads(yungu(server, "submit", "for i in 1 2 3; do echo line$i; sleep 0.3; done", "-o", "json", key=tenant_key).stdout)
     out = yungu(server, "logs", "-f", job["id"], key=tenant_key).stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import typer
 import yaml
 
 from yungu.cli.client import ApiClient
-from yungu.cli.output import Output, OutputOpt, api_errors, console, emit_json, fail, table
+from yungu.cli.output import Output, OutputOpt, api_errors, console, emit_json, err, fail, table
 
 app = typer.Typer(help="Yungu 云谷 — federated compute-power network / 算力网络调度平台",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -124,12 +125,16 @@ def jobs(state: list[str] = typer.Option([], "--state", help="filter by state (r
     c = client(url, key)
     items: list[dict[str, Any]] = []
     cursor = None
-    while True:
-        page = c.get("/jobs", params={"state": state, "limit": limit, **({"cursor": cursor} if cursor else {})})
-        items += page["items"]
-        cursor = page["next_cursor"]
-        if not all_pages or not cursor:
-            break
+    # --all walks every page: show how far it got on stderr (never on stdout, which may be JSON).
+    with err.status("获取作业 fetching jobs…", spinner="dots") if all_pages and err.is_terminal else nullcontext() as st:
+        while True:
+            page = c.get("/jobs", params={"state": state, "limit": limit, **({"cursor": cursor} if cursor else {})})
+            items += page["items"]
+            cursor = page["next_cursor"]
+            if st is not None:
+                st.update(f"获取作业 fetching jobs… {len(items):,}")
+            if not all_pages or not cursor:
+                break
     if output is Output.json:
         emit_json(items)
         return
