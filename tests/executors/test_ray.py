@@ -60,6 +60,29 @@ class TestRayContract(ExecutorContract):
         assert b"oops" in read_all(ex, la.request_id, "stdout")
 
 
+def test_time_limit_stops_the_job_and_fails_it(make_executor: MakeExecutor) -> None:
+    """Ray has no time limit of its own; the executor stops a job that runs past ``time_limit_s``
+    and the outcome stays 'failed' once Ray reports the job as stopped."""
+    ex = make_executor()
+    la = make_launch("sleep 120", time_limit_s=2)
+    ok(ex.submit(la))
+    deadline = time.monotonic() + 90
+    st = ok(ex.status(la.request_id))
+    while not st.done and time.monotonic() < deadline:
+        time.sleep(0.5)
+        st = ok(ex.status(la.request_id))
+    assert st.phase is ExecPhase.FAILED and "time limit" in st.reason, st
+    # Ray stops it for real: it reaches STOPPED, and the outcome still reads 'failed'.
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    client = JobSubmissionClient(ex.config.address)
+    while client.get_job_status(la.request_id) != JobStatus.STOPPED and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert client.get_job_status(la.request_id) == JobStatus.STOPPED
+    again = ok(ex.status(la.request_id))
+    assert again.phase is ExecPhase.FAILED and "time limit" in again.reason
+
+
 def test_stderr_is_merged_into_stdout(make_executor: MakeExecutor) -> None:
     ex = make_executor()
     assert "stderr" in ex.capabilities().unsupported

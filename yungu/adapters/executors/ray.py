@@ -347,12 +347,24 @@ class RayExecutor(BaseExecutor):
         status = info.status
         if status == JobStatus.PENDING:
             return ExecStatus(rid, ExecPhase.PENDING, reason=_short(info.message), native_id=rid)
+        limit = _time_limit(info)
         if status == JobStatus.RUNNING:
+            if limit is not None and started is not None and (datetime.now(UTC) - started).total_seconds() > limit:
+                # Ray has no time limit of its own: the executor enforces it when it observes the
+                # job. The stop is asynchronous; the outcome reads the same before and after it.
+                self._stop_quietly(rid)
+                return ExecStatus(rid, ExecPhase.FAILED, reason=f"time limit of {limit}s exceeded", native_id=rid,
+                                  started_at=started, finished_at=datetime.now(UTC))
             return ExecStatus(rid, ExecPhase.RUNNING, native_id=rid, started_at=started)
         if status == JobStatus.SUCCEEDED:
             return ExecStatus(rid, ExecPhase.SUCCEEDED, exit_code=0 if code is None else code, native_id=rid,
                               started_at=started, finished_at=finished)
         if status == JobStatus.STOPPED:
+            if limit is not None and started is not None and finished is not None and (
+                (finished - started).total_seconds() >= limit
+            ):  # stopped by the executor's time-limit check above (or cancelled past its limit)
+                return ExecStatus(rid, ExecPhase.FAILED, exit_code=code, reason=f"time limit of {limit}s exceeded",
+                                  native_id=rid, started_at=started, finished_at=finished)
             return ExecStatus(rid, ExecPhase.CANCELLED, exit_code=code, reason="stopped (stop_job)", native_id=rid,
                               started_at=started, finished_at=finished)
         reason = str(info.error_type or "FAILED")
@@ -362,6 +374,15 @@ class RayExecutor(BaseExecutor):
             reason = f"{reason}: {_short(info.message)}"
         return ExecStatus(rid, ExecPhase.FAILED, exit_code=code, reason=reason, native_id=rid, started_at=started,
                           finished_at=finished)
+
+    def _stop_quietly(self, request_id: str) -> None:
+        client = self._connect()
+        if isinstance(client, ExecError):
+            return  # retried at the next observation: the job still reads as over its limit
+        try:
+            client.stop_job(request_id)
+        except Exception:  # the next observation tries again
+            return
 
     def _http_get(self, path: str) -> dict[str, Any]:
         r = httpx.get(self.config.address + path, timeout=self.config.http_timeout_s,
@@ -456,6 +477,14 @@ def _short(msg: str | None, limit: int = 500) -> str:
         if not ln.startswith(("File ", "^", "raise ", "await ", "Traceback")):
             return ln[:limit]
     return lines[-1][:limit] if lines else ""
+
+
+def _time_limit(info: JobDetails) -> int | None:
+    raw = (info.metadata or {}).get("yungu.time_limit_s")
+    try:
+        return int(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def _ms(value: int | None) -> datetime | None:
