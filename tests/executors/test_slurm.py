@@ -19,6 +19,7 @@ from tests.executors.contract import (
     make_launch,
     ok,
     wait_done,
+    wait_file,
     wait_until,
 )
 from tests.executors.slurm_cluster import ClusterStartError, SlurmCluster, start_cluster
@@ -91,6 +92,32 @@ def _wait_until_slurm_forgets(slurm: SlurmCluster, job_id: str) -> None:
             return
         time.sleep(0.5)
     pytest.fail(f"Slurm kept job {job_id} in squeue for 30 s")
+
+
+def test_cancel_gives_the_command_its_grace_period(make_executor: MakeExecutor, tmp_path: Path) -> None:
+    """SIGTERM first; the command may clean up for up to grace_s. The clean-up takes 9 s, longer
+    than plain scancel allows on the test cluster (KillWait=2: SIGKILL came within 4-9 s; with
+    plain scancel this test fails). A command that ignores SIGTERM is stopped hard once the
+    grace period is over."""
+    ex = make_executor()
+    started, mark = tmp_path / "started", tmp_path / "mark"
+    la = make_launch(f"trap 'sleep 9; echo cleaned > {mark}; exit 3' TERM; touch {started}; sleep 120 & wait")
+    ok(ex.submit(la))
+    wait_file(started, 60)
+    ok(ex.cancel(la.request_id, grace_s=15.0))
+    done = wait_done(ex, la.request_id, 60)
+    assert done.phase is ExecPhase.CANCELLED
+    assert mark.read_text().strip() == "cleaned"
+
+    stubborn_started = tmp_path / "stubborn"
+    lb = make_launch(f"trap '' TERM; touch {stubborn_started}; sleep 120")
+    ok(ex.submit(lb))
+    wait_file(stubborn_started, 60)
+    t0 = time.monotonic()
+    ok(ex.cancel(lb.request_id, grace_s=2.0))
+    done = wait_done(ex, lb.request_id, 60)  # polling observes, and the observer sends the hard stop
+    assert done.phase is ExecPhase.CANCELLED
+    assert time.monotonic() - t0 < 60
 
 
 def test_job_cancelled_behind_our_back_fails_and_stays_failed(make_executor: MakeExecutor,

@@ -200,7 +200,13 @@ class SlurmExecutor(BaseExecutor):
         if isinstance(current, ExecError) or current.done:
             return current
         _write_atomic(jdir / "cancelled", datetime.now(UTC).isoformat())
-        run = self._run(["scancel", current.native_id])
+        if current.phase is ExecPhase.RUNNING and grace_s > 0:
+            # SIGTERM to every process of the job now; the hard stop (scancel: SIGTERM again, then
+            # SIGKILL after the cluster's KillWait) once grace_s has passed, from the observer.
+            _write_atomic(jdir / "kill_after", repr(time.time() + grace_s))
+            run = self._run(["scancel", "--signal=TERM", "--full", current.native_id])
+        else:
+            run = self._run(["scancel", current.native_id])
         if isinstance(run, ExecError):
             return run
         if run.rc != 0:
@@ -252,6 +258,8 @@ class SlurmExecutor(BaseExecutor):
             row = by_id.get(job_id) if job_id else by_name.get(self._job_name(rid))
             if row is not None:
                 out[rid] = self._remember_outcome(self._from_row(rid, row))
+                if not out[rid].done:
+                    self._stop_after_grace(rid, row.job_id)
             else:
                 missing.append(rid)
         acct = self._sacct([known[r] for r in missing if known[r]]) if missing else {}
@@ -269,6 +277,21 @@ class SlurmExecutor(BaseExecutor):
                 out[rid] = ExecStatus(rid, ExecPhase.LOST, native_id=known[rid],
                                       reason="Slurm no longer knows the job and it left no exit code")
         return out
+
+    def _stop_after_grace(self, rid: str, job_id: str) -> None:
+        """A cancelled job still running when its grace period is over gets the hard stop."""
+        jdir = self._dir(rid)
+        due = _read(jdir / "kill_after")
+        if not due or (jdir / "killed").exists():
+            return
+        try:
+            if time.time() < float(due):
+                return
+        except ValueError:
+            pass
+        run = self._run(["scancel", job_id])
+        if not isinstance(run, ExecError) and run.rc == 0:
+            _write_atomic(jdir / "killed", datetime.now(UTC).isoformat())
 
     def _remember_outcome(self, st: ExecStatus) -> ExecStatus:
         """Write a final status once (first writer wins); return the recorded one."""
@@ -370,7 +393,10 @@ class SlurmExecutor(BaseExecutor):
         return (
             "#!/bin/sh\n"
             "# Written by Yungu. The exit-code file is how the platform learns the outcome when\n"
-            "# Slurm accounting is off and the job has left squeue.\n"
+            "# Slurm accounting is off and the job has left squeue. A cancel signals every process\n"
+            "# of the job; the wrapper outlives SIGTERM (a handler, which children do not inherit,\n"
+            "# unlike an ignored signal) so it can record how the command ended.\n"
+            "trap : TERM\n"
             f"{exports}\n"
             f"{run}\n"
             "rc=$?\n"
