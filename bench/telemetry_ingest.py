@@ -1,6 +1,6 @@
 """Telemetry ingestion and query benchmark (issue 4 targets).
 
-    python bench/telemetry_ingest.py [--samples 300000] [--batch 5000] [--db sqlite|URL]
+    python bench/telemetry_ingest.py [--samples 300000] [--batch 5000] [--db sqlite|postgresql]
 
 1. Ingestion through the real HTTP endpoint: a `yungu server` process, 20 nodes registered
    through the API, agent-shaped batches POSTed one at a time over one keep-alive connection
@@ -23,13 +23,16 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.pgserver import postgres_server as postgres_base
 from yungu.adapters.store import telemetry_tables as _tt  # noqa: F401
 from yungu.adapters.store.db import create_engine, migrate
 from yungu.adapters.telemetry.store import TelemetryStore
@@ -86,7 +89,7 @@ def bench_row_per_sample(url: str, batch: int) -> float:
     conn = engine.raw_connection()
     cur = conn.cursor()
     cur.execute(
-        "CREATE TABLE base_samples (node_id TEXT, seq INTEGER, ts_ms INTEGER, site_id TEXT, pool_id TEXT, "
+        "CREATE TABLE base_samples (node_id TEXT, seq BIGINT, ts_ms BIGINT, site_id TEXT, pool_id TEXT, "
         "cpu_util REAL, mem_util REAL, cpu_power_w REAL, modelled INTEGER, PRIMARY KEY (node_id, seq))"
     )
     cur.execute("CREATE INDEX ix_base_site_ts ON base_samples (site_id, ts_ms)")
@@ -195,18 +198,24 @@ def main() -> None:
     ap.add_argument(
         "--db",
         default="sqlite",
-        help="sqlite, or a PostgreSQL URL (each part gets a fresh schema only on sqlite)",
+        choices=["sqlite", "postgresql"],
+        help="sqlite files, or a throwaway PostgreSQL server (tests/pgserver.py); each part gets a fresh database",
     )
     ap.add_argument("--repeats", type=int, default=100)
     ap.add_argument("--query-batch", type=int, default=500, help="samples per stored chunk in the query data")
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, (postgres_base() if a.db == "postgresql" else nullcontext("")) as pg:
 
         def url(name: str) -> str:
-            return f"sqlite:///{d}/{name}.db" if a.db == "sqlite" else a.db
+            if a.db == "sqlite":
+                return f"sqlite:///{d}/{name}.db"
+            with psycopg.connect(f"{pg}/postgres", autocommit=True) as c:
+                c.execute(f'CREATE DATABASE "{name}"')
+            return f"{pg}/{name}"
 
-        http1 = bench_http(a.db, a.samples, a.batch, a.nodes)
-        http2 = bench_http(a.db, a.samples, a.batch, a.nodes, senders=2)
+        print(f"database: {a.db}" + (" (fsync=on, synchronous_commit=on)" if pg else " (WAL, synchronous=NORMAL)"))
+        http1 = bench_http(url("http1") if pg else "sqlite", a.samples, a.batch, a.nodes)
+        http2 = bench_http(url("http2") if pg else "sqlite", a.samples, a.batch, a.nodes, senders=2)
         st_obj = bench_store(url("objects"), a.samples, a.batch, a.nodes, "objects")
         st_col = bench_store(url("columns"), a.samples, a.batch, a.nodes, "columns")
         rps = bench_row_per_sample(url("rows"), a.batch)
