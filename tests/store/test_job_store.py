@@ -118,3 +118,16 @@ def test_admit_and_place_in_one_batch_log_both_events(store: SqlStore) -> None:
     assert store.record([Transition(j, q, Event.ADMIT), Transition(q, s, Event.PLACE)]) == [s]
     assert store.get("j1").state is JobState.SCHEDULED
     assert [(e["from"], e["to"]) for e in store.events("j1")] == [("pending", "queued"), ("queued", "scheduled")]
+
+
+def test_reasons_are_written_in_one_batch_and_only_where_they_changed(store: SqlStore) -> None:
+    t = store.create_tenant("t1", "lab", T0)
+    for i in range(5):
+        store.submit(t.id, JobSpec(f"j{i}", "true"), T0, f"r{i}")
+    store.set_reasons({f"r{i}": f"waiting: {i}" for i in range(5)})
+    assert [store.get(f"r{i}").reason for i in range(5)] == [f"waiting: {i}" for i in range(5)]
+    before = store.get("r0").updated_at
+    store.set_reasons({"r0": "waiting: 0", "r1": "held: quota", "nope": "x"})  # unchanged, changed, unknown
+    assert store.get("r0").reason == "waiting: 0" and store.get("r0").updated_at == before
+    assert store.get("r1").reason == "held: quota" and store.get("r2").reason == "waiting: 2"
+    store.set_reasons({})  # nothing to write is fine

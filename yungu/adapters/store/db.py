@@ -53,13 +53,25 @@ def create_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _begin(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock up front (no lock upgrade that can fail mid-way);
+            # readers (see reader()) open a deferred transaction, which in WAL mode neither
+            # waits for the writer nor holds it up.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("yungu_read") else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://") :]
     # No pre-ping: it doubles round trips on every checkout; stale connections are recycled.
     return _sa_create_engine(url, pool_size=20, max_overflow=20, pool_recycle=1800)
+
+
+def reader(engine: Engine) -> Engine:
+    """The same pool, for single-statement reads: on PostgreSQL in autocommit (one round trip
+    instead of BEGIN, SELECT, ROLLBACK); on SQLite a deferred transaction instead of the
+    writers' BEGIN IMMEDIATE (so a status read never queues behind the control loop's writes)."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(yungu_read=True)
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def alembic_config(engine: Engine) -> Config:

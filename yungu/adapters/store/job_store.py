@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from yungu.adapters.store import tables as t
 from yungu.adapters.store.codec import dumps_allocation, dumps_spec, loads_allocation, loads_spec
+from yungu.adapters.store.db import reader
 from yungu.domain.errors import Conflict, InvalidInput, NotFound
 from yungu.domain.job import Job, JobSpec, JobState
 from yungu.domain.tenancy import ApiKey, Principal, Role, Tenant
@@ -35,13 +36,14 @@ def hash_secret(secret: str) -> str:
 class SqlStore:
     def __init__(self, engine: Engine, platform_id: str) -> None:
         self.engine = engine
+        self.reads = reader(engine)  # every read below is a single statement
         self.platform_id = platform_id
         self._spec_cache: dict[str, JobSpec] = {}
         self._prepaid: dict[str, bool] = {}
 
     # ---------------------------------------------------------------- platform
     def platform_value(self, key: str) -> str | None:
-        with self.engine.connect() as c:
+        with self.reads.connect() as c:
             return c.execute(select(t.platform_kv.c.value).where(t.platform_kv.c.key == key)).scalar()
 
     def set_platform_value(self, key: str, value: str) -> None:
@@ -72,25 +74,25 @@ class SqlStore:
         """Cached: the billing mode is fixed when the tenant is created (admission asks per job)."""
         hit = self._prepaid.get(tenant_id)
         if hit is None:
-            with self.engine.connect() as c:
+            with self.reads.connect() as c:
                 hit = bool(c.execute(select(t.tenants.c.prepaid).where(t.tenants.c.id == tenant_id)).scalar())
             self._prepaid[tenant_id] = hit
         return hit
 
     def tenants(self) -> list[Tenant]:
-        with self.engine.connect() as c:
+        with self.reads.connect() as c:
             rows = c.execute(select(t.tenants).order_by(t.tenants.c.created_at)).all()
         return [Tenant(r.id, r.name, r.created_at, r.social_credit_code, bool(r.prepaid)) for r in rows]
 
     def tenant(self, tenant_id: str) -> Tenant:
-        with self.engine.connect() as c:
+        with self.reads.connect() as c:
             r = c.execute(select(t.tenants).where(t.tenants.c.id == tenant_id)).first()
         if r is None:
             raise NotFound(f"no tenant {tenant_id}")
         return Tenant(r.id, r.name, r.created_at, r.social_credit_code, bool(r.prepaid))
 
     def tenant_by_name(self, name: str) -> Tenant | None:
-        with self.engine.connect() as c:
+        with self.reads.connect() as c:
             r = c.execute(select(t.tenants).where(t.tenants.c.name == name)).first()
         return None if r is None else Tenant(r.id, r.name, r.created_at, r.social_credit_code, bool(r.prepaid))
 
@@ -121,7 +123,7 @@ class SqlStore:
         return ApiKey(key_id, prefix, role, tenant_id, name, now), secret
 
     def api_keys(self) -> list[ApiKey]:
-        with self.engine.connect() as c:
+        with self.reads.connect() as c:
             rows = c.execute(select(t.api_keys).order_by(t.api_keys.c.created_at)).all()
         return [
             ApiKey(r.id, r.prefix, Role(r.role), r.tenant_id, r.name, r.created_at, r.revoked) for r in rows
@@ -134,7 +136,7 @@ class SqlStore:
             raise NotFound(f"no API key {key_id}")
 
     def principal(self, secret: str) -> Principal | None:
-        with self.engine.connect() as c:
+        with self.reads.connect() as c:
             r = c.execute(
                 select(t.api_keys.c.id, t.api_keys.c.role, t.api_keys.c.tenant_id).where(
                     and_(t.api_keys.c.secret_hash == hash_secret(secret), t.api_keys.c.revoked.is_(False))
@@ -143,7 +145,7 @@ class SqlStore:
         return None if r is None else Principal(r.id, Role(r.role), r.tenant_id)
 
     def count_admin_keys(self) -> int:
-        with self.engine.connect() as c:
+        with self.reads.connect() as c:
             return int(
                 c.execute(
                     select(func.count()).select_from(t.api_keys).where(t.api_keys.c.role == Role.ADMIN.value)
@@ -215,7 +217,7 @@ class SqlStore:
         return out
 
     def _by_idem(self, tenant_id: str, key: str) -> Row[Any] | None:
-        with self.engine.connect() as c:
+        with self.reads.connect() as c:
             return c.execute(
                 select(t.jobs).where(and_(t.jobs.c.tenant_id == tenant_id, t.jobs.c.idempotency_key == key))
             ).first()
@@ -249,7 +251,7 @@ class SqlStore:
         )
 
     def get(self, job_id: str) -> Job:
-        with self.engine.connect() as c:
+        with self.reads.connect() as c:
             r = c.execute(select(t.jobs).where(t.jobs.c.id == job_id)).first()
         if r is None:
             raise NotFound(f"no job {job_id}")
@@ -272,11 +274,11 @@ class SqlStore:
         if after:
             q = q.where(t.jobs.c.id < after)
         q = q.order_by(t.jobs.c.id.desc()).limit(limit)
-        with self.engine.connect() as c:
+        with self.reads.connect() as c:
             return [self._job(r) for r in c.execute(q).all()]
 
     def in_states(self, states: Iterable[JobState]) -> list[Job]:
-        with self.engine.connect() as c:
+        with self.reads.connect() as c:
             rows = c.execute(
                 select(t.jobs)
                 .where(t.jobs.c.state.in_([s.value for s in states]))
@@ -293,7 +295,7 @@ class SqlStore:
                              or_(t.jobs.c.not_before.is_(None), t.jobs.c.not_before <= now,
                                  t.jobs.c.cancel_requested.is_(True)))))
              .order_by(t.jobs.c.priority.desc(), t.jobs.c.id))
-        with self.engine.connect() as c:
+        with self.reads.connect() as c:
             return [self._job(r) for r in c.execute(q).all()]
 
     def rest(self, until: dict[str, datetime]) -> None:
@@ -312,16 +314,16 @@ class SqlStore:
         if since is not None:
             q = q.where(t.jobs.c.finished_at >= since)
         q = q.order_by(t.jobs.c.finished_at).limit(limit)
-        with self.engine.connect() as c:
+        with self.reads.connect() as c:
             return [self._job(r) for r in c.execute(q).all()]
 
     def counts(self) -> dict[str, int]:
-        with self.engine.connect() as c:
+        with self.reads.connect() as c:
             rows = c.execute(select(t.jobs.c.state, func.count()).group_by(t.jobs.c.state)).all()
         return {r[0]: int(r[1]) for r in rows}
 
     def events(self, job_id: str) -> list[dict[str, Any]]:
-        with self.engine.connect() as c:
+        with self.reads.connect() as c:
             rows = c.execute(
                 select(t.job_events).where(t.job_events.c.job_id == job_id).order_by(t.job_events.c.seq)
             ).all()
@@ -398,13 +400,12 @@ class SqlStore:
     def set_reasons(self, reasons: dict[str, str]) -> None:
         if not reasons:
             return
+        # One executemany (a pipeline on PostgreSQL): a round can defer thousands of jobs, and
+        # one statement per row kept the writer busy for seconds while reads waited on it.
+        stmt = (update(t.jobs).where(and_(t.jobs.c.id == bindparam("b_id"), t.jobs.c.reason != bindparam("b_reason")))
+                .values(reason=bindparam("b_reason")))
         with self.engine.begin() as c:
-            for job_id, reason in reasons.items():
-                c.execute(
-                    update(t.jobs)
-                    .where(and_(t.jobs.c.id == job_id, t.jobs.c.reason != reason))
-                    .values(reason=reason)
-                )
+            c.execute(stmt, [{"b_id": k, "b_reason": v} for k, v in reasons.items()])
 
     def request_cancel(self, job_id: str, now: datetime) -> Job:
         with self.engine.begin() as c:

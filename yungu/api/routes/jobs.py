@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
 
 from yungu.api.deps import ANY_ROLE, container, require
 from yungu.api.schemas import JobIn, StateName, job_out
@@ -80,7 +81,12 @@ async def list_jobs(request: Request, state: list[StateName] = Query(default=[])
 
 @router.get("/jobs/{job_id}", response_model=None)
 async def get_job(request: Request, job_id: str, p: Principal = Depends(require(*ANY_ROLE))) -> Response:
-    return _json(job_out(_visible_job(request, job_id, p)))
+    c = container(request)
+    if c.engine.dialect.name == "sqlite":  # in-process: cheaper than a thread hop
+        return _json(job_out(_visible_job(request, job_id, p)))
+    # A network round trip: wait for it off the event loop, so other requests go on meanwhile.
+    job = await run_in_threadpool(_visible_job, request, job_id, p)
+    return _json(job_out(job))
 
 
 @router.get("/jobs/{job_id}/events")
