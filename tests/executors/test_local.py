@@ -14,6 +14,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psutil
@@ -520,6 +521,13 @@ def _pgid(pid: int) -> int:
         return -1
 
 
+def _shim_running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _group_alive(pgid: int) -> bool:
     """True if any non-zombie process is in the group."""
     for p in psutil.process_iter(["status"]):
@@ -572,7 +580,12 @@ def test_cancel_interrupted_by_a_restart_still_ends_with_sigkill(data_dir: Path,
     shim = int(ok(ex.submit(la)).native_id)
     wait_file(tmp_path / "up", 5)
     ok(ex.cancel(la.request_id, grace_s=30))
-    time.sleep(0.2)
+    # The monitor sends SIGTERM on its next pass; the shim dies of it, the command ignores it.
+    # Wait for that (on a loaded machine it can take longer than a fixed pause).
+    deadline = time.monotonic() + 10
+    while _shim_running(shim) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _shim_running(shim)
     ex.close()  # the platform stops during the grace period
     assert _group_alive(shim)
     ex2 = LocalExecutor("local-test", FAST, data_dir)
@@ -582,6 +595,29 @@ def test_cancel_interrupted_by_a_restart_still_ends_with_sigkill(data_dir: Path,
             time.sleep(0.05)
         assert not _group_alive(shim)
         assert wait_done(ex2, la.request_id, 5).phase is ExecPhase.CANCELLED
+    finally:
+        ex2.close()
+        _kill_leftovers(data_dir)
+
+
+def test_a_restart_does_not_extend_the_grace_period(data_dir: Path, tmp_path: Path) -> None:
+    """A stop decided 100 s ago with a 30 s grace: after a restart the SIGKILL is due at once
+    (counting the grace afresh would leave the command running another 30 s)."""
+    ex = LocalExecutor("local-test", FAST, data_dir)
+    la = make_launch(f"trap '' TERM; touch {tmp_path}/up; while true; do sleep 0.05; done")
+    shim = int(ok(ex.submit(la)).native_id)
+    wait_file(tmp_path / "up", 5)
+    ex.close()  # the platform stops; the launch keeps running
+    decided = (datetime.now(UTC) - timedelta(seconds=100)).isoformat()
+    run_dir = next(p for p in data_dir.rglob("launch.json")).parent
+    (run_dir / "verdict.json").write_text(json.dumps(
+        {"phase": "cancelled", "exit_code": None, "reason": "cancelled at the platform's request", "grace_s": 30,
+         "decided_at": decided}))
+    ex2 = LocalExecutor("local-test", FAST, data_dir)
+    try:
+        done = wait_done(ex2, la.request_id, 10)
+        assert done.phase is ExecPhase.CANCELLED
+        assert not _group_alive(shim)
     finally:
         ex2.close()
         _kill_leftovers(data_dir)

@@ -631,6 +631,7 @@ class LocalExecutor(BaseExecutor):
             "exit_code": code,
             "reason": reason,
             "grace_s": grace_s,
+            "decided_at": self._clock.now().isoformat(),
         }
         if phase is not ExecPhase.LOST and not write_exclusive(run.path / "verdict.json", payload):
             stored = read_json(run.path / "verdict.json")
@@ -816,6 +817,10 @@ class LocalExecutor(BaseExecutor):
                 str(verdict.get("reason", "")),
             )
             run.grace_s = float(verdict.get("grace_s") or 0.0)
+            with contextlib.suppress(KeyError, TypeError, ValueError):
+                # A restart does not extend the grace period: only what is left of it remains.
+                spent = (self._clock.now() - datetime.fromisoformat(verdict["decided_at"])).total_seconds()
+                run.grace_s = max(0.0, run.grace_s - max(0.0, spent))
         for rep in run.replicas:
             base = path / f"replica-{rep.index}"
             info = read_json(Path(f"{base}.pid"))
