@@ -301,20 +301,16 @@ class _Round:
             pid: (max((len(d) for d in f.devs), default=0) if f.available else 0) for pid, f in self.free.items()
         }
         self.max_node_free = max(self.node_max.values(), default=0)
-        # The same two numbers as arrays by pool index, for the quick room test of a whole ranking.
+        # The same two numbers by pool index, for the quick room test of a whole ranking.
         self.pidx: dict[str, int] = {pid: i for i, pid in enumerate(ids)}
-        self.free_arr = np.array(
-            [self.free[pid].free_devices if pid in self.free and self.free[pid].available else -1 for pid in ids],
-            dtype=np.int64,
-        )
-        self.nmax_arr = np.array([self.node_max.get(pid, -1) for pid in ids], dtype=np.int64)
-        self.order_idx: dict[int, NDArray[np.int64]] = {}  # id(ranking) -> its pool indices as an array
+        self.free_list: list[int] = [
+            self.free[pid].free_devices if pid in self.free and self.free[pid].available else -1 for pid in ids
+        ]
+        self.nmax_list: list[int] = [self.node_max.get(pid, -1) for pid in ids]
         self.version = 0  # bumped whenever a pool's free capacity changes this round
         # Capacity only shrinks within a round (starts take devices; preemptions free them in a
         # later round): (ranking id, devices, per-node devices) -> (version, positions with room).
         self.room_cache: dict[tuple[int, int, int], tuple[int, list[int]]] = {}
-        self.free_list: list[int] = self.free_arr.tolist()
-        self.nmax_list: list[int] = self.nmax_arr.tolist()
         # Likewise a job shape that found no full pool worth waiting for (with no room now)
         # finds none later in the round for runs up to the same length: ranking id, resources,
         # replicas, wait fraction -> the longest reference run that failed.
@@ -335,25 +331,16 @@ class _Round:
         devices in the pool and on one node).
 
         Capacity only shrinks within a round, so a shape's list can only lose entries: the
-        first test is one numpy mask over the whole ranking, later ones re-check only the
-        positions that passed last time (and only when some pool changed since).
+        first test walks the whole ranking, later ones re-check only the positions that passed
+        last time (and only when some pool changed since).
         """
         key = (id(scored), devices(job), job.spec.resources.accelerators)
         hit = self.room_cache.get(key)
-        if hit is not None:
-            version, got = hit
-            if version == self.version or not got:
-                return got
-            idx_l = scored.order
-            fa, nm, n, a = self.free_list, self.nmax_list, key[1], key[2]
-            got = [p for p in got if fa[idx_l[p]] >= n and nm[idx_l[p]] >= a]
-            self.room_cache[key] = (self.version, got)
-            return got
-        idx = self.order_idx.get(id(scored))
-        if idx is None:
-            idx = self.order_idx[id(scored)] = np.array(scored.order, dtype=np.int64)
-        ok = (self.free_arr[idx] >= key[1]) & (self.nmax_arr[idx] >= key[2])
-        got = np.flatnonzero(ok).tolist()
+        if hit is not None and (hit[0] == self.version or not hit[1]):
+            return hit[1]
+        order, fa, nm, n, a = scored.order, self.free_list, self.nmax_list, key[1], key[2]
+        positions = hit[1] if hit is not None else range(len(order))
+        got = [p for p in positions if fa[order[p]] >= n and nm[order[p]] >= a]
         self.room_cache[key] = (self.version, got)
         return got
 
@@ -367,8 +354,8 @@ class _Round:
         if was == self.max_node_free and now_max < was:  # the largest hole may have been this one
             self.max_node_free = max(self.node_max.values(), default=0)
         i = self.pidx[pid]
-        self.free_arr[i] = self.free_list[i] = f.free_devices if f.available else -1
-        self.nmax_arr[i] = self.nmax_list[i] = now_max
+        self.free_list[i] = f.free_devices if f.available else -1
+        self.nmax_list[i] = now_max
 
     def units(self, job: Job, pool: Pool) -> float:
         return devices(job) * self.tput[pool.id]
