@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
@@ -17,6 +18,7 @@ from yungu.domain.tenancy import Principal, Role
 from yungu.ports.executor import ExecError
 
 router = APIRouter(tags=["jobs"])
+T = TypeVar("T")
 SUBMITTERS = (Role.TENANT, Role.OPERATOR)
 
 
@@ -25,6 +27,15 @@ def _visible_job(request: Request, job_id: str, p: Principal) -> Job:
     if not p.may_access_tenant(job.tenant_id):
         raise NotFound(f"no job {job_id}")  # never reveal that another tenant's job exists
     return job
+
+
+async def _store_read(request: Request, fn: Callable[..., T], *args: Any) -> T:
+    """Run a store read for an async endpoint. SQLite is in-process: call it directly (a thread
+    hop costs more than the query). Over a network (PostgreSQL) wait for it off the event
+    loop, so other requests go on meanwhile."""
+    if container(request).engine.dialect.name == "sqlite":
+        return fn(*args)
+    return await run_in_threadpool(fn, *args)
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -75,24 +86,19 @@ async def list_jobs(request: Request, state: list[StateName] = Query(default=[])
         if tenant_id and tenant_id != p.tenant_id:
             raise Forbidden("a tenant key can only list its own jobs")
         scope = p.tenant_id or "-"
-    jobs = container(request).store.page(scope, [JobState(s) for s in state], cursor, limit)
+    jobs = await _store_read(request, container(request).store.page, scope, [JobState(s) for s in state], cursor, limit)
     return {"items": [job_out(j) for j in jobs], "next_cursor": jobs[-1].id if len(jobs) == limit else None}
 
 
 @router.get("/jobs/{job_id}", response_model=None)
 async def get_job(request: Request, job_id: str, p: Principal = Depends(require(*ANY_ROLE))) -> Response:
-    c = container(request)
-    if c.engine.dialect.name == "sqlite":  # in-process: cheaper than a thread hop
-        return _json(job_out(_visible_job(request, job_id, p)))
-    # A network round trip: wait for it off the event loop, so other requests go on meanwhile.
-    job = await run_in_threadpool(_visible_job, request, job_id, p)
-    return _json(job_out(job))
+    return _json(job_out(await _store_read(request, _visible_job, request, job_id, p)))
 
 
 @router.get("/jobs/{job_id}/events")
 async def job_events(request: Request, job_id: str, p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
-    _visible_job(request, job_id, p)
-    return {"items": container(request).store.events(job_id)}
+    await _store_read(request, _visible_job, request, job_id, p)
+    return {"items": await _store_read(request, container(request).store.events, job_id)}
 
 
 @router.get("/jobs/{job_id}/logs")

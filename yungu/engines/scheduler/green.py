@@ -360,6 +360,13 @@ class _Round:
     def units(self, job: Job, pool: Pool) -> float:
         return devices(job) * self.tput[pool.id]
 
+    def hourly(self, job: Job, pool_id: str) -> float:
+        """The job's price per hour on a pool (devices, or CPUs for a CPU-only job), for scores."""
+        n = devices(job)
+        if n:
+            return self.dev_price[pool_id] * n
+        return self.cpu_price[pool_id] * job.spec.resources.cpus * job.spec.replicas
+
     def hourly_price(self, job: Job, pool: Pool) -> Decimal:
         if devices(job):
             return pool.price_cny_per_device_hour * devices(job)
@@ -385,11 +392,7 @@ class _Round:
             price, ci, re = ol.price.mean(start, run), ol.carbon.mean(start, run), ol.renewable.mean(start, run)
         else:
             price, ci, re = means
-        if n:
-            hourly = self.dev_price[pool.id] * n
-        else:
-            hourly = self.cpu_price[pool.id] * job.spec.resources.cpus * job.spec.replicas
-        cost = hourly * run / 3600 + kwh * price
+        cost = self.hourly(job, pool.id) * run / 3600 + kwh * price
         green = site.green_contract_share + (1 - site.green_contract_share) * re
         slack = None
         if with_deadline and job.spec.deadline is not None:
@@ -417,17 +420,10 @@ class _Round:
         run are those of the run-length bucket the ranking used (the same ones it decided by),
         so writing the note costs no new forecast integrals.
         """
-        run = ref_s / self.tput[pool.id]
-        price, ci, re = self.bucket_means(pool, _bucket(ref_s))
-        n = devices(job)
-        kwh = n * self.kw_dev[pool.id] * run / 3600
-        hourly = self.dev_price[pool.id] * n if n else self.cpu_price[pool.id] * job.spec.resources.cpus * job.spec.replicas
-        cost = hourly * run / 3600 + kwh * price
-        gcs = self.sites[pool.site_id].green_contract_share
-        green = gcs + (1 - gcs) * re
+        o = self.option(job, pool, self.now, ref_s, True, with_deadline=False, means=self.bucket_means(pool, _bucket(ref_s)))
         return (
-            f"{pool.id}: score {chosen.score:.3f} (best of {among}), est. {cost:.2f} CNY, "
-            f"{kwh * ci / 1000:.2f} kgCO2e, green {green:.0%}"
+            f"{pool.id}: score {chosen.score:.3f} (best of {among}), est. {o.cost_cny:.2f} CNY, "
+            f"{o.carbon_g / 1000:.2f} kgCO2e, green {o.green_share:.0%}"
         )
 
     def bucket_means(self, pool: Pool, bucket: int) -> tuple[float, float, float]:
@@ -479,8 +475,7 @@ class _Round:
             floor += wf * (wait_s + run) / ref.finish
         wc = w.get("cost", 0.0)
         if wc and ref.cost > 0:
-            hourly = self.dev_price[o.pool_id] * n if n else self.cpu_price[o.pool_id] * job.spec.resources.cpus * job.spec.replicas
-            floor += wc * (hourly * run / 3600 + kwh * best[0]) / ref.cost
+            floor += wc * (self.hourly(job, o.pool_id) * run / 3600 + kwh * best[0]) / ref.cost
         wco = w.get("carbon", 0.0)
         if wco and ref.carbon > 0:
             floor += wco * kwh * best[1] / ref.carbon
