@@ -27,6 +27,9 @@ class Ids:
         if ms <= self._last_ms:
             ms = self._last_ms
             self._seq += 1
+            if self._seq > 0xFF:  # the in-ms sequence has 8 bits: borrow the next millisecond
+                ms += 1
+                self._seq = 0
         else:
             self._seq = 0
         self._last_ms = ms

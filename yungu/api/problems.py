@@ -1,7 +1,16 @@
-"""RFC 9457 problem details for every error the API returns."""
+"""RFC 9457 problem details for every error the API returns.
+
+Every error answer is ``application/problem+json`` with ``type``, ``title``, ``status``,
+``detail`` and a stable ``code``. A bug (any exception outside the ``YunguError`` tree) is
+logged with its traceback and answered with a generic 500 problem that names an incident id
+and nothing of the exception: internal text never reaches a client.
+"""
 
 from __future__ import annotations
 
+import logging
+import secrets
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,22 +22,31 @@ from yungu.domain.errors import YunguError
 
 PROBLEM = "application/problem+json"
 TYPE_BASE = "https://yungu.dev/problems/"
+log = logging.getLogger("yungu.api")
+
+HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+              405: "method_not_allowed", 406: "not_acceptable", 409: "conflict", 413: "body_too_large",
+              415: "unsupported_media_type", 422: "invalid_input", 429: "rate_limited"}
 
 
-def problem(status: int, title: str, detail: str, code: str, **extra: Any) -> JSONResponse:
+def problem(status: int, title: str, detail: str, code: str, headers: Mapping[str, str] | None = None,
+            **extra: Any) -> JSONResponse:
     body = {"type": TYPE_BASE + code, "title": title, "status": status, "detail": detail, "code": code, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=dict(headers or {}))
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(YunguError)
     async def _domain(_req: Request, exc: YunguError) -> JSONResponse:
-        return problem(exc.http_status, type(exc).__name__, exc.message, exc.code, **({"extra": exc.detail} if exc.detail else {}))
+        retry = getattr(exc, "retry_after_s", None)
+        return problem(exc.http_status, type(exc).__name__, exc.message, exc.code,
+                       headers={"Retry-After": str(retry)} if retry else None,
+                       **({"extra": exc.detail} if exc.detail else {}))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
-                  for e in exc.errors()]
+        errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": str(e.get("msg", ""))[:500],
+                   "type": str(e.get("type", ""))} for e in exc.errors()][:50]
         first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
         where = ".".join(x for x in first["loc"] if x != "body")
         return problem(422, "Invalid request", f"{where}: {first['msg']}" if where else str(first["msg"]),
@@ -36,4 +54,13 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, str(exc.detail), str(exc.detail), "http_" + str(exc.status_code))
+        code = HTTP_CODES.get(exc.status_code, "http_" + str(exc.status_code))
+        return problem(exc.status_code, str(exc.detail), str(exc.detail), code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _bug(req: Request, exc: Exception) -> JSONResponse:
+        incident = secrets.token_hex(8)
+        log.error("unhandled error %s in %s %s", incident, req.method, req.url.path,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        return problem(500, "Internal error", f"the platform failed on this request (incident {incident}); it "
+                       "is logged for the operator / 平台内部错误，已记录", "internal_error", incident=incident)

@@ -4,12 +4,60 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
 from yungu.adapters.store.codec import allocation_to_dict, spec_to_dict
-from yungu.domain.job import Job, JobKind, JobSpec, Objective, Resources
+from yungu.domain.errors import InvalidInput
+from yungu.domain.job import (
+    MAX_ENV_VARS,
+    MAX_LABELS,
+    MAX_NAME_CHARS,
+    OBJECTIVE_TERMS,
+    Job,
+    JobKind,
+    JobSpec,
+    Objective,
+    Resources,
+)
+from yungu.domain.money import AMOUNT_PATTERN, parse_amount
+
+
+def _money_text(v: Any) -> str:
+    """Money in a request body: checked by the one money parser (``parse_amount``), kept as the
+    text it was given; the currency's precision is checked where the currency is known."""
+    try:
+        parse_amount(v, exact=False)
+    except InvalidInput as exc:
+        raise ValueError(exc.message) from None
+    return str(v)
+
+
+Money = Annotated[str, BeforeValidator(_money_text), WithJsonSchema(
+    {"anyOf": [{"type": "string", "pattern": AMOUNT_PATTERN}, {"type": "integer"}],
+     "description": "exact decimal in the currency's major unit, e.g. \"12.50\" (no floats) / 金额（十进制字符串）",
+     "examples": ["12.50"]})]
+"""Money in a request body: a decimal string such as ``"12.50"`` or an integer."""
+
+Ratio = Annotated[str, BeforeValidator(lambda v: _ratio_text(v)), WithJsonSchema(
+    {"type": "string", "pattern": r"^(0(\.[0-9]{1,9})?|1(\.0{1,9})?)$", "examples": ["0.999"]})]
+"""A ratio 0..1 as a decimal string, e.g. an availability target ``"0.999"``."""
+
+
+def _ratio_text(v: Any) -> str:
+    import re
+
+    if not isinstance(v, str) or not re.fullmatch(r"(0(\.[0-9]{1,9})?|1(\.0{1,9})?)", v, re.ASCII):
+        raise ValueError("give a ratio 0..1 as a decimal string, e.g. \"0.999\" / 比例应为 0..1 的十进制字符串")
+    return v
+
+
+Weight = float  # range and NaN are checked by JobSpec.validate, which names the weight
+
+PERIOD_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+Period = Annotated[str, Field(pattern=PERIOD_PATTERN, description="a calendar month YYYY-MM (UTC+8) / 账期",
+                              examples=["2026-11"])]
 
 
 class ResourcesIn(BaseModel):
@@ -24,7 +72,7 @@ class JobIn(BaseModel):
     """A job submission. Times are ISO-8601 with a zone; money is a decimal string."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
     command: str = Field(min_length=1, max_length=65536)
     kind: JobKind = JobKind.BATCH
     resources: ResourcesIn = Field(default_factory=ResourcesIn)
@@ -33,20 +81,25 @@ class JobIn(BaseModel):
     deadline: datetime | None = None
     earliest_start: datetime | None = None
     priority: int = Field(0, ge=-1000, le=1000, strict=True)
-    max_price_cny_per_hour: Decimal | None = Field(None, ge=0)
+    max_price_cny_per_hour: Money | None = None
     objective: Objective = Objective.BALANCED
-    objective_weights: dict[str, float] = Field(default_factory=dict)
-    data_location: str | None = None
-    pool: str | None = None
-    labels: dict[str, str] = Field(default_factory=dict, max_length=64)
-    env: dict[str, str] = Field(default_factory=dict, max_length=256)
-    tenant_id: str | None = Field(None, description="admin/operator only: submit on behalf of a tenant")
+    objective_weights: dict[str, Weight] = Field(default_factory=dict, max_length=len(OBJECTIVE_TERMS))
+    data_location: str | None = Field(None, max_length=128)
+    pool: str | None = Field(None, max_length=128)
+    labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(default_factory=dict, max_length=MAX_LABELS)
+    env: dict[str, Annotated[str, Field(max_length=32 * 1024)]] = Field(default_factory=dict, max_length=MAX_ENV_VARS)
+    tenant_id: str | None = Field(None, max_length=64, description="admin/operator only: submit on behalf of a tenant")
 
-    @field_validator("max_price_cny_per_hour", mode="before")
+    @field_validator("max_price_cny_per_hour")
     @classmethod
-    def _no_float_money(cls, v: Any) -> Any:
-        if isinstance(v, float):
-            raise ValueError("give money as a decimal string, e.g. \"12.50\"")
+    def _price(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_amount(v, "CNY")
+            except InvalidInput as exc:
+                raise ValueError(exc.message) from None
+            if v.startswith("-"):
+                raise ValueError("max_price_cny_per_hour must not be negative")
         return v
 
     @field_validator("deadline", "earliest_start")
@@ -62,7 +115,8 @@ class JobIn(BaseModel):
                        resources=Resources(r.cpus, r.memory_gb, r.accelerators, tuple(r.accelerator_types)),
                        replicas=self.replicas, estimated_duration_s=self.estimated_duration_s,
                        deadline=self.deadline, earliest_start=self.earliest_start, priority=self.priority,
-                       max_price_cny_per_hour=self.max_price_cny_per_hour, objective=self.objective,
+                       max_price_cny_per_hour=None if self.max_price_cny_per_hour is None
+                       else Decimal(self.max_price_cny_per_hour), objective=self.objective,
                        objective_weights=self.objective_weights, data_location=self.data_location,
                        pool=self.pool, labels=self.labels, env=self.env)
 

@@ -269,10 +269,13 @@ def tenant_list(output: Output = OutputOpt, url: str | None = UrlOpt, key: str |
 @api_errors
 def key_create(role: str = typer.Option(..., "--role", help="admin|operator|provider|tenant"),
                tenant: str | None = typer.Option(None, "--tenant", help="tenant id (for tenant keys)"),
+               provider: str | None = typer.Option(None, "--provider",
+                                                   help="provider name as in the sites' config (provider keys)"),
                name: str = typer.Option("", "--name"),
                output: Output = OutputOpt, url: str | None = UrlOpt, key: str | None = KeyOpt) -> None:
     """Create an API key; the secret is shown once / 创建密钥（仅显示一次）."""
-    k = client(url, key).post("/admin/keys", json={"role": role, "tenant_id": tenant, "name": name})
+    body = {"role": role, "tenant_id": tenant, "name": name} | ({"provider": provider} if provider else {})
+    k = client(url, key).post("/admin/keys", json=body)
     if output is Output.json:
         emit_json(k)
     else:
