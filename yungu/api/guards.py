@@ -32,6 +32,11 @@ _JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 CSP_HTML = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
             "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+# FastAPI's interactive docs page is an inline script that loads Swagger UI from its CDN (so it
+# needs a network; the OpenAPI document itself is served locally at /api/v1/openapi.json).
+CSP_DOCS = ("default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+            "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com; "
+            "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
 class BodyTooLarge(HTTPException):
@@ -44,7 +49,7 @@ class BodyTooLarge(HTTPException):
 
 class NulInBody(HTTPException):
     def __init__(self) -> None:
-        super().__init__(422, "NUL bytes (\\u0000) are not accepted in any field / 不接受 NUL 字节")
+        super().__init__(422, "NUL bytes are not accepted in any field / 不接受 NUL 字节")
 
 
 def _query_has_nul(qs: bytes) -> bool:
@@ -96,13 +101,16 @@ class RequestGuard:
 
 
 class SecurityHeaders:
-    def __init__(self, app: Any, csp: str = CSP_HTML) -> None:
+    def __init__(self, app: Any, csp: str = CSP_HTML, per_path: dict[str, str] | None = None) -> None:
         self.app, self.csp = app, csp.encode()
+        self.per_path = {k: v.encode() for k, v in (per_path or {"/api/v1/docs": CSP_DOCS}).items()}
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+
+        csp = self.per_path.get(scope["path"], self.csp)
 
         async def with_headers(msg: Any) -> None:
             if msg["type"] == "http.response.start":
@@ -111,7 +119,7 @@ class SecurityHeaders:
                 extra = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
                 ctype = next((v for k, v in headers if k.lower() == b"content-type"), b"")
                 if ctype.startswith(b"text/html"):
-                    extra += [(b"content-security-policy", self.csp), (b"x-frame-options", b"DENY")]
+                    extra += [(b"content-security-policy", csp), (b"x-frame-options", b"DENY")]
                 headers += [(k, v) for k, v in extra if k not in names]
                 msg = {**msg, "headers": headers}
             await send(msg)

@@ -10,8 +10,10 @@ does not validate. Security schemes say which credential an operation takes.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
@@ -51,6 +53,15 @@ WHY = {
 }
 
 MONEY_PATHS = ("/api/v1/ledger/", "/api/v1/billing/", "/api/v1/market/")
+
+
+def api_routes(app: FastAPI) -> Iterator[Any]:
+    """Every API route with its full path (routers included under /api/v1 are expanded:
+    recent FastAPI keeps them as included-router entries in ``app.routes``)."""
+    expand = getattr(fastapi.routing, "iter_route_contexts", None)
+    for r in expand(app.routes) if expand is not None else app.routes:
+        if isinstance(getattr(r, "original_route", r), APIRoute):
+            yield r
 
 
 def _requires_key(route: APIRoute) -> bool:
@@ -99,8 +110,8 @@ def build(app: FastAPI) -> dict[str, Any]:
         "nodeKey": {"type": "apiKey", "in": "header", "name": "X-Node-Key",
                     "description": "telemetry agents: the node key from POST /telemetry/nodes"},
     }
-    for route in app.routes:
-        if not isinstance(route, APIRoute) or not route.include_in_schema:
+    for route in api_routes(app):
+        if not route.include_in_schema:
             continue
         item = doc["paths"].get(route.path_format, {})
         for method in route.methods:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from http import HTTPStatus
 from collections.abc import Mapping
 from typing import Any
 
@@ -55,7 +56,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, "http_" + str(exc.status_code))
-        return problem(exc.status_code, str(exc.detail), str(exc.detail), code, headers=exc.headers)
+        try:
+            title = HTTPStatus(exc.status_code).phrase
+        except ValueError:
+            title = str(exc.detail)
+        return problem(exc.status_code, title, str(exc.detail), code, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def _bug(req: Request, exc: Exception) -> JSONResponse:

@@ -26,9 +26,10 @@ from yungu.domain.money import AMOUNT_PATTERN, parse_amount
 
 def _money_text(v: Any) -> str:
     """Money in a request body: checked by the one money parser (``parse_amount``), kept as the
-    text it was given; the currency's precision is checked where the currency is known."""
+    text it was given. At most two decimals here (no currency has a finer minor unit); a
+    currency with a coarser one (JPY) is checked again where the currency is known."""
     try:
-        parse_amount(v, exact=False)
+        parse_amount(v, "CNY")
     except InvalidInput as exc:
         raise ValueError(exc.message) from None
     return str(v)
