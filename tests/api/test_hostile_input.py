@@ -141,7 +141,7 @@ CASES: list[tuple[str, str, str, str, Any, int, str]] = [
      422, "no pool can ever run"),
     ("deadline-past", "POST", "/jobs", "tenant", job(deadline="2020-01-01T00:00:00Z"), 422, "not in the future"),
     ("deadline-naive", "POST", "/jobs", "tenant", job(deadline="2030-01-01T00:00:00"), 422, "time zone"),
-    ("deadline-epoch-int", "POST", "/jobs", "tenant", job(deadline=0), 422, "not in the future"),
+    ("deadline-epoch-int", "POST", "/jobs", "tenant", job(deadline=0), 422, "ISO 8601"),
     ("earliest-start-far", "POST", "/jobs", "tenant", job(earliest_start="2099-01-01T00:00:00Z"), 422,
      "more than a year"),
     ("weight-nan-text", "POST", "/jobs", "tenant", b'{"name":"x","command":"true","objective_weights":{"cost":NaN}}',

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import secrets
-from http import HTTPStatus
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -36,6 +36,22 @@ def problem(status: int, title: str, detail: str, code: str, headers: Mapping[st
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=dict(headers or {}))
 
 
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """Every method some route takes at ``path`` (Starlette's own 405 names only the first
+    route that matched the path, so a path with GET and POST in two handlers said one)."""
+    table = getattr(app.state, "allow_table", None)
+    if table is None:
+        from yungu.api.openapi import api_routes
+
+        routes = [*api_routes(app), *(r for r in app.routes if hasattr(r, "path_regex"))]
+        table = app.state.allow_table = [(r.path_regex, frozenset(r.methods or ())) for r in routes]
+    methods: set[str] = set()
+    for regex, ms in table:
+        if regex.match(path):
+            methods |= ms
+    return sorted(methods)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(YunguError)
     async def _domain(_req: Request, exc: YunguError) -> JSONResponse:
@@ -54,13 +70,16 @@ def install(app: FastAPI) -> None:
                        "invalid_input", errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(req: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = HTTP_CODES.get(exc.status_code, "http_" + str(exc.status_code))
         try:
             title = HTTPStatus(exc.status_code).phrase
         except ValueError:
             title = str(exc.detail)
-        return problem(exc.status_code, title, str(exc.detail), code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(req.app, req.url.path))
+        return problem(exc.status_code, title, str(exc.detail), code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _bug(req: Request, exc: Exception) -> JSONResponse:

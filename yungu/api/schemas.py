@@ -54,7 +54,26 @@ def _ratio_text(v: Any) -> str:
     return v
 
 
-Weight = float  # range and NaN are checked by JobSpec.validate, which names the weight
+Weight = Annotated[float, Field(strict=True)]  # range and NaN: JobSpec.validate, which names the weight
+
+def _iso_time(v: Any) -> datetime:
+    """An instant as ISO 8601 text with a zone; not a number (pydantic would read 0.5 as 1970)."""
+    if isinstance(v, datetime):
+        t = v
+    elif isinstance(v, str) and 0 < len(v) <= 64:
+        try:
+            t = datetime.fromisoformat(v.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"{v[:64]!r} is not an ISO 8601 time, e.g. 2026-11-23T08:00:00+08:00") from None
+    else:
+        raise ValueError("give the time as ISO 8601 text, e.g. 2026-11-23T08:00:00+08:00 / 时间应为 ISO 8601 字符串")
+    if t.tzinfo is None:
+        raise ValueError("timestamps need a time zone, e.g. 2026-11-23T08:00:00+08:00 / 时间需带时区")
+    return t
+
+
+IsoTime = Annotated[datetime, BeforeValidator(_iso_time)]
+"""An aware instant given as ISO 8601 text with a zone (``Z`` or ``+08:00``)."""
 
 PERIOD_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
 Period = Annotated[str, Field(pattern=PERIOD_PATTERN, description="a calendar month YYYY-MM (UTC+8) / 账期",
@@ -79,8 +98,8 @@ class JobIn(BaseModel):
     resources: ResourcesIn = Field(default_factory=ResourcesIn)
     replicas: int = Field(1, ge=1, le=1024, strict=True)
     estimated_duration_s: int | None = Field(None, ge=1, le=90 * 86400, strict=True)
-    deadline: datetime | None = None
-    earliest_start: datetime | None = None
+    deadline: IsoTime | None = None
+    earliest_start: IsoTime | None = None
     priority: int = Field(0, ge=-1000, le=1000, strict=True)
     max_price_cny_per_hour: Money | None = None
     objective: Objective = Objective.BALANCED
@@ -101,13 +120,6 @@ class JobIn(BaseModel):
                 raise ValueError(exc.message) from None
             if v.startswith("-"):
                 raise ValueError("max_price_cny_per_hour must not be negative")
-        return v
-
-    @field_validator("deadline", "earliest_start")
-    @classmethod
-    def _aware(cls, v: datetime | None) -> datetime | None:
-        if v is not None and v.tzinfo is None:
-            raise ValueError("timestamps need a time zone, e.g. 2026-11-23T08:00:00+08:00")
         return v
 
     def to_spec(self) -> JobSpec:

@@ -102,6 +102,7 @@ class SqlStore:
         provider: str | None = None,
     ) -> tuple[ApiKey, str]:
         """Create a key; the secret is returned once and only its hash is stored."""
+        tenant_id = tenant_id or None
         if role is Role.TENANT and not tenant_id:
             raise InvalidInput("a tenant key needs a tenant (--tenant)")
         if (provider is not None) != (role is Role.PROVIDER):

@@ -18,13 +18,13 @@ class TenantIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=200)
     social_credit_code: str = Field("", max_length=32)
-    prepaid: bool = Field(False, description="reserve each job's estimated cost from the wallet at admission")
+    prepaid: bool = Field(False, strict=True, description="reserve each job's estimated cost from the wallet at admission")
 
 
 class KeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Role
-    tenant_id: str | None = Field(None, max_length=64)
+    tenant_id: str | None = Field(None, min_length=1, max_length=64)
     provider: str | None = Field(None, max_length=200, description="provider keys: the provider they act for "
                                  "(a site's `provider`, see GET /sites)")
     name: str = Field("", max_length=200)

@@ -7,6 +7,7 @@ import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import HTMLResponse
@@ -105,14 +106,14 @@ def _load(c: Any, cert_id: str, p: Principal) -> dict[str, Any]:
             "public_key": s.public_key_b64, "value": r.signature}}  # fmt: skip
 
 
-@router.get("/certs/{cert_id}")
-def get_cert(request: Request, cert_id: str, p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
-    return _load(container(request), cert_id, p)
+@router.get("/certs/{cert_id:uuid}")  # a UUID: "/certs/verify" is not a certificate (405 says POST)
+def get_cert(request: Request, cert_id: UUID, p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
+    return _load(container(request), str(cert_id), p)
 
 
-@router.get("/certs/{cert_id}/html", response_class=HTMLResponse)
-def get_cert_html(request: Request, cert_id: str, p: Principal = Depends(require(*ANY_ROLE))) -> HTMLResponse:
-    return HTMLResponse(to_html(_load(container(request), cert_id, p)))
+@router.get("/certs/{cert_id:uuid}/html", response_class=HTMLResponse)
+def get_cert_html(request: Request, cert_id: UUID, p: Principal = Depends(require(*ANY_ROLE))) -> HTMLResponse:
+    return HTMLResponse(to_html(_load(container(request), str(cert_id), p)))
 
 
 @router.post("/certs/verify")

@@ -134,7 +134,7 @@ class TransferFields(BaseModel):
     currency: Currency = "CNY"
     kind: TransferKind = TransferKind.SINGLE
     pending_id: str = Field("", max_length=200)
-    timeout_s: int = Field(0, ge=0, le=MAX_PENDING_S, description="pending transfers: expiry, at most a year")
+    timeout_s: int = Field(0, ge=0, strict=True, le=MAX_PENDING_S, description="pending transfers: expiry, at most a year")
     ref: str = Field("", max_length=500)
     memo: str = Field("", max_length=500)
 
@@ -150,7 +150,7 @@ class TransferIn(TransferFields):
 class BatchIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     transfers: list[TransferFields] = Field(min_length=1, max_length=10_000)
-    linked: bool = False
+    linked: bool = Field(False, strict=True)
     reason: Reason
 
 

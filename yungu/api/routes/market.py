@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -19,7 +19,7 @@ from yungu.adapters.ledger.store import raise_for
 from yungu.adapters.store.ledger_tables import clearing_statements
 from yungu.api.deps import ANY_ROLE, container, require
 from yungu.api.routes.ledger import STAFF, Currency, LedgerId, Reason, audit, minor, money, services
-from yungu.api.schemas import Money, Period, Ratio
+from yungu.api.schemas import IsoTime, Money, Period, Ratio
 from yungu.control.billing import receivable, wallet
 from yungu.domain.errors import Forbidden, InvalidInput
 from yungu.domain.tenancy import Principal, Role
@@ -39,8 +39,8 @@ class ProductIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     region: str = Field(min_length=1, max_length=64)
     accelerator_class: str = Field(min_length=1, max_length=64)
-    window_start: datetime
-    window_end: datetime
+    window_start: IsoTime
+    window_end: IsoTime
     reserve_price: Money = "0"
 
     @model_validator(mode="after")
@@ -61,7 +61,7 @@ class OrderIn(ProductIn):
     id: LedgerId
     side: Literal["bid", "ask"]
     party: str = Field("", max_length=200)
-    quantity: int = Field(ge=1, le=1_000_000)
+    quantity: int = Field(ge=1, le=1_000_000, strict=True)
     price: Money = Field(description="CNY per device-hour: max for bids, min for asks")
     pool_id: str = Field("", max_length=128)
 
@@ -72,8 +72,8 @@ class SlaIn(BaseModel):
     tenant_id: str = Field(min_length=1, max_length=64)
     provider: str = Field(min_length=1, max_length=200)
     period: Period
-    up_seconds: int = Field(ge=0, le=10**9)
-    total_seconds: int = Field(ge=1, le=10**9)
+    up_seconds: int = Field(ge=0, le=10**9, strict=True)
+    total_seconds: int = Field(ge=1, le=10**9, strict=True)
     charge: Money
     target: Ratio = "0.999"
     reason: Reason
@@ -154,7 +154,8 @@ def run_auction(request: Request, body: ProductIn, p: Principal = Depends(requir
 
 
 @router.get("/market/reservations")
-def reservations(request: Request, at: datetime | None = None, pool_id: str | None = Query(None, max_length=128),
+def reservations(request: Request, at: IsoTime | None = Query(None, description="ISO 8601 with a zone"),
+                 pool_id: str | None = Query(None, max_length=128),
                  p: Principal = Depends(require(*ANY_ROLE))) -> list[dict[str, Any]]:
     c = container(request)
     tenant = None if p.role is not Role.TENANT else p.tenant_id
