@@ -56,6 +56,9 @@ def _ratio_text(v: Any) -> str:
 
 Weight = Annotated[float, Field(strict=True)]  # range and NaN: JobSpec.validate, which names the weight
 
+MIN_YEAR, MAX_YEAR = 1970, 9000  # far from datetime's limits: arithmetic on them never overflows
+
+
 def _iso_time(v: Any) -> datetime:
     """An instant as ISO 8601 text with a zone; not a number (pydantic would read 0.5 as 1970)."""
     if isinstance(v, datetime):
@@ -69,6 +72,8 @@ def _iso_time(v: Any) -> datetime:
         raise ValueError("give the time as ISO 8601 text, e.g. 2026-11-23T08:00:00+08:00 / 时间应为 ISO 8601 字符串")
     if t.tzinfo is None:
         raise ValueError("timestamps need a time zone, e.g. 2026-11-23T08:00:00+08:00 / 时间需带时区")
+    if not MIN_YEAR <= t.year <= MAX_YEAR:
+        raise ValueError(f"times must lie in the years {MIN_YEAR}..{MAX_YEAR} / 时间超出范围")
     return t
 
 

@@ -134,7 +134,9 @@ MAX_ENV_VARS = 256
 MAX_ENV_NAME_CHARS = 128
 MAX_ENV_VALUE_BYTES = 32 * 1024
 MAX_ENV_BYTES = 128 * 1024  # all names and values together: well inside any kernel's ARG_MAX
-MAX_SCHEDULE_AHEAD_S = 366 * 86400  # deadlines and earliest starts at most a year ahead
+# Deadlines and earliest starts at most a century ahead: far enough for "not before I say so"
+# (benchmarks park jobs in 2099), near enough that date arithmetic never overflows year 9999.
+MAX_SCHEDULE_AHEAD_S = 36525 * 86400
 # POSIX portable environment names (IEEE Std 1003.1, 8.1): what every shell and executor accepts.
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
 LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?", re.ASCII)
@@ -267,16 +269,16 @@ class JobSpec:
 
     def validate_times(self, now: datetime) -> None:
         """The rules that need the submission time: no deadline in the past (the job would run
-        anyway and miss it), nothing scheduled more than a year ahead."""
+        anyway and miss it), nothing scheduled more than a century ahead."""
         horizon = now + timedelta(seconds=MAX_SCHEDULE_AHEAD_S)
         if self.deadline is not None:
             if self.deadline <= now:
                 raise InvalidInput(f"deadline {self.deadline.isoformat()} is not in the future (now "
                                    f"{now.isoformat()}) / 截止时间已过")
             if self.deadline > horizon:
-                raise InvalidInput("deadline is more than a year ahead / 截止时间超过一年")
+                raise InvalidInput("deadline is more than 100 years ahead / 截止时间超过一百年")
         if self.earliest_start is not None and self.earliest_start > horizon:
-            raise InvalidInput("earliest_start is more than a year ahead / 最早开始时间超过一年")
+            raise InvalidInput("earliest_start is more than 100 years ahead / 最早开始时间超过一百年")
 
 
 @dataclass(frozen=True)

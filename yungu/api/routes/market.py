@@ -48,7 +48,7 @@ class ProductIn(BaseModel):
         for t in (self.window_start, self.window_end):
             if t.tzinfo is None:
                 raise ValueError("window times need a timezone (UTC) / 时间需带时区")
-        if not self.window_start < self.window_end <= self.window_start + MAX_WINDOW:
+        if not self.window_start < self.window_end or self.window_end - self.window_start > MAX_WINDOW:
             raise ValueError("the window must end after it starts, within a year / 时间窗无效")
         return self
 

@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from yungu.adapters.telemetry.store import TelemetryStore
 from yungu.api.deps import ANY_ROLE, auth_failed, check_address, container, require
+from yungu.api.schemas import MAX_YEAR, MIN_YEAR
 from yungu.domain.errors import Forbidden, InvalidInput, NotFound
 from yungu.domain.tenancy import Principal, Role
 from yungu.engines.energy.samples import COLUMN_FIELDS
@@ -181,6 +182,8 @@ def _time(v: str | None, default: datetime) -> datetime:
         raise InvalidInput(f"bad time {v!r}: use ISO 8601, e.g. 2026-03-01T00:00:00Z") from exc
     if t.tzinfo is None:
         raise InvalidInput(f"time {v!r} has no zone; add Z or +08:00")
+    if not MIN_YEAR <= t.year <= MAX_YEAR:
+        raise InvalidInput(f"time {v!r} is outside the years {MIN_YEAR}..{MAX_YEAR}")
     return t.astimezone(UTC)
 
 
