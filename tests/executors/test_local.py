@@ -9,6 +9,7 @@ so the contract's commands can leave files the test reads. Cases about the plain
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -39,7 +40,7 @@ from tests.executors.sandbox_env import BINDS, shared_dir
 from yungu.adapters.executors.base import BaseExecutor, LatencyHistogram
 from yungu.adapters.executors.local import LocalExecutor, LocalSettings
 from yungu.adapters.executors.local_runs import ReplicaState as _R
-from yungu.adapters.executors.local_runs import decide
+from yungu.adapters.executors.local_runs import decide, shim_index
 from yungu.adapters.executors.registry import ExecutorRegistry, build_executor, default_registry
 from yungu.domain.errors import Conflict, InvalidInput, Unavailable
 from yungu.ports.executor import ExecError, ExecErrorCode, ExecPhase, Executor, Launch, ReplicaLaunch
@@ -88,7 +89,12 @@ def engine_timeout() -> float:
 
 
 def _kill_leftovers(data_dir: Path) -> None:
-    """Tests start real process sessions; never leave one behind."""
+    """Tests start real process sessions; never leave one behind (a sandboxed replica dies
+    with its supervisor's group: bwrap runs with --die-with-parent)."""
+    for prefix, (pid, _) in shim_index().items():
+        if prefix.startswith(f"{data_dir}/"):
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
     for pidfile in data_dir.glob("runs/*/replica-*.pid"):
         info = json.loads(pidfile.read_text())
         try:

@@ -514,7 +514,7 @@ class LocalExecutor(BaseExecutor):
             self._thread.join(timeout=5)
         self._flush()
         if self._sandbox is not None:
-            self._sandbox.cgroups.close()  # only the empty parents go; running jobs keep theirs
+            self._sandbox.close()  # only empty cgroups go; running jobs keep theirs
         with self._lock:
             if self._journal >= 0:
                 os.close(self._journal)
@@ -864,13 +864,17 @@ class LocalExecutor(BaseExecutor):
 
     def _monitor(self) -> None:
         """Reap, fail gangs, escalate kills and start queued launches even when nobody asks."""
+        passes = 0
         while not self._stop.wait(self.settings.poll_interval_s):
+            passes += 1
             try:
                 with self._lock:
                     for run in list(self._active.values()):
                         self._refresh(run)
                     self._start_queued()
                 self._flush()
+                if self._sandbox is not None and passes % 20 == 0:
+                    self._sandbox.collect()
             except Exception:
                 log.error("local executor monitor failed", exc_info=True, extra={"executor": self.name})
         self._flush()

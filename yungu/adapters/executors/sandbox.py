@@ -266,6 +266,8 @@ class Sandbox:
         self.bwrap_version = ""
         self.warnings: list[str] = []
         self.refusal = ""
+        self._mutex = threading.Lock()
+        self._unremoved: set[str] = set()
         self._check_paths()
         self.uids = TenantUids(self.runs_root / "tenant-uids.json", uid_base, uid_count)
         self.cgroups = Cgroups(self.key)
@@ -437,13 +439,28 @@ class Sandbox:
     def finished(self, leaf: str, memory_gb: int) -> str:
         """Remove a finished replica's cgroups; a note on what the kernel stopped, if anything."""
         ev: Events = self.cgroups.events(leaf) if self.cgroups.hierarchies else Events()
-        self.cgroups.remove(leaf)
+        if self.cgroups.hierarchies and not self.cgroups.remove(leaf):
+            with self._mutex:
+                self._unremoved.add(leaf)  # v1 may keep an emptied cgroup busy a moment
         notes = []
         if ev.oom_kills:
             notes.append(f"memory limit of {memory_gb} GiB per replica exceeded: killed by the kernel (OOM)")
         if ev.pids_denied:
             notes.append(f"process limit of {self.pids_per_replica} per replica reached")
         return "; ".join(notes)
+
+    def collect(self) -> None:
+        """Retry removing finished replicas' cgroups that were still busy (the monitor calls it)."""
+        with self._mutex:
+            todo, self._unremoved = self._unremoved, set()
+        busy = {leaf for leaf in todo if not self.cgroups.remove(leaf)}
+        if busy:
+            with self._mutex:
+                self._unremoved |= busy
+
+    def close(self) -> None:
+        self.collect()
+        self.cgroups.close()
 
     # ---- signals ----------------------------------------------------------------------
 
