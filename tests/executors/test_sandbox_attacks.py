@@ -205,6 +205,40 @@ def test_kill_minus_one_reaches_only_the_attackers_own_sandbox(platform: tuple[P
     assert (done.phase, read_all(ex, "v.1")) == (ExecPhase.SUCCEEDED, b"survived\n")
 
 
+def _processes_of(uid: int) -> list[int]:
+    return [p.pid for p in psutil.process_iter(["uids", "status"])
+            if p.info["uids"] and p.info["uids"].real == uid and p.info["status"] != psutil.STATUS_ZOMBIE]
+
+
+def _gone(uid: int, timeout: float = 5) -> bool:
+    deadline = time.monotonic() + timeout
+    while _processes_of(uid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _processes_of(uid)
+
+
+def test_daemons_and_escapees_die_with_the_job(platform: tuple[Path, LocalExecutor]) -> None:
+    """A job that leaves a daemon behind (setsid, double fork) and one whose escapee ignores
+    SIGTERM in a session of its own: nothing of either survives its end or its cancel."""
+    _, ex = platform
+    daemon = Launch("d.1", "d", "tenant-daemon", "p", "(setsid sleep 300 &); echo forked", (ReplicaLaunch(0),))
+    ok(ex.submit(daemon))
+    assert wait_done(ex, "d.1", 10).phase is ExecPhase.SUCCEEDED
+    uid = ex._sandbox.uids.uid("tenant-daemon")  # type: ignore[union-attr]
+    assert _gone(uid), f"left behind: {_processes_of(uid)}"
+
+    escapee = Launch("e.1", "e", "tenant-escapee", "p",
+                     "(setsid sh -c 'trap \"\" TERM; while :; do sleep 0.1; done' &); sleep 60", (ReplicaLaunch(0),))
+    ok(ex.submit(escapee))
+    uid = ex._sandbox.uids.uid("tenant-escapee")  # type: ignore[union-attr]
+    deadline = time.monotonic() + 10
+    while len(_processes_of(uid)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    ok(ex.cancel("e.1", grace_s=0.5))
+    assert wait_done(ex, "e.1", 10).phase is ExecPhase.CANCELLED
+    assert _gone(uid), f"left behind: {_processes_of(uid)}"
+
+
 def test_a_fork_bomb_is_held_by_the_pids_limit_and_the_platform_carries_on(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
