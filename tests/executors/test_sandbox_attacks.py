@@ -87,6 +87,7 @@ kill -0 "$PLATFORM_PID" 2>/dev/null; say $? "signal platform pid"
 n=$(ls /proc | grep -cE '^[0-9]+$'); if [ "$n" -le 8 ]; then echo "blocked see host processes ($n visible)"; else echo "LEAK see host processes ($n visible)"; fi
 if env | grep -q server-env-; then echo "LEAK server env"; else echo "blocked server env"; fi
 if cat /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' | grep -q server-env-; then echo "LEAK proc environ"; else echo "blocked proc environ"; fi
+if ls -l /proc/self/fd/ 2>/dev/null | grep -q -e '\.args' -e '\.exit' -e '\.start'; then echo "LEAK supervisor fds"; else echo "blocked supervisor fds"; fi
 cat /etc/shadow >/dev/null 2>&1; say $? "read /etc/shadow"
 su -c true root </dev/null >/dev/null 2>&1; say $? "setuid su"
 /usr/bin/mount -t tmpfs none /job >/dev/null 2>&1; say $? "setuid mount"
@@ -118,7 +119,8 @@ def _check_report(out: str) -> None:
     for what in ("read admin-key", "read database", "read signing-key", "read symlink", "find platform files",
                  "read victim-log", "write victim exit record", "write victim run dir", "write platform data dir",
                  "signal victim pid", "signal platform pid", "see host processes", "server env", "proc environ",
-                 "setuid su", "setuid mount", "setuid(0)", "new user namespace", "read /etc/shadow"):
+                 "setuid su", "setuid mount", "setuid(0)", "new user namespace", "read /etc/shadow",
+                 "supervisor fds"):
         assert any(what in x for x in blocked), f"probe {what!r} did not run:\n{out}"
     status = dict(re.findall(r"^(NoNewPrivs|CapEff|CapBnd):\s+(\S+)$", out, re.M))
     assert status == {"NoNewPrivs": "1", "CapEff": "0000000000000000", "CapBnd": "0000000000000000"}, status

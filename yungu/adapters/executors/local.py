@@ -2,14 +2,23 @@
 
 How our concepts map onto the machine:
 
-- a **launch** (one attempt of one job, ``request_id``) is a run directory
-  ``<data_dir>/runs/<request_id>/`` holding ``launch.json`` (the manifest), the logs and
-  small marker files; the directory *is* the durable record, memory is only a cache;
-- a **replica** of a gang is one ``/bin/sh -c <command>`` process tree, started in its own
-  session (so it survives the platform being ``kill -9``'d) under a tiny ``sh`` shim that
-  writes the command's exit code to ``replica-<i>.exit`` (tmp file, then rename) when it
-  ends; ``replica-<i>.pid`` records the shim's pid and start time so a restarted platform
-  can recognise it (and not a recycled pid);
+- a **launch** (one attempt of one job, ``request_id``) is a control directory
+  ``<data_dir>/runs/<request_id>/`` (the platform's, 0700) holding ``launch.json`` (the
+  manifest), the logs and small record files; the directory *is* the durable record,
+  memory is only a cache. With the sandbox (the default) the job itself works in a run
+  directory ``<runs_root>/<key>/<request_id>/`` owned by its tenant's uid, which it sees
+  as ``/job``; it never sees the control directory;
+- a **tenant** is a uid of its own (``sandbox.TenantUids``); each replica runs in a
+  bubblewrap sandbox with that uid, its own PID namespace, a cleared environment and
+  cgroup limits (``sandbox.py`` draws the process chain; ``sandbox = false`` runs plain
+  process trees as the platform's user, for a trusted single-tenant machine);
+- a **replica** of a gang is one ``/bin/sh -c <command>`` process tree under a small
+  ``sh`` supervisor started in its own session (so it survives the platform being
+  ``kill -9``'d); the supervisor writes ``replica-<i>.start`` as it begins and the
+  command's exit code to ``replica-<i>.exit`` when it ends: their mtimes are the run's
+  start and end (``ExecStatus.started_at`` / ``finished_at``), never the moment the
+  platform looked; ``replica-<i>.pid`` records the supervisor's pid and start time so a
+  restarted platform can recognise it (and not a recycled pid);
 - **devices** are declared, not real: they reach the job as ``YUNGU_DEVICES`` (and as
   ``CUDA_VISIBLE_DEVICES`` only if ``set_cuda_visible_devices`` is set); nothing confines
   a process to them;
@@ -20,6 +29,8 @@ How our concepts map onto the machine:
 Files of a run (all written atomically: tmp then rename, or link for first-writer-wins)::
 
     launch.json               manifest, written before any process starts
+    replica-<i>.args          the job's environment for bubblewrap (sandbox; 0600)
+    replica-<i>.start         empty; its mtime is the supervisor's start
     replica-<i>.pid           {"pid", "create_time", "started_at"} after the spawn
     replica-<i>.exit          the command's exit code and a newline, written by the shim
     replica-<i>.stdout.log    replica-<i>.stderr.log
@@ -88,11 +99,13 @@ from yungu.adapters.executors.local_runs import (
 )
 from yungu.adapters.executors.sandbox import (
     JOB_BASE_ENV,
+    SANDBOX_KEYS,
     SANDBOX_SHIM,
     SUPERVISOR_ENV,
     Bind,
     Sandbox,
     SandboxError,
+    parse_sandbox_setting,
 )
 from yungu.domain.clock import Clock
 from yungu.domain.errors import InvalidInput, Unavailable
@@ -156,8 +169,8 @@ class LocalSettings:
         for key, value in raw.items():
             if key in ("kind", "type"):
                 continue
-            if key in _SANDBOX_KEYS:
-                values[key] = _parse_sandbox_setting(key, value)
+            if key in SANDBOX_KEYS:
+                values[key] = parse_sandbox_setting(key, value)
                 continue
             if key in ("set_cuda_visible_devices", "inherit_env", "sandbox"):
                 if not isinstance(value, bool):
@@ -179,28 +192,6 @@ class LocalSettings:
                 "it is allowed only with sandbox = false / 沙箱模式下不允许继承服务器环境变量"
             )
         return cls(**values)
-
-
-_SANDBOX_KEYS = ("runs_root", "uid_base", "uid_count", "binds", "network", "pids_per_replica")
-
-
-def _parse_sandbox_setting(key: str, value: Any) -> Any:
-    if key == "runs_root":
-        if not isinstance(value, str) or not value.startswith("/"):
-            raise InvalidInput(f"local executor: runs_root must be an absolute path, got {value!r}")
-        return value
-    if key == "network":
-        if value not in ("host", "none"):
-            raise InvalidInput(f"local executor: network must be \"host\" or \"none\", got {value!r}")
-        return value
-    if key == "binds":
-        if not isinstance(value, list | tuple):
-            raise InvalidInput(f"local executor: binds must be a list of {{src, dst, mode}} tables, got {value!r}")
-        return tuple(Bind.parse(b) for b in value)
-    lo, hi = {"uid_base": (1001, 2**31), "uid_count": (1, 2**30), "pids_per_replica": (16, 4_194_304)}[key]
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise InvalidInput(f"local executor: {key} must be an integer in [{lo}, {hi}], got {value!r}")
-    return value
 
 
 @dataclass

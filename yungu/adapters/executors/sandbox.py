@@ -136,6 +136,29 @@ class Bind:
         return cls(posixpath.normpath(src), norm, str(mode))
 
 
+SANDBOX_KEYS = ("runs_root", "uid_base", "uid_count", "binds", "network", "pids_per_replica")
+
+
+def parse_sandbox_setting(key: str, value: Any) -> Any:
+    """One sandbox setting of ``[executor.<name>]``, validated (``LocalSettings.parse``)."""
+    if key == "runs_root":
+        if not isinstance(value, str) or not value.startswith("/"):
+            raise InvalidInput(f"local executor: runs_root must be an absolute path, got {value!r}")
+        return value
+    if key == "network":
+        if value not in ("host", "none"):
+            raise InvalidInput(f"local executor: network must be \"host\" or \"none\", got {value!r}")
+        return value
+    if key == "binds":
+        if not isinstance(value, list | tuple):
+            raise InvalidInput(f"local executor: binds must be a list of {{src, dst, mode}} tables, got {value!r}")
+        return tuple(Bind.parse(b) for b in value)
+    lo, hi = {"uid_base": (1001, 2**31), "uid_count": (1, 2**30), "pids_per_replica": (16, 4_194_304)}[key]
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise InvalidInput(f"local executor: {key} must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
 class TenantUids:
     """Tenant id -> host uid: ``base`` + n in order of first use, persisted and stable.
 
