@@ -39,7 +39,21 @@ def runs_root() -> Iterator[Path]:
         os.environ.pop("YUNGU_RUNS_ROOT", None)
     else:
         os.environ["YUNGU_RUNS_ROOT"] = before
+    _remove_session_cgroups(root)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _remove_session_cgroups(root: Path) -> None:
+    """Jobs that outlived their test's executor leave empty cgroups; remove this session's
+    (one executor key per directory in the runs root; busy ones stay)."""
+    from yungu.adapters.executors.sandbox_cgroups import Cgroups
+
+    for key_dir in root.iterdir():
+        if key_dir.is_dir() and not key_dir.name.startswith("."):
+            cg = Cgroups(key_dir.name)
+            for leaf in cg.leaves():
+                cg.remove(leaf)
+            cg.close()
 
 
 @pytest.fixture(scope="session")

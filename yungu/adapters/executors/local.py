@@ -855,17 +855,15 @@ class LocalExecutor(BaseExecutor):
 
     def _monitor(self) -> None:
         """Reap, fail gangs, escalate kills and start queued launches even when nobody asks."""
-        passes = 0
         while not self._stop.wait(self.settings.poll_interval_s):
-            passes += 1
             try:
                 with self._lock:
                     for run in list(self._active.values()):
                         self._refresh(run)
                     self._start_queued()
                 self._flush()
-                if self._sandbox is not None and passes % 20 == 0:
-                    self._sandbox.collect()
+                if self._sandbox is not None:
+                    self._sandbox.collect()  # nothing to do unless a removal was refused
             except Exception:
                 log.error("local executor monitor failed", exc_info=True, extra={"executor": self.name})
         self._flush()

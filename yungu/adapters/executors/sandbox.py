@@ -57,6 +57,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -481,8 +482,13 @@ class Sandbox:
             with self._mutex:
                 self._unremoved |= busy
 
-    def close(self) -> None:
+    def close(self, wait_s: float = 1.0) -> None:
+        """Remove what cgroups can go (a just-emptied v1 cgroup may stay busy a few ms)."""
+        deadline = time.monotonic() + wait_s
         self.collect()
+        while self._unremoved and time.monotonic() < deadline:
+            time.sleep(0.01)
+            self.collect()
         self.cgroups.close()
 
     # ---- signals ----------------------------------------------------------------------

@@ -156,6 +156,8 @@ class Cgroups:
                 if h.v2 and done_v2:
                     _write_limit(ctl, path, limits, v2=True)
                     continue
+                if not h.base.is_dir():  # removed behind our back (an operator's cleanup)
+                    self._recreate(h)
                 with contextlib.suppress(FileExistsError):
                     path.mkdir()
                 made.append(path)
@@ -168,6 +170,15 @@ class Cgroups:
                     path.rmdir()
             raise
         return procs
+
+    def _recreate(self, h: Hierarchy) -> None:
+        if h.v2:
+            root = h.base.parent.parent
+            problem = _enable_v2(root, [PARENT, self.key], sorted(c for c, x in self.hierarchies.items() if x.v2))
+            if problem:
+                raise OSError(problem)
+        else:
+            h.base.mkdir(parents=True, exist_ok=True)
 
     def events(self, leaf: str) -> Events:
         oom = pids = 0
