@@ -241,6 +241,8 @@ class LocalExecutor(BaseExecutor):
         *,
         clock: Clock | None = None,
     ) -> None:
+        """``clock`` must tell real time (the default): run times come from the supervisor's
+        file records, which the kernel stamps, and are compared with ``clock.now()``."""
         super().__init__(name)
         self.settings = (
             settings if isinstance(settings, LocalSettings) else LocalSettings.parse(settings or {})
@@ -334,6 +336,7 @@ class LocalExecutor(BaseExecutor):
             binds=s.binds,
             network=s.network,
             pids_per_replica=s.pids_per_replica,
+            monotonic=self._monotonic,
         )
 
     def _submit(self, launch: Launch) -> ExecStatus | ExecError:

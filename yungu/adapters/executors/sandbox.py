@@ -58,7 +58,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,7 +277,9 @@ class Sandbox:
         binds: Sequence[Bind],
         network: str,
         pids_per_replica: int,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._monotonic = monotonic
         self.privileged = os.geteuid() == 0
         self.data_dir = data_dir.resolve()
         self.runs_root = (runs_root or default_runs_root(self.privileged)).absolute()
@@ -303,6 +305,11 @@ class Sandbox:
         self.refusal = self._probe()
         if self.refusal:
             log.error("%s", self.refusal, extra={"executor": name})
+        else:
+            cg = " ".join(f"{c}={v or 'none'}" for c, v in self.cgroups.describe().items())
+            log.info("local executor %s: job sandbox on (%s, bubblewrap %s), run dirs in %s, cgroups %s",
+                     name, "setpriv + user namespace" if self.privileged else "user namespace, unprivileged",
+                     self.bwrap_version, self.root, cg, extra={"executor": name})
         for w in self.warnings:
             log.warning("local executor %s: %s", name, w, extra={"executor": name})
 
@@ -484,9 +491,9 @@ class Sandbox:
 
     def close(self, wait_s: float = 1.0) -> None:
         """Remove what cgroups can go (a just-emptied v1 cgroup may stay busy a few ms)."""
-        deadline = time.monotonic() + wait_s
+        deadline = self._monotonic() + wait_s
         self.collect()
-        while self._unremoved and time.monotonic() < deadline:
+        while self._unremoved and self._monotonic() < deadline:
             time.sleep(0.01)
             self.collect()
         self.cgroups.close()
