@@ -426,9 +426,12 @@ class Sandbox:
                 raise SandboxError(f"run directory {work} exists and is not this launch's") from None
         except OSError as exc:
             raise SandboxError(f"cannot create run directory {work}: {exc.strerror}") from exc
-        if self.privileged:
-            os.chown(work, uid, uid)
-        os.chmod(work, 0o700)
+        try:
+            if self.privileged:
+                os.chown(work, uid, uid)
+            os.chmod(work, 0o700)
+        except OSError as exc:
+            raise SandboxError(f"cannot give run directory {work} to uid {uid}: {exc.strerror}") from exc
         return uid, work
 
     def env_args(self, env: Mapping[str, str]) -> bytes:
