@@ -359,3 +359,40 @@ def test_a_running_job_reports_its_start_and_a_finished_one_its_end(tmp_path_fac
         assert 0.55 <= (done.finished_at - done.started_at).total_seconds() <= 1.2, done
     finally:
         ex.close()
+
+
+def test_a_runs_root_others_can_write_is_refused(tmp_path_factory: pytest.TempPathFactory) -> None:
+    shared = Path(tempfile.mkdtemp(prefix="yungu-ww-"))
+    try:
+        shared.chmod(0o1777)  # like /tmp: anyone could plant a symlink or a uid map there
+        ex = LocalExecutor("ww", {**FAST, "runs_root": str(shared)}, tmp_path_factory.mktemp("ww") / "data")
+        try:
+            res = ex.submit(make_launch("true"))
+            assert isinstance(res, ExecError) and "writable only by its owner" in res.message
+            assert shared.stat().st_mode & 0o7777 == 0o1777, "an existing runs root is never chmod-ed"
+        finally:
+            ex.close()
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+def test_a_uid_map_entry_outside_the_range_fails_the_launch(
+    tmp_path_factory: pytest.TempPathFactory, runs_root: Path
+) -> None:
+    """A tampered map (tenant -> uid 0) never runs the job as that uid."""
+    ex = LocalExecutor("tamper", FAST, tmp_path_factory.mktemp("tamper") / "data")
+    try:
+        path = ex._sandbox.uids.path  # type: ignore[union-attr]
+        table = json.loads(path.read_text()) if path.exists() else {"version": 1, "tenants": {}}
+        table["tenants"]["tenant-evil"] = 0
+        path.write_text(json.dumps(table))
+        la = make_launch("id -u")
+        la = la.__class__(**{**la.__dict__, "tenant_id": "tenant-evil"})
+        ok(ex.submit(la))
+        done = wait_done(ex, la.request_id, 10)
+        assert done.phase is ExecPhase.FAILED and "outside this executor's range" in done.reason, done
+        assert read_all(ex, la.request_id) == b""
+    finally:
+        table["tenants"].pop("tenant-evil", None)
+        path.write_text(json.dumps(table))
+        ex.close()

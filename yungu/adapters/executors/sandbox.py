@@ -54,6 +54,7 @@ import posixpath
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import threading
@@ -186,6 +187,11 @@ class TenantUids:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 table = self._read()
                 uid = table.get(tenant_id)
+                if uid is not None and not self.base <= uid < self.base + self.count:
+                    raise SandboxError(
+                        f"{self.path} maps tenant {tenant_id} to uid {uid}, outside this executor's range "
+                        f"{self.base}..{self.base + self.count - 1} (executors sharing a runs root share uid_base)"
+                    )
                 if uid is None:
                     uid = self._allocate(set(table.values()))
                     table[tenant_id] = uid
@@ -333,15 +339,9 @@ class Sandbox:
                         f"local executor: bind src {b.src} overlaps {guarded}; binding it would show jobs "
                         "the platform's files or other tenants' runs"
                     )
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            # Traversable, not listable: bwrap (running as the tenant) must reach its own run
-            # dir; nobody may list the others.
-            for d in (self.runs_root, self.root):
-                if d.stat().st_uid == os.geteuid():
-                    d.chmod(0o711)
-        except OSError as exc:
-            self.refusal = refusal_message(f"runs_root {self.root} is not usable: {exc.strerror}")
+        problem = self._make_root()
+        if problem:
+            self.refusal = refusal_message(problem)
         if self.uid_base - 1 <= os.getuid() < self.uid_base + self.uid_count:
             raise InvalidInput(f"local executor: the tenant uid range from {self.uid_base} contains the platform's own uid")
         overlap = _subid_overlap(self.uid_base - 1, self.uid_base + self.uid_count)
@@ -350,6 +350,30 @@ class Sandbox:
                 f"tenant uid range {self.uid_base}..{self.uid_base + self.uid_count - 1} overlaps {overlap}; "
                 "choose uid_base outside it / 租户 uid 区间与系统已分配的 uid 重叠"
             )
+
+    def _make_root(self) -> str:
+        """Create the runs root and this executor's dir in it: traversable, not listable
+        (bwrap, running as the tenant, must reach its own run dir; nobody may list the
+        others), owned by the platform and writable by nobody else (a planted symlink or
+        uid map would hand tenants' files, or root, to someone else). An existing runs root
+        is checked, never chmod-ed."""
+        try:
+            if not self.runs_root.exists():
+                self.runs_root.mkdir(parents=True, mode=0o711)
+                self.runs_root.chmod(0o711)
+            self.root.mkdir(mode=0o711, exist_ok=True)
+            for d in (self.runs_root, self.root):
+                st = os.lstat(d)
+                if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+                    return f"{d} must be a directory owned by uid {os.geteuid()}"
+                if st.st_mode & 0o022 or not st.st_mode & 0o001:
+                    if d == self.root:
+                        d.chmod(0o711)
+                    else:
+                        return f"runs_root {d} must be writable only by its owner and traversable (chmod 0711)"
+        except OSError as exc:
+            return f"runs_root {self.root} is not usable: {exc.strerror}"
+        return ""
 
     def _system_args(self) -> list[str]:
         args: list[str] = []
