@@ -1,19 +1,19 @@
 # Yungu 云谷 — two commands on a fresh machine:
 #   make run    set up .venv and start the platform with the embedded six-region world
-#   make test   set up (incl. PostgreSQL, Slurm, munge, faketime from Debian), run make check, the
+#   make test   set up (incl. PostgreSQL, Slurm, munge, bubblewrap, faketime from Debian), run make check, the
 #               whole test suite, then the time-sensitive suites again at fixed instants (faketime)
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-APT_PKGS := postgresql slurm-wlm munge faketime
+APT_PKGS := postgresql slurm-wlm munge bubblewrap util-linux faketime
 # The time-sensitive suites run again with the clock set (libfaketime, UTC) to instants that
 # have broken tests before or could: 06:00 UTC (the hour of issue 10's failure), 02:30 at night
 # in Asia/Shanghai, and the first seconds of a new year, and billing month, in Asia/Shanghai.
 FAKETIMES   := 2026-12-01T06:00:00 2026-11-30T18:30:00 2026-12-31T16:00:30
 TIME_SUITES := tests/telemetry tests/energy tests/ledger tests/scheduler tests/market
 
-.PHONY: run test test-times check system-deps bench clean
+.PHONY: run test test-times check system-deps sandbox-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,14 +21,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,ray]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) sandbox-deps
 	$(BIN)/yungu server --demo --data-dir .yungu
+
+# The local executor's job sandbox (docs/security.md) needs bubblewrap; without it local jobs are refused.
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  echo "installing bubblewrap from Debian (the job sandbox)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  ($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq bubblewrap >/dev/null) || \
+	  echo "could not install bubblewrap: local jobs will be refused until it is installed"; }
 
 system-deps:
 	@missing=""; \
 	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v slurmctld >/dev/null 2>&1 || missing="$$missing slurm-wlm"; \
 	command -v munged >/dev/null 2>&1 || missing="$$missing munge"; \
+	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	command -v setpriv >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	command -v faketime >/dev/null 2>&1 || missing="$$missing faketime"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing from Debian:$$missing"; \
