@@ -44,7 +44,9 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-@router.post("/jobs", status_code=201, response_model=None)
+@router.post("/jobs", status_code=201, response_model=None, responses={
+    200: {"description": "a repeat of an earlier submission (same Idempotency-Key and body): that job"},
+    201: {"description": "the job, durably stored"}})
 async def submit(request: Request, body: JobIn = Body(...),
            idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200),
            p: Principal = Depends(require(*SUBMITTERS))) -> Response:
