@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import Request
 
+from yungu.api.sessions import session_principal
 from yungu.domain.errors import Forbidden, Unauthorized
 from yungu.domain.tenancy import Principal, Role
 
@@ -20,6 +21,9 @@ def principal(request: Request) -> Principal:
     header = request.headers.get("authorization", "")
     secret = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
     if not secret:
+        sp = session_principal(request)  # the web console's session cookie (issue 13)
+        if sp is not None:
+            return sp
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' / 缺少 API 密钥")
     cache: dict[str, Principal] = request.app.state.key_cache
     p = cache.get(secret)

@@ -1,0 +1,130 @@
+"""The live demo behind ``make run`` (``yungu server --demo``), so the big screen moves from the
+first minute:
+
+- a **node agent for this machine**, registered as one node of the home site's CPU pool, so
+  power and energy come from telemetry (RAPL where the kernel exposes it, measured; else the
+  catalogue's CPU power model driven by measured utilisation, flagged modelled) — never 0 W;
+- a **tenant key for demo-lab**, kept in the data dir (0600) and printed at every start, so a
+  new user can sign in to the console as a tenant;
+- a **trickle of demo jobs** from every region (label ``origin``), a few seconds each, so the
+  map shows flows between regions and the ticker shows settlements.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from yungu.adapters.telemetry.agent import Agent, AgentConfig
+from yungu.api.routes.telemetry import telemetry_store
+from yungu.domain.errors import Conflict
+from yungu.domain.job import JobSpec, Objective, Resources
+from yungu.domain.tenancy import Role
+from yungu.engines.energy.power import PowerModel
+
+log = logging.getLogger("yungu.demo")
+TRICKLE_S = 12.0  # one demo job about this often
+TENANT = "demo-lab"
+CPU_MODEL = "cpu-xeon-8480"
+
+
+def _secret_file(path: Path, make: Any) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    secret = str(make())
+    path.write_text(secret + "\n")
+    os.chmod(path, 0o600)
+    return secret
+
+
+def tenant_key(c: Any) -> str:
+    """demo-lab's tenant key (created once, stored 0600 in the data dir)."""
+    tenant = c.store.tenant_by_name(TENANT) or c.store.create_tenant(c.ids.new(), TENANT, c.clock.now())
+    return _secret_file(c.data_dir / "demo-lab.key",
+                        lambda: c.store.create_key(c.ids.new(), Role.TENANT, tenant.id, "demo-lab console",
+                                                   c.clock.now())[1])
+
+
+def _home_cpu_pool(c: Any) -> Any:
+    home = next((r.id for r in c.world.regions if r.home), c.world.regions[0].id)
+    pools = [p for p in c.world.pools if c.world.site(p.site_id).region_id == home]
+    return next((p for p in pools if not p.accelerators_per_node), pools[0] if pools else c.world.pools[0])
+
+
+def start_agent(c: Any, url: str) -> Agent:
+    pool = _home_cpu_pool(c)
+    node_id = f"demo-{socket.gethostname()}"[:120]
+    store = telemetry_store(c)
+    key_file = c.data_dir / "agent.key"
+
+    def register() -> str:
+        return store.register_node(node_id, pool.site_id, pool.id, c.clock.now(), cpu_model=CPU_MODEL)
+
+    try:
+        key = _secret_file(key_file, register)
+    except Conflict:  # registered by an earlier run whose key file is gone: a new node id
+        node_id = f"{node_id}-{c.ids.new()[-6:]}"
+        key = _secret_file(key_file, register)
+    if store.node(node_id) is None:  # the key file belongs to an older node id
+        node_id = next((n["node_id"] for n in store.nodes() if n["node_id"].startswith("demo-")), node_id)
+    cores = os.cpu_count() or 1
+    cfg = AgentConfig(api_url=url, node_id=node_id, node_key=key, state_dir=c.data_dir / "agent",
+                      interval_s=1.0, send_interval_s=1.0,
+                      cpu_model=PowerModel.from_spec(c.catalogue.get(CPU_MODEL), fraction=min(1.0, cores / 112)))
+    agent = Agent(cfg)
+    stop = c.extras.setdefault("demo_stop", threading.Event())
+    threading.Thread(target=_run_agent, args=(agent, stop), name="yungu-demo-agent", daemon=True).start()
+    return agent
+
+
+def _run_agent(agent: Agent, stop: threading.Event) -> None:
+    try:
+        agent.run(stop=stop)
+    except Exception:  # the demo must not take the platform down
+        log.exception("demo node agent stopped")
+
+
+JOBS = (
+    ("etl-{r}", "for i in 1 2 3 4 5 6; do echo batch $i; sleep 1; done", Objective.COST),
+    ("train-{r}", "python3 -c \"import time; [print('epoch', e, flush=True) or time.sleep(1.5) for e in range(6)]\"",
+     Objective.GREEN),
+    ("infer-{r}", "for i in 1 2 3; do echo request $i ok; sleep 2; done", Objective.TIME),
+    ("sim-{r}", "python3 -c \"print(sum(i*i for i in range(3_000_000)))\"; sleep 3", Objective.BALANCED),
+)
+
+
+def _trickle(c: Any, stop: threading.Event) -> None:
+    tenant = c.store.tenant_by_name(TENANT)
+    regions = [r.id for r in c.world.regions]
+    rnd = random.Random()
+    n = 0
+    while not stop.wait(TRICKLE_S * rnd.uniform(0.5, 1.5)):
+        n += 1
+        origin = regions[n % len(regions)]
+        name, cmd, objective = JOBS[n % len(JOBS)]
+        spec = JobSpec(name=name.format(r=origin), command=cmd, resources=Resources(cpus=1, memory_gb=1),
+                       estimated_duration_s=20, objective=objective, labels={"origin": origin, "demo": "trickle"})
+        try:
+            c.store.submit(tenant.id, spec, c.clock.now(), c.ids.new())
+            c.reconciler.wake()
+        except Exception:
+            log.exception("demo job not submitted")
+
+
+def start(c: Any, url: str) -> None:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # the agent's every send is routine
+    key = tenant_key(c)
+    print(f"  Demo tenant key (saved to {c.data_dir / 'demo-lab.key'}): sign in to {url}/ with\n    {key}", flush=True)
+    try:
+        agent = start_agent(c, url)
+        print(f"  Node agent {agent.cfg.node_id}: CPU power by "
+              f"{'RAPL (measured)' if agent.rapl else 'power model x measured utilisation (modelled)'}", flush=True)
+    except Exception as exc:
+        log.warning("demo node agent not started: %s", exc)
+    stop = c.extras.setdefault("demo_stop", threading.Event())
+    threading.Thread(target=_trickle, args=(c, stop), name="yungu-demo-trickle", daemon=True).start()
