@@ -98,6 +98,34 @@ JOBS = (
 )
 
 
+AUCTION_EVERY = 5  # a small call auction every few demo jobs: trades on the ticker, points on the index
+
+
+def demo_auction(c: Any, n: int) -> None:
+    """One provider ask and two tenant bids for an hour of accelerators, cleared at once."""
+    from datetime import timedelta
+
+    from yungu.api.routes.ledger import services
+    from yungu.engines.market import Order, Product
+
+    pools = [p for p in c.world.pools if p.accelerators_per_node and p.price_cny_per_device_hour > 0]
+    if not pools:
+        return
+    pool = pools[n % len(pools)]
+    site = c.world.site(pool.site_id)
+    now = c.clock.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    product = Product(site.region_id, pool.accelerator or "gpu", now, now + timedelta(hours=1))
+    base = int(pool.price_cny_per_device_hour * 100)
+    rnd = random.Random(n)
+    tenant = c.store.tenant_by_name(TENANT)
+    market = services(c).market
+    market.place(product, "ask", Order(f"demo-ask-{n}-{c.ids.new()}", site.provider, 1, int(base * 0.8), pool.id))
+    for k in range(2):
+        market.place(product, "bid", Order(f"demo-bid-{n}-{k}-{c.ids.new()}", tenant.id, 1,
+                                           int(base * rnd.uniform(0.85, 1.15))))
+    market.run_auction(product)
+
+
 def _trickle(c: Any, stop: threading.Event) -> None:
     tenant = c.store.tenant_by_name(TENANT)
     regions = [r.id for r in c.world.regions]
@@ -112,8 +140,10 @@ def _trickle(c: Any, stop: threading.Event) -> None:
         try:
             c.store.submit(tenant.id, spec, c.clock.now(), c.ids.new())
             c.reconciler.wake()
+            if n % AUCTION_EVERY == 1:
+                demo_auction(c, n)
         except Exception:
-            log.exception("demo job not submitted")
+            log.exception("demo job or auction not submitted")
 
 
 def start(c: Any, url: str) -> None:

@@ -75,18 +75,19 @@ def sign_in(request: Request, body: SignIn = Body(...)) -> JSONResponse:
     if old is not None:  # a fresh id at every sign-in (no session fixation)
         sessions(request.app).drop(old[0])
     sid, s = sessions(request.app).create(p)
-    resp = JSONResponse(_body(p, s, request), status_code=201, headers={"Cache-Control": "no-store"})
+    resp = JSONResponse({"signed_in": True, **_body(p, s, request)}, status_code=201, headers={"Cache-Control": "no-store"})
     _set_cookie(resp, request, sid)
     return resp
 
 
 @router.get("/session")
 def current(request: Request) -> JSONResponse:
+    """Who the session cookie belongs to (``signed_in: false`` without one: not an error for a page)."""
     found = session_of(request)
     if found is None:
-        raise Unauthorized("not signed in / 未登录")
+        return JSONResponse({"signed_in": False}, headers={"Cache-Control": "no-store"})
     _, s = found
-    return JSONResponse(_body(s.principal, s, request), headers={"Cache-Control": "no-store"})
+    return JSONResponse({"signed_in": True, **_body(s.principal, s, request)}, headers={"Cache-Control": "no-store"})
 
 
 @router.delete("/session", status_code=204)

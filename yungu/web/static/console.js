@@ -134,7 +134,9 @@ async function render() {
   for (const f of cleanup) f();
   cleanup = [];
   if (!me) {
-    try { me = await get("/session"); setCsrf(me.csrf_token); } catch { me = null; }
+    try { me = await get("/session"); } catch { me = null; }
+    if (me && !me.signed_in) me = null;
+    if (me) setCsrf(me.csrf_token);
   }
   if (!me) { clear(app).append(signInView()); return; }
   await regions().catch(() => []);
@@ -278,10 +280,12 @@ async function jobPage(id) {
   es.addEventListener("end", (m) => {
     const d = JSON.parse(m.data); es.close();
     clear(stateEl).append(badge(d.state)); exitEl.textContent = d.exit_code ?? "—";
-    log.dataset.done = "1"; loadEnergy(id, energyBox);
+    log.dataset.done = "1";
+    setTimeout(() => loadEnergy(id, energyBox), 2500); // the node agent sends every second
   });
   es.onerror = () => { if (es.readyState === EventSource.CLOSED) es.close(); };
-  loadEnergy(id, energyBox);
+  if (["succeeded", "failed", "cancelled"].includes(job.state)) loadEnergy(id, energyBox);
+  else energyBox.append(h("p", { class: "muted" }, t("loading")));
   const cancel = !["succeeded", "failed", "cancelled"].includes(job.state) ? h("button", { id: "cancel", onclick: async () => {
     await api("POST", `/jobs/${id}/cancel`); } }, t("cancel")) : null;
   certBox.append(h("button", { id: "issue-cert", onclick: () => issueCert(id, certBox) }, t("issue_cert")));

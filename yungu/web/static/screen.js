@@ -21,8 +21,8 @@ addStrings({
 });
 if (new URLSearchParams(location.search).get("lang") === "en") setLang("en");
 
-// Stylised positions (viewBox 1000x640), placed by hand to echo the regions' relative places.
-const POS = { horinger: [430, 175], beijing: [650, 195], wuhu: [735, 420], suzhou: [860, 395], chongqing: [335, 430], guizhou: [395, 545] };
+// Stylised positions (viewBox 1000x760), placed by hand to echo the regions' relative places.
+const POS = { horinger: [400, 170], beijing: [690, 200], wuhu: [740, 470], suzhou: [900, 440], chongqing: [240, 500], guizhou: [330, 650] };
 const CLASS_COLORS = { general: "#37d0ff", intelligent: "#7cf29c", supercomputing: "#b18cff" };
 const stage = document.getElementById("stage");
 let doc = null, lastMsg = 0, arcSig = "", tickSig = "", es = null;
@@ -49,7 +49,7 @@ function build() {
   });
   el.utilDev = h("div", { class: "barwrap" }); el.utilCpu = h("div", { class: "barwrap" });
   el.utilDevN = h("span", { class: "num sm", id: "util-dev" }); el.utilCpuN = h("span", { class: "num sm", id: "util-cpu" });
-  el.map = h("svg:svg", { viewBox: "0 0 1000 640", class: "map", id: "map" });
+  el.map = h("svg:svg", { viewBox: "0 0 1000 760", class: "map", id: "map" });
   el.greenChart = h("div", { class: "chartbox", id: "green-chart" });
   el.indexChart = h("div", { class: "chartbox", id: "index-chart" });
   el.cards = h("div", { class: "regions", id: "region-cards" });
@@ -89,14 +89,14 @@ function setMethod(id, m) { const e = $(id); if (e) clear(e).append(methodTag(m)
 function pos(id, i, n) {
   if (POS[id]) return POS[id];
   const a = (2 * Math.PI * i) / Math.max(n, 1);
-  return [500 + 260 * Math.cos(a), 320 + 220 * Math.sin(a)];
+  return [500 + 320 * Math.cos(a), 400 + 280 * Math.sin(a)];
 }
 
 function drawMapBase() {
   const defs = h("svg:defs", {},
     h("svg:pattern", { id: "dots", width: 16, height: 16, patternUnits: "userSpaceOnUse" }, h("svg:circle", { cx: 2, cy: 2, r: 1, fill: "#1b3a63" })),
     h("svg:radialGradient", { id: "glow" }, h("svg:stop", { offset: "0%", "stop-color": "#37d0ff", "stop-opacity": "0.55" }), h("svg:stop", { offset: "100%", "stop-color": "#37d0ff", "stop-opacity": "0" })));
-  el.map.append(defs, h("svg:rect", { width: 1000, height: 640, fill: "url(#dots)" }));
+  el.map.append(defs, h("svg:rect", { width: 1000, height: 760, fill: "url(#dots)" }));
   el.mesh = h("svg:g", { class: "mesh" }); el.arcs = h("svg:g", { class: "arcs", id: "arcs" }); el.nodes = h("svg:g", { class: "nodes" });
   el.map.append(el.mesh, el.arcs, el.nodes);
 }
@@ -160,7 +160,7 @@ function drawCards(regions) {
       h("div", { class: "rrow" }, h("span", {}, fmtNum(decl, 0)), h("small", {}, " P"), h("em", {}, fmtNum(use, 2) + " P")),
       bar(decl ? use / decl : 0),
       h("div", { class: "rgrid" },
-        h("span", {}, fmtNum(r.facility_kw, 2) + " kW"), methodTag(r.power_method),
+        h("span", {}, fmtNum(r.facility_kw, 3) + " kW"), methodTag(r.power_method),
         h("span", {}, (lang === "zh" ? "绿电 " : "green ") + fmtPct(r.green_share_now)), methodTag("modelled"),
         h("span", {}, `${t("running")} ${r.jobs_running}`), h("span", {}, "PUE " + (r.pue ?? "—")))));
   }
@@ -195,7 +195,7 @@ function update(d) {
   el.utilDevN.dataset.value = d.utilisation.devices; el.utilCpuN.dataset.value = d.utilisation.cpus;
   clear(el.utilDev).append(bar(d.utilisation.devices)); clear(el.utilCpu).append(bar(d.utilisation.cpus));
   setMethod("p-util-m", d.utilisation.method);
-  setNum("power-kw", d.power.facility_kw, 2); setNum("it-kw", d.power.it_kw, 2); setMethod("p-power-m", d.power.method);
+  setNum("power-kw", d.power.facility_kw, 3); setNum("it-kw", d.power.it_kw, 3); setMethod("p-power-m", d.power.method);
   setNum("energy-kwh", d.energy.facility_kwh, 3); setMethod("energy-m", d.energy.method);
   setNum("pue", d.pue.value, 2); setMethod("pue-m", d.pue.method);
   $("nodes").textContent = `${d.power.nodes_reporting} ${t("nodes")}`;
@@ -219,15 +219,15 @@ function update(d) {
   drawTicker(d.activity);
 }
 
-function connect() {
+async function connect() {
+  const who = await fetch("/api/v1/session", { credentials: "same-origin", cache: "no-store" }).then((x) => x.json()).catch(() => null);
+  if (!who || !who.signed_in) { showNotice(t("signin_needed")); setTimeout(connect, 5000); return; }
   es = new EventSource("/api/v1/overview/stream");
   es.addEventListener("overview", (m) => { hideNotice(); update(JSON.parse(m.data)); });
-  es.onerror = async () => {
+  es.onerror = () => {
     if (es.readyState !== EventSource.CLOSED) return; // the browser reconnects by itself
     es.close();
-    const r = await fetch("/api/v1/session", { credentials: "same-origin" }).catch(() => null);
-    if (r && r.status === 401) showNotice(t("signin_needed"));
-    setTimeout(connect, 5000);
+    setTimeout(connect, 3000);
   };
 }
 let notice = null;
