@@ -26,6 +26,15 @@ const POS = { horinger: [400, 170], beijing: [690, 200], wuhu: [740, 470], suzho
 const CLASS_COLORS = { general: "#37d0ff", intelligent: "#7cf29c", supercomputing: "#b18cff" };
 const stage = document.getElementById("stage");
 let doc = null, lastMsg = 0, arcSig = "", tickSig = "", es = null;
+const sigs = {};
+// Re-draw a part only when what it shows changed: the stream sends the whole document every
+// second, and rebuilding unchanged SVG and cards would churn the DOM for nothing.
+function changed(key, value) {
+  const sig = JSON.stringify(value);
+  if (sigs[key] === sig) return false;
+  sigs[key] = sig;
+  return true;
+}
 
 function fit() {
   const s = Math.min(innerWidth / 1920, innerHeight / 1080);
@@ -84,7 +93,7 @@ function build() {
 
 const $ = (id) => document.getElementById(id);
 function setNum(id, v, digits = 1) { const e = $(id); if (e) { e.textContent = fmtNum(v, digits); e.dataset.value = v; } }
-function setMethod(id, m) { const e = $(id); if (e) clear(e).append(methodTag(m)); }
+function setMethod(id, m) { if (!changed("m-" + id, m)) return; const e = $(id); if (e) clear(e).append(methodTag(m)); }
 
 function pos(id, i, n) {
   if (POS[id]) return POS[id];
@@ -188,26 +197,27 @@ function update(d) {
     setNum("total-" + k, c.declared_pflops, 1);
     el["use-" + k].textContent = `${t("running")} ${fmtNum(c.in_use_pflops, 2)} P`;
     el["use-" + k].dataset.value = c.in_use_pflops;
-    clear(el["bar-" + k]).append(bar(c.declared_pflops ? c.in_use_pflops / c.declared_pflops : 0, "c-" + k));
+    if (changed("bar-" + k, [c.in_use_pflops, c.declared_pflops]))
+      clear(el["bar-" + k]).append(bar(c.declared_pflops ? c.in_use_pflops / c.declared_pflops : 0, "c-" + k));
   }
   setMethod("p-compute-m", d.capacity.method);
   el.utilDevN.textContent = fmtPct(d.utilisation.devices, 2); el.utilCpuN.textContent = fmtPct(d.utilisation.cpus, 2);
   el.utilDevN.dataset.value = d.utilisation.devices; el.utilCpuN.dataset.value = d.utilisation.cpus;
-  clear(el.utilDev).append(bar(d.utilisation.devices)); clear(el.utilCpu).append(bar(d.utilisation.cpus));
+  if (changed("util", d.utilisation)) { clear(el.utilDev).append(bar(d.utilisation.devices)); clear(el.utilCpu).append(bar(d.utilisation.cpus)); }
   setMethod("p-util-m", d.utilisation.method);
   setNum("power-kw", d.power.facility_kw, 3); setNum("it-kw", d.power.it_kw, 3); setMethod("p-power-m", d.power.method);
   setNum("energy-kwh", d.energy.facility_kwh, 3); setMethod("energy-m", d.energy.method);
   setNum("pue", d.pue.value, 2); setMethod("pue-m", d.pue.method);
   $("nodes").textContent = `${d.power.nodes_reporting} ${t("nodes")}`;
   setNum("green-now", d.green.now === null ? null : 100 * d.green.now, 1); setMethod("p-green-m", d.green.method);
-  clear(el.greenChart).append(lineChart([{ color: "#7cf29c", points: d.green.forecast.map((p) => ({ x: Date.parse(p.t), y: p.share === null ? null : 100 * p.share })) }],
+  if (changed("green", [d.green.forecast, lang])) clear(el.greenChart).append(lineChart([{ color: "#7cf29c", points: d.green.forecast.map((p) => ({ x: Date.parse(p.t), y: p.share === null ? null : 100 * p.share })) }],
     { width: 300, height: 120, area: true, yMin: 0, yMax: 100, yFmt: (v) => v.toFixed(0) + "%", xFmt: (x) => fmtHour(new Date(x).toISOString()), pad: { l: 36, b: 18 }, class: "dark" }));
   setNum("carbon-kg", d.carbon.avoided_kg, 3); setMethod("p-carbon-m", d.carbon.method);
   $("carbon-sub").textContent = `${lang === "zh" ? "位置法" : "location"} ${fmtNum(d.carbon.location_kg, 3)} kg · ${lang === "zh" ? "市场法" : "market"} ${fmtNum(d.carbon.market_kg, 3)} kg`;
   setNum("jobs-running", d.jobs.running, 0); setNum("jobs-queued", d.jobs.queued, 0); setMethod("p-jobs-m", d.jobs.method);
   const colors = ["#ffb547", "#37d0ff", "#7cf29c", "#ff6b8b", "#b18cff"];
   const series = Object.entries(d.price_index).map(([, v], i) => ({ color: colors[i % colors.length], points: v.points.map((p) => ({ x: Date.parse(p.at), y: Number(p.price) })) }));
-  clear(el.indexChart).append(lineChart(series, { width: 420, height: 150, yFmt: (v) => "¥" + v.toFixed(0), pad: { l: 44 }, empty: t("no_trades"), class: "dark" }));
+  if (changed("index", [d.price_index, lang])) clear(el.indexChart).append(lineChart(series, { width: 420, height: 150, yFmt: (v) => "¥" + v.toFixed(0), pad: { l: 44 }, empty: t("no_trades"), class: "dark" }));
   setMethod("p-index-m", "measured");
   if (first) drawNodes(d.regions);
   for (const r of d.regions) {
@@ -215,7 +225,7 @@ function update(d) {
     if (e) e.textContent = `${fmtNum(Object.values(r.declared_pflops).reduce((s, v) => s + v, 0), 0)} P · ${r.jobs_running}`;
   }
   drawArcs(d.regions, d.flows);
-  drawCards(d.regions);
+  if (changed("cards", d.regions)) drawCards(d.regions);
   drawTicker(d.activity);
 }
 
