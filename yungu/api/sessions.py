@@ -129,7 +129,7 @@ def sessions(app: object) -> SessionStore:
     store = getattr(state, "sessions", None)
     if store is None:
         store = state.sessions = SessionStore()
-    return store  # type: ignore[no-any-return]
+    return store
 
 
 def session_of(request: Request) -> tuple[str, Session] | None:

@@ -36,7 +36,7 @@ from yungu.control.capacity import pool_load
 from yungu.control.reconciler import ACTIVE
 from yungu.domain.catalogue import Precision
 from yungu.domain.errors import InvalidInput
-from yungu.domain.job import Job, JobState
+from yungu.domain.job import Job
 from yungu.domain.tenancy import Principal, Role
 from yungu.domain.world import ComputeClass, Pool
 from yungu.engines.energy.accounting import account
@@ -79,7 +79,7 @@ def pool_pflops(c: Any, pool: Pool, precision: Precision) -> float:
         return 0.0
     spec = c.catalogue.get(pool.accelerator)
     units = pool.total_devices if pool.accelerators_per_node else pool.nodes
-    return units * spec.peak(precision) / 1000.0
+    return float(units * spec.peak(precision) / 1000.0)
 
 
 def pool_in_use_share(pool: Pool, load: dict[str, int]) -> float:
@@ -93,7 +93,7 @@ def origin_region(c: Any, job: Job) -> str:
     regions = {r.id for r in c.world.regions}
     if o in regions:
         return str(o)
-    return next((r.id for r in c.world.regions if r.home), c.world.regions[0].id)
+    return str(next((r.id for r in c.world.regions if r.home), c.world.regions[0].id))
 
 
 def _r(x: float, n: int = 3) -> float:
@@ -222,7 +222,6 @@ def _green_outlook(c: Any, now: datetime, weights: dict[str, float]) -> dict[str
             # contracted green first; the rest of the supply is grid power at the grid's renewable share
             vals.append(None if g is None else g + (1.0 - g) * (r or 0.0))
         per_site[site.id] = vals
-    total_w = sum(weights.values()) or float(len(per_site))
     forecast = []
     for i in range(48):
         num = den = 0.0
@@ -230,10 +229,9 @@ def _green_outlook(c: Any, now: datetime, weights: dict[str, float]) -> dict[str
             v = vals[i]
             if v is None:
                 continue
-            w = weights.get(sid, 0.0) if sum(weights.values()) else 1.0
+            w = weights.get(sid, 0.0) if any(weights.values()) else 1.0
             num, den = num + w * v, den + w
         forecast.append({"t": (h0 + timedelta(hours=i)).isoformat(), "share": _r(num / den, 4) if den else None})
-    _ = total_w
     return {"now": forecast[0]["share"], "forecast": forecast,
             "sites": {sid: (None if v[0] is None else _r(v[0], 4)) for sid, v in per_site.items()},
             "method": "modelled",
@@ -324,7 +322,6 @@ def overview_doc(c: Any, start: datetime, end: datetime) -> dict[str, Any]:
     fac_kwh = sum(e["facility_kwh"] for e in energy.values())
     loc_g = sum(e["location_g"] for e in energy.values())
     mkt_g = sum(e["market_g"] for e in energy.values())
-    site_region = {s.id: s.region_id for s in c.world.sites}
     regions = []
     for r in c.world.regions:
         sites = [s for s in c.world.sites if s.region_id == r.id]
@@ -343,7 +340,6 @@ def overview_doc(c: Any, start: datetime, end: datetime) -> dict[str, Any]:
             "green_share_now": _r(sum(gs) / len(gs), 4) if gs else None,
             "electricity_price_cny_per_kwh": str(sites[0].electricity_price_cny_per_kwh) if sites else None,
         })
-    _ = site_region
     return {
         "at": now.isoformat(), "range": {"start": start.isoformat(), "end": end.isoformat()},
         "platform": {"id": c.world.platform_id, "name": c.world.platform_name},
@@ -443,5 +439,3 @@ async def activity(request: Request, start: str | None = None, end: str | None =
     s, e = parse_range(c, start, end)
     return await run_in_threadpool(activity_doc, c, s, e, limit)
 
-
-_ = JobState
