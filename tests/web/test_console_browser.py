@@ -8,7 +8,9 @@ Every test records every request the browser made and every console error: none 
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import ServerProcess, yungu_exe
 from tests.web.browser import Watch, browser, chromium_path, shot
 
 pytestmark = pytest.mark.slow
@@ -128,18 +130,33 @@ def test_operator_sees_the_tenants_job_and_every_page(demo: Demo, page: tuple[An
     p.goto(demo.url + f"/#/jobs/{job_id}")
     p.wait_for_selector("#job-title")
     assert "hello-horinger" in p.inner_text("#job-title")
+    period = demo.api.get(f"/jobs/{job_id}").json()["finished_at"][:7]  # invoices for the job's month
+    demo.api.post("/billing/run")
+    closed = demo.api.post(f"/billing/periods/{period}/close").json()
+    assert closed["invoices"], closed
     for name in ("capacity", "money", "market", "operator"):
         p.goto(demo.url + f"/#/{name}")
         p.wait_for_selector("#page section")
         assert p.locator("#page .error").count() == 0, p.inner_text("#page")
         shot(p, f"console-{name}")
+    p.goto(demo.url + "/#/money")
+    p.wait_for_selector("a[href*='/billing/invoices/']")
+    href = p.get_attribute("a[href*='/billing/invoices/']", "href")
+    printable = p.context.new_page()
+    printable.goto(demo.url + href)
+    assert closed["invoices"][0] in printable.content()  # the printable invoice, via the session cookie
+    printable.close()
 
 
 def test_big_screen_totals_equal_the_api_and_update_live(demo: Demo, page: tuple[Any, Watch]) -> None:
     p, _w = page
-    t = demo.api.post("/session/tickets", params={"next": "/screen"}).json()  # what `yungu screen` prints
+    out = subprocess.run([yungu_exe(), "screen", "--json", "--url", demo.url, "--data-dir", str(demo.srv.data_dir)],
+                         capture_output=True, text=True, timeout=30, env={**os.environ, "YUNGU_API_KEY": ""})
+    assert out.returncode == 0, out.stderr
+    printed = json.loads(out.stdout)  # `yungu screen`: the address and a one-time kiosk link
+    assert printed["screen"] == demo.url + "/screen"
     p.set_viewport_size({"width": 1920, "height": 1080})
-    p.goto(demo.url + t["path"])
+    p.goto(printed["kiosk_link"])
     assert p.url.endswith("/screen")
     p.wait_for_selector("#total-intelligent[data-value]")
     api = demo.api.get("/overview").json()
@@ -167,7 +184,7 @@ def test_big_screen_totals_equal_the_api_and_update_live(demo: Demo, page: tuple
     p.set_viewport_size({"width": 1920, "height": 1080})
     shot(p, "screen-en")
     # the ticket was single-use
-    r = httpx.get(demo.url + t["path"], follow_redirects=False)
+    r = httpx.get(printed["kiosk_link"], follow_redirects=False)
     assert r.status_code == 401
 
 

@@ -191,3 +191,26 @@ def test_pages_and_assets_are_served_with_csp_and_gzip(w: World) -> None:
     assert again.status_code == 304
     assert w.http.get("/static/nope.js").status_code == 404
     assert w.http.get("/static/index.html").status_code == 404  # pages only at their own paths
+
+
+def test_sessions_expire_when_idle_and_tickets_expire() -> None:
+    from yungu.api.sessions import IDLE_S, MAX_AGE_S, TICKET_TTL_S, SessionStore
+    from yungu.domain.tenancy import Principal
+
+    now = [1000.0]
+    store = SessionStore(clock=lambda: now[0])
+    p = Principal("k1", Role.TENANT, "t1")
+    sid, s = store.create(p)
+    now[0] += IDLE_S - 1
+    assert store.get(sid) is s  # used just in time: the idle clock restarts
+    now[0] += IDLE_S + 1
+    assert store.get(sid) is None
+    sid, _ = store.create(p)
+    for _ in range(int(MAX_AGE_S // 3600) + 1):  # used every hour, still capped at MAX_AGE_S
+        now[0] += 3600
+        store.get(sid)
+    assert store.get(sid) is None
+    t = store.ticket(p)
+    now[0] += TICKET_TTL_S + 1
+    assert store.redeem(t) is None
+    assert store.get("not-a-session") is None

@@ -8,7 +8,8 @@ export function lineChart(series, opts = {}) {
   const svg = h("svg:svg", { viewBox: `0 0 ${W} ${H}`, class: "chart " + (opts.class || ""), role: "img",
     "aria-label": opts.label || "chart", preserveAspectRatio: "none" });
   if (!pts.length) {
-    svg.append(h("svg:text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "chart-empty" }, opts.empty || "—"));
+    svg.setAttribute("viewBox", `0 0 ${W} 48`);
+    svg.append(h("svg:text", { x: W / 2, y: 30, "text-anchor": "middle", class: "chart-empty" }, opts.empty || "—"));
     return svg;
   }
   const xs = pts.map((p) => p.x), ys = pts.map((p) => p.y);

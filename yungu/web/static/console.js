@@ -390,7 +390,7 @@ PAGES.money = async () => {
     [t("finished"), (u) => fmtTime(u.ended_at)], ["kWh", (u) => u.facility_kwh], [t("amount"), (u) => "¥ " + u.amount], [t("period"), (u) => u.booked_period]],
   usage.slice(-50).reverse())),
   section(t("invoices"), table([[t("number"), (i) => i.number], [t("period"), (i) => i.period], [t("tenant"), (i) => i.tenant_id],
-    [t("amount"), (i) => "¥ " + (i.total || i.gross || "")],
+    [t("amount"), (i) => "¥ " + i.total_gross],
     [t("print"), (i) => h("a", { href: `/api/v1/billing/invoices/${encodeURIComponent(i.number)}/html`, target: "_blank", rel: "noopener" }, t("print"))]], invoices))];
   if (isStaff()) {
     const tenants = (await get("/admin/tenants")).items;

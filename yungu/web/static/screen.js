@@ -175,6 +175,8 @@ function drawCards(regions) {
   }
 }
 
+const regionLabel = (id) => (id ? nameOf(doc.regions.find((r) => r.id === id) || { id }) : "");
+
 function drawTicker(activity) {
   const sig = activity.items.map((x) => x.at + (x.job_id || x.product)).join("|");
   if (sig === tickSig) return;
@@ -182,8 +184,8 @@ function drawTicker(activity) {
   clear(el.ticker);
   const items = activity.items.length ? activity.items : [{ kind: "none" }];
   const row = () => items.map((x) => x.kind === "none" ? h("span", { class: "tick" }, t("no_trades")) :
-    x.kind === "trade" ? h("span", { class: "tick trade" }, `${fmtTime(x.at, false)} ${t("trade")} ${x.product} ¥${x.price ?? "—"} × ${x.volume}`)
-      : h("span", { class: "tick settle" }, `${fmtTime(x.at, false)} ${t("settlement")} ${x.region ? nameOf(doc.regions.find((r) => r.id === x.region) || { id: x.region }) : ""} ${x.pool_id} ¥${x.amount} · ${Number(x.facility_kwh).toFixed(4)} kWh`));
+    x.kind === "trade" ? h("span", { class: "tick trade" }, `${fmtTime(x.at, false)} ${t("trade")} ${regionLabel(x.region)} ${x.accelerator_class} ¥${x.price ?? "—"}/${lang === "zh" ? "卡·时" : "device-h"} × ${x.volume}`)
+      : h("span", { class: "tick settle" }, `${fmtTime(x.at, false)} ${t("settlement")} ${regionLabel(x.region)} ${x.pool_id} ¥${x.amount} · ${Number(x.facility_kwh).toFixed(4)} kWh`));
   el.ticker.append(...row(), ...row()); // twice: the CSS loop scrolls by half
   el.ticker.style.animationDuration = Math.max(20, items.length * 6) + "s";
 }
