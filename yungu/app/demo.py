@@ -89,12 +89,14 @@ def _run_agent(agent: Agent, stop: threading.Event) -> None:
         log.exception("demo node agent stopped")
 
 
+# (name, command, objective, accelerators): accelerators are declared devices (the local
+# executor hands them to the job as YUNGU_DEVICES), so intelligent capacity shows as in use.
 JOBS = (
-    ("etl-{r}", "for i in 1 2 3 4 5 6; do echo batch $i; sleep 1; done", Objective.COST),
-    ("train-{r}", "python3 -c \"import time; [print('epoch', e, flush=True) or time.sleep(1.5) for e in range(6)]\"",
-     Objective.GREEN),
-    ("infer-{r}", "for i in 1 2 3; do echo request $i ok; sleep 2; done", Objective.TIME),
-    ("sim-{r}", "python3 -c \"print(sum(i*i for i in range(3_000_000)))\"; sleep 3", Objective.BALANCED),
+    ("etl-{r}", "for i in 1 2 3 4 5 6; do echo batch $i; sleep 1; done", Objective.COST, 0),
+    ("train-{r}", "python3 -c \"import time; [print('epoch', e, flush=True) or time.sleep(2) for e in range(8)]\"",
+     Objective.GREEN, 8),
+    ("infer-{r}", "for i in 1 2 3; do echo request $i ok; sleep 2; done", Objective.TIME, 1),
+    ("sim-{r}", "python3 -c \"print(sum(i*i for i in range(3_000_000)))\"; sleep 3", Objective.BALANCED, 0),
 )
 
 
@@ -134,8 +136,9 @@ def _trickle(c: Any, stop: threading.Event) -> None:
     while not stop.wait(TRICKLE_S * rnd.uniform(0.5, 1.5)):
         n += 1
         origin = regions[n % len(regions)]
-        name, cmd, objective = JOBS[n % len(JOBS)]
-        spec = JobSpec(name=name.format(r=origin), command=cmd, resources=Resources(cpus=1, memory_gb=1),
+        name, cmd, objective, accs = JOBS[n % len(JOBS)]
+        spec = JobSpec(name=name.format(r=origin), command=cmd,
+                       resources=Resources(cpus=1, memory_gb=1, accelerators=accs),
                        estimated_duration_s=20, objective=objective, labels={"origin": origin, "demo": "trickle"})
         try:
             c.store.submit(tenant.id, spec, c.clock.now(), c.ids.new())

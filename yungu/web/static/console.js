@@ -147,7 +147,7 @@ async function render() {
   const fn = PAGES[page] || PAGES.overview;
   try {
     const body = await fn(...args.map(decodeURIComponent));
-    clear(main).append(...[body].flat());
+    clear(main).append(...[body].flat().filter((x) => x !== null && x !== undefined));
   } catch (e) {
     if (e instanceof ApiError && e.status === 401) { me = null; render(); return; }
     clear(main).append(errorBox(e));
@@ -279,6 +279,8 @@ async function jobPage(id) {
   });
   es.addEventListener("end", (m) => {
     const d = JSON.parse(m.data); es.close();
+    const btn = document.getElementById("cancel");
+    if (btn) btn.remove();
     clear(stateEl).append(badge(d.state)); exitEl.textContent = d.exit_code ?? "—";
     log.dataset.done = "1";
     setTimeout(() => loadEnergy(id, energyBox), 2500); // the node agent sends every second
