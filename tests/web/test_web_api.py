@@ -140,6 +140,10 @@ def test_log_stream_follows_a_job_to_its_end(w: World) -> None:
     other = w.c.store.create_tenant(w.c.ids.new(), "lab-b", w.c.clock.now())
     _, other_key = w.c.store.create_key(w.c.ids.new(), Role.TENANT, other.id, "b", w.c.clock.now())
     assert w.http.get(f"/api/v1/jobs/{job['id']}/logs/stream", headers=w.bearer(other_key)).status_code == 404
+    # no node agent in this world: the energy report is "not yet", not an error
+    e = w.http.get(f"/api/v1/jobs/{job['id']}/energy", headers=h).json()
+    assert e["available"] is False and e["state"] == "succeeded"
+    assert w.http.get(f"/api/v1/jobs/{job['id']}/energy", headers=w.bearer(other_key)).status_code == 404
 
 
 def test_overview_figures_say_how_they_were_obtained_and_match_capacity(w: World) -> None:

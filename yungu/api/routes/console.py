@@ -182,6 +182,24 @@ async def log_stream(request: Request, job_id: str,
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
+# --------------------------------------------------------------------------- energy, when ready
+@router.get("/jobs/{job_id}/energy")
+def job_energy_when_ready(request: Request, job_id: str, p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
+    """The job's energy and carbon report (as ``GET /energy/jobs/{id}``), or ``available: false``
+    while no node agent has reported for it yet (running, or shorter than one sample), so a page
+    can poll without treating "not yet" as an error."""
+    from yungu.adapters.telemetry.reports import job_report
+    from yungu.api.routes.telemetry import telemetry_store
+
+    c = container(request)
+    job = _visible(c, p, job_id)
+    try:
+        doc, _ = job_report(telemetry_store(c), c.world, job_id)
+    except NotFound as exc:
+        return {"job_id": job_id, "available": False, "state": job.state.value, "reason": exc.message}
+    return {"available": True, "state": job.state.value, **doc}
+
+
 # --------------------------------------------------------------------------- usage summary
 def summary_doc(c: Any, p: Principal, tenant: str | None, start: datetime, end: datetime) -> dict[str, Any]:
     if not p.role.can_see_all_tenants():
@@ -210,7 +228,7 @@ def summary_doc(c: Any, p: Principal, tenant: str | None, start: datetime, end: 
         try:
             a, b = services(c).ledger.account(wallet(tenant))
             balance = {"balance": money(b.posted), "available": money(b.available), "currency": a.currency}
-        except Exception:  # no wallet yet: nothing paid in
+        except NotFound:  # no wallet yet: nothing paid in
             balance = None
     return {
         "tenant_id": tenant, "range": {"start": start.isoformat(), "end": end.isoformat()},

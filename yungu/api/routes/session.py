@@ -27,7 +27,7 @@ from yungu.api.sessions import (
     session_principal,
     sessions,
 )
-from yungu.domain.errors import Forbidden, Unauthorized
+from yungu.domain.errors import Forbidden, NotFound, Unauthorized
 from yungu.domain.tenancy import Principal, Role
 
 router = APIRouter(tags=["session"])
@@ -52,7 +52,7 @@ def _body(p: Principal, s: Session, request: Request) -> dict[str, Any]:
     if p.tenant_id:
         try:
             tenant = container(request).store.tenant(p.tenant_id).name
-        except Exception:  # a deleted tenant: the session still says who it is
+        except NotFound:  # a deleted tenant: the session still says who it is
             tenant = None
     return {"role": p.role.value, "tenant_id": p.tenant_id, "tenant_name": tenant, "key_id": p.key_id,
             "csrf_token": s.csrf, "max_age_s": MAX_AGE_S,

@@ -58,7 +58,7 @@ addStrings({
 });
 
 const TEMPLATES = {
-  hello: { name: "hello-horinger", command: "echo '你好，和林格尔! Hello from Horinger'; uname -s; sleep 1; echo done" },
+  hello: { name: "hello-horinger", command: "echo '你好，和林格尔! Hello from Horinger'; uname -s; sleep 3; echo done" },
   primes: { name: "count-primes", command: "python3 -c \"print(sum(1 for n in range(2, 20000) if all(n % d for d in range(2, int(n**0.5)+1))))\"" },
   batch: { name: "green-batch", command: "for i in 1 2 3 4 5; do echo step $i; sleep 1; done" },
   custom: { name: "my-job", command: "" },
@@ -283,7 +283,7 @@ async function jobPage(id) {
     if (btn) btn.remove();
     clear(stateEl).append(badge(d.state)); exitEl.textContent = d.exit_code ?? "—";
     log.dataset.done = "1";
-    setTimeout(() => loadEnergy(id, energyBox), 2500); // the node agent sends every second
+    loadEnergy(id, energyBox); // polls until the node agent's samples for the job have arrived
   });
   es.onerror = () => { if (es.readyState === EventSource.CLOSED) es.close(); };
   if (["succeeded", "failed", "cancelled"].includes(job.state)) loadEnergy(id, energyBox);
@@ -322,17 +322,19 @@ function explView(e) {
       [t("why"), (a) => (a.chosen ? t("chosen") : (a.why_lost || []).join("; "))]], e.alternatives || []));
 }
 
-async function loadEnergy(id, box) {
-  try {
-    const r = await get("/energy/jobs/" + encodeURIComponent(id));
-    clear(box).append(h("div", { class: "cards" },
-      card(t("it_kwh"), fmtNum(r.energy.it_kwh, 6), null, r.energy.method),
-      card(t("facility_kwh"), fmtNum(r.energy.facility_kwh, 6), null, r.energy.method),
-      card(t("loc_carbon"), fmtNum(r.location_based.carbon_g, 2), null, "modelled"),
-      card(t("mkt_carbon"), fmtNum(r.market_based.carbon_g, 2), null, "modelled")));
-  } catch (e) {
-    clear(box).append(h("p", { class: "muted" }, e instanceof ApiError && e.status === 404 ? t("no_telemetry") : String(e)));
+async function loadEnergy(id, box, tries = 10) {
+  let r;
+  try { r = await get(`/jobs/${encodeURIComponent(id)}/energy`); } catch (e) { clear(box).append(errorBox(e)); return; }
+  if (!r.available) {
+    clear(box).append(h("p", { class: "muted" }, t("no_telemetry")));
+    if (tries > 0 && document.body.contains(box)) setTimeout(() => loadEnergy(id, box, tries - 1), 2000);
+    return;
   }
+  clear(box).append(h("div", { class: "cards" },
+    card(t("it_kwh"), fmtNum(r.energy.it_kwh, 6), null, r.energy.method),
+    card(t("facility_kwh"), fmtNum(r.energy.facility_kwh, 6), null, r.energy.method),
+    card(t("loc_carbon"), fmtNum(r.location_based.carbon_g, 2), null, "modelled"),
+    card(t("mkt_carbon"), fmtNum(r.market_based.carbon_g, 2), null, "modelled")));
 }
 
 async function issueCert(id, box) {
@@ -427,7 +429,8 @@ PAGES.market = async () => {
 
 PAGES.operator = async () => {
   if (!isStaff()) return h("p", { class: "error" }, "403");
-  const [tenants, keys, alerts, pol] = await Promise.all([get("/admin/tenants"), get("/admin/keys").catch((e) => e),
+  const keysReq = me.role === "admin" ? get("/admin/keys").catch((e) => e) : Promise.resolve(new Error("admin only"));
+  const [tenants, keys, alerts, pol] = await Promise.all([get("/admin/tenants"), keysReq,
     get("/alerts").catch((e) => e), get("/policies")]);
   return [section(t("tenants"), table([["ID", (x) => h("span", { class: "mono" }, x.id)], [t("name"), (x) => x.name], [t("created"), (x) => fmtTime(x.created_at)]], tenants.items)),
     section(t("keys"), keys instanceof Error ? h("p", { class: "muted" }, t("admin_only")) : table([["prefix", (k) => h("span", { class: "mono" }, k.prefix + "…")],
