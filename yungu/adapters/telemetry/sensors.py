@@ -122,10 +122,12 @@ def job_processes(explicit: dict[str, int]) -> dict[str, list[psutil.Process]]:
     for job, pid in explicit.items():
         with contextlib.suppress(psutil.Error):
             jobs.setdefault(job, []).append(psutil.Process(pid))
+    # An unprivileged agent meters its own user's processes only; a root agent (the usual
+    # deployment) meters every job, including sandboxed ones that run under per-tenant uids.
     me = os.getuid() if hasattr(os, "getuid") else None
     for p in psutil.process_iter(["pid", "ppid", "uids"]):
         try:
-            if me is not None and p.info["uids"] and p.info["uids"].real != me:
+            if me not in (None, 0) and p.info["uids"] and p.info["uids"].real != me:
                 continue
             env_job = p.environ().get("YUNGU_JOB_ID")
             if not env_job:
