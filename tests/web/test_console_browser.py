@@ -43,7 +43,12 @@ class Demo:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     data = tmp_path_factory.mktemp("web") / "data"
     data.mkdir()
-    srv = ServerProcess(data, extra=["--demo"]).start()
+    srv = ServerProcess(data, extra=["--demo"])
+    try:
+        srv.start(timeout=120)  # a loaded CI machine can take a while to import and migrate
+    except BaseException:
+        srv.stop()  # never leave a half-started server (and its demo trickle) behind
+        raise
     deadline = time.monotonic() + 20
     while not (data / "demo-lab.key").exists() and time.monotonic() < deadline:
         time.sleep(0.1)

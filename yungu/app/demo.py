@@ -12,20 +12,22 @@ first minute:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import random
+import signal
 import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
-from yungu.adapters.telemetry.agent import Agent, AgentConfig
 from yungu.api.routes.telemetry import telemetry_store
 from yungu.domain.errors import Conflict
 from yungu.domain.job import JobSpec, Objective, Resources
 from yungu.domain.tenancy import Role
-from yungu.engines.energy.power import PowerModel
 
 log = logging.getLogger("yungu.demo")
 TRICKLE_S = 12.0  # one demo job about this often
@@ -56,37 +58,56 @@ def _home_cpu_pool(c: Any) -> Any:
     return next((p for p in pools if not p.accelerators_per_node), pools[0] if pools else c.world.pools[0])
 
 
-def start_agent(c: Any, url: str) -> Agent:
+def start_agent(c: Any, url: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """Register this machine as a node and run ``yungu agent`` for it as a child process: a
+    real agent, as on any node, and outside the server's process (its process scans must not
+    compete with the API for the interpreter). It ends with the server (PR_SET_PDEATHSIG)."""
     pool = _home_cpu_pool(c)
     node_id = f"demo-{socket.gethostname()}"[:120]
     store = telemetry_store(c)
     key_file = c.data_dir / "agent.key"
+    id_file = c.data_dir / "agent.node"
+    if id_file.exists():
+        node_id = id_file.read_text().strip() or node_id
 
     def register() -> str:
         return store.register_node(node_id, pool.site_id, pool.id, c.clock.now(), cpu_model=CPU_MODEL)
 
+    if store.node(node_id) is None:  # a fresh database beside an old key file: register again
+        key_file.unlink(missing_ok=True)
     try:
         key = _secret_file(key_file, register)
     except Conflict:  # registered by an earlier run whose key file is gone: a new node id
         node_id = f"{node_id}-{c.ids.new()[-6:]}"
         key = _secret_file(key_file, register)
-    if store.node(node_id) is None:  # the key file belongs to an older node id
-        node_id = next((n["node_id"] for n in store.nodes() if n["node_id"].startswith("demo-")), node_id)
-    cores = os.cpu_count() or 1
-    cfg = AgentConfig(api_url=url, node_id=node_id, node_key=key, state_dir=c.data_dir / "agent",
-                      interval_s=1.0, send_interval_s=1.0,
-                      cpu_model=PowerModel.from_spec(c.catalogue.get(CPU_MODEL), fraction=min(1.0, cores / 112)))
-    agent = Agent(cfg)
-    stop = c.extras.setdefault("demo_stop", threading.Event())
-    threading.Thread(target=_run_agent, args=(agent, stop), name="yungu-demo-agent", daemon=True).start()
-    return agent
+    id_file.write_text(node_id + "\n")
+    log_file = open(c.data_dir / "agent.log", "ab")  # noqa: SIM115  (the child keeps it open)
+    args = [sys.executable, "-m", "yungu.app.entry", "agent", "--url", url, "--node-key", key, "--node-id", node_id,
+            "--state-dir", str(c.data_dir / "agent"), "--interval", "1", "--send-interval", "1",
+            "--cpu-model", CPU_MODEL]
+    proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=_die_with_parent, env={**os.environ, "YUNGU_NODE_KEY": ""})
+    atexit.register(_stop, proc)
+    return node_id, proc
 
 
-def _run_agent(agent: Agent, stop: threading.Event) -> None:
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM when the server dies, even by kill -9 (Linux)."""
     try:
-        agent.run(stop=stop)
-    except Exception:  # the demo must not take the platform down
-        log.exception("demo node agent stopped")
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:  # not Linux: atexit still stops it on a normal exit
+        pass
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 # (name, command, objective, accelerators): accelerators are declared devices (the local
@@ -150,13 +171,12 @@ def _trickle(c: Any, stop: threading.Event) -> None:
 
 
 def start(c: Any, url: str) -> None:
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # the agent's every send is routine
     key = tenant_key(c)
     print(f"  Demo tenant key (saved to {c.data_dir / 'demo-lab.key'}): sign in to {url}/ with\n    {key}", flush=True)
     try:
-        agent = start_agent(c, url)
-        print(f"  Node agent {agent.cfg.node_id}: CPU power by "
-              f"{'RAPL (measured)' if agent.rapl else 'power model x measured utilisation (modelled)'}", flush=True)
+        node_id, _proc = start_agent(c, url)
+        print(f"  Node agent {node_id} for this machine (log {c.data_dir / 'agent.log'}): RAPL where the kernel "
+              "exposes it (measured), else power model x measured utilisation (modelled)", flush=True)
     except Exception as exc:
         log.warning("demo node agent not started: %s", exc)
     stop = c.extras.setdefault("demo_stop", threading.Event())
