@@ -15,10 +15,13 @@ from yungu.api.routes import admin, jobs, world
 from yungu.api.routes import alerts as alerts_routes
 from yungu.api.routes import billing as billing_routes  # issue 5
 from yungu.api.routes import certs as certs_routes
+from yungu.api.routes import console as console_routes  # issue 13
 from yungu.api.routes import energy as energy_routes
 from yungu.api.routes import explain as explain_routes  # issue 3
 from yungu.api.routes import ledger as ledger_routes  # issue 5
 from yungu.api.routes import market as market_routes  # issue 5
+from yungu.api.routes import overview as overview_routes  # issue 13
+from yungu.api.routes import session as session_routes  # issue 13
 from yungu.api.routes import telemetry as telemetry_routes
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
@@ -49,6 +52,8 @@ def create_app(container: Any, limits: RateLimits | None = None) -> FastAPI:
     for module in (telemetry_routes, energy_routes, certs_routes, alerts_routes):  # issue 4
         app.include_router(module.router, prefix="/api/v1")
     for module in (ledger_routes, billing_routes, market_routes):  # issue 5
+        app.include_router(module.router, prefix="/api/v1")
+    for module in (session_routes, console_routes, overview_routes):  # issue 13: web console, big screen
         app.include_router(module.router, prefix="/api/v1")
 
     @app.get("/metrics", include_in_schema=False)

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import Request
 
 from yungu.api.ratelimit import client_address
+from yungu.api.sessions import session_principal
 from yungu.domain.errors import Forbidden, Unauthorized
 from yungu.domain.tenancy import Principal, Role
 
@@ -55,6 +56,9 @@ def principal(request: Request) -> Principal:
         return p
     check_address(request)
     if not secret:
+        sp = session_principal(request)  # the web console's session cookie (issue 13)
+        if sp is not None:
+            return sp
         raise auth_failed(request, "missing API key: send 'Authorization: Bearer <key>' / 缺少 API 密钥")
     if len(secret) > 200:
         raise auth_failed(request, "invalid or revoked API key / API 密钥无效或已吊销")

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import uvicorn
 
+from yungu import web
 from yungu.adapters.files import write_private
 from yungu.api.app import create_app
 from yungu.api.ratelimit import RateLimits
+from yungu.app import demo as live_demo
 from yungu.app.container import Container, build
 from yungu.domain.job import JobSpec, Resources
 from yungu.domain.tenancy import Role
@@ -71,6 +73,11 @@ def serve(host: str, port: int, data_dir: Path, config: Path | None, db_url: str
         print(f"  Demo tenant 'demo-lab': submitted {len(ids)} jobs — try: yungu jobs  /  yungu logs -f {ids[0]}",
               flush=True)
     app = create_app(c, RateLimits.from_env())
+    web.mount(app)  # issue 13: the console at / and the big screen at /screen
+    print(f"  Console 控制台  {url}/      big screen 大屏  {url}/screen  (`yungu screen` prints a kiosk link)",
+          flush=True)
+    if demo:
+        live_demo.start(c, url)  # node agent for this machine + a trickle of jobs across regions
 
     def _term(*_: object) -> None:
         raise SystemExit(0)

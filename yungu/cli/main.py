@@ -41,6 +41,10 @@ from yungu.cli import explain as _explain_cli  # noqa: E402  (issue 3: scheduler
 from yungu.cli import sim as _sim_cli  # noqa: E402
 
 app.command("explain")(_explain_cli.explain)
+
+from yungu.cli import screen as _screen_cli  # noqa: E402  (issue 13: big screen)
+
+app.command("screen")(_screen_cli.screen)
 app.command("sim")(_sim_cli.sim)
 
 UrlOpt = typer.Option(None, "--url", envvar="YUNGU_URL", help="platform URL (default http://127.0.0.1:8600)")

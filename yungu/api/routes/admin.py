@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from yungu.api.deps import ANY_ROLE, container, require
+from yungu.api.sessions import sessions
 from yungu.domain.errors import InvalidInput
 from yungu.domain.tenancy import Principal, Role
 
@@ -80,6 +81,7 @@ def list_keys(request: Request, _p: Principal = Depends(require())) -> dict[str,
 def revoke_key(request: Request, key_id: str, _p: Principal = Depends(require())) -> None:
     container(request).store.revoke_key(key_id)
     request.app.state.key_cache.clear()
+    sessions(request.app).drop_key(key_id)  # browser sessions signed in with it end too
 
 
 @router.get("/admin/audit")
