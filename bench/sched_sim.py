@@ -55,7 +55,7 @@ def main() -> None:
     out = run_scenario(ls, a.policy or list(ls.policies), lp=not a.no_lp)
     print(f"scenario {ls.scenario.name}: {len(ls.scenario.jobs)} jobs, objective {a.objective}, "
           f"{time.perf_counter() - t:.0f} s")
-    print(markdown_table(out.metrics))
+    print(markdown_table(out.metrics, out.wall_s))
     for b in out.bounds:
         print(f"LP min {b.objective}: {b.value:,.0f} (carbon {b.carbon_kg:,.0f} kg, cost {b.cost_cny:,.0f} CNY, "
               f"{b.variables} variables, step {b.step_hours:g} h, {b.status})")

@@ -186,3 +186,22 @@ def test_scenario_unknown_site_is_a_clear_error(tmp_path: Path):
     p.write_text("[scenario\nname=")
     with pytest.raises(InvalidInput, match="not valid TOML"):
         load_scenario(p)
+
+
+def test_result_carries_the_hourly_carbon_and_price_the_plots_show(loaded, runs, tmp_path):
+    from datetime import timedelta
+
+    from yungu.adapters.sim_report import write_report
+    from yungu.engines.energy.signals import SignalType
+
+    res = runs["yungu"]
+    truth = loaded.scenario.truth["de"].series
+    for h in (0, 5, 17):
+        t = res.start + timedelta(hours=h)
+        assert res.site_carbon["de"][h] == pytest.approx(truth[SignalType.CARBON_INTENSITY].at(t))
+        assert res.site_price["de"][h] == pytest.approx(truth[SignalType.PRICE].at(t))
+    assert len(res.site_carbon["no"]) == len(res.site_load["no"])
+    for focus in ("carbon", "cost"):
+        out = tmp_path / focus
+        write_report(out, "slice", "x", [res], [summarise(res)], focus=focus, wall_s={"yungu": 1.0})
+        assert (out / "sites-yungu.png").stat().st_size > 1000

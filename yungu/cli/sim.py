@@ -17,8 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from yungu.adapters.sim_report import markdown_table, write_report
 from yungu.adapters.traces.scenario import LoadedScenario, load_scenario
-from yungu.cli.output import console, fail
+from yungu.cli.output import console, escape, fail
 from yungu.domain.errors import YunguError
+from yungu.domain.job import Objective
 from yungu.engines.sim.core import simulate
 from yungu.engines.sim.lp import LpBound, lp_bound
 from yungu.engines.sim.metrics import Metrics, summarise
@@ -73,6 +74,16 @@ def run_scenario(
     return RunOutput(tuple(results), metrics, tuple(bounds), wall)
 
 
+def focus(ls: LoadedScenario) -> str:
+    """What the run optimises, for the plots: "cost" when most jobs (or the operator) ask for
+    cost, else "carbon"."""
+    obj = ls.policy.objective_override
+    if obj is None:
+        n = sum(1 for j in ls.scenario.jobs if j.objective is Objective.COST)
+        return "cost" if n * 2 > len(ls.scenario.jobs) else "carbon"
+    return "cost" if obj is Objective.COST else "carbon"
+
+
 @app.command("sim")
 def sim(
     scenario: Path = typer.Argument(..., help="scenario TOML / 场景文件"),
@@ -94,7 +105,7 @@ def sim(
         if n not in POLICIES:
             fail(f"unknown policy {n!r}", f"known / 可选: {', '.join(POLICIES)}")
     console.print(
-        f"场景 scenario [bold]{ls.scenario.name}[/]: {len(ls.scenario.jobs)} jobs 作业, "
+        f"场景 scenario [bold]{escape(ls.scenario.name)}[/]: {len(ls.scenario.jobs)} jobs 作业, "
         f"{len(ls.scenario.world.pools)} pools 资源池"
         + (f"; skipped 跳过 {ls.skipped_rows} bad rows 行" if ls.skipped_rows else "")
     )
@@ -113,6 +124,7 @@ def sim(
             res = run_scenario(ls, names, lp=lp, progress=tick)
         except YunguError as exc:
             fail(str(exc))
-    console.print(markdown_table(res.metrics))
-    path = write_report(out, ls.scenario.name, str(scenario), res.results, res.metrics, res.bounds, ls.skipped_rows)
+    console.print(markdown_table(res.metrics, res.wall_s), markup=False, highlight=False)
+    path = write_report(out, ls.scenario.name, str(scenario), res.results, res.metrics, res.bounds, ls.skipped_rows,
+                        wall_s=res.wall_s, focus=focus(ls))
     console.print(f"报告 report: {path}")

@@ -18,7 +18,7 @@ from typing import Any
 
 from yungu.adapters.config import load_catalogue
 from yungu.adapters.traces import energy as E
-from yungu.adapters.traces.jobs import TraceRead, read_alibaba, read_canonical, read_itp
+from yungu.adapters.traces.jobs import TraceRead, read_alibaba, read_canonical, read_itp, select
 from yungu.domain.errors import InvalidInput
 from yungu.domain.job import Objective
 from yungu.domain.world import ComputeClass, Pool, Region, Site, World
@@ -72,6 +72,14 @@ def assign_deadlines(jobs: tuple[TraceJob, ...], spec: Mapping[str, Any]) -> tup
             j = replace(j, deadline_s=max(j.duration_s * factor, j.duration_s + min_slack))
         out.append(j)
     return tuple(out)
+
+
+_COMMON_TRACE_KEYS = frozenset({"format", "path", "from_s", "to_s", "objective", "max_jobs", "deadlines"})
+_TRACE_KEYS: Mapping[str, frozenset[str]] = {
+    "itp": _COMMON_TRACE_KEYS | {"clusters"},
+    "canonical": _COMMON_TRACE_KEYS | {"clusters"},
+    "alibaba": _COMMON_TRACE_KEYS | {"home", "gpu_type_map"},  # one cluster: no [trace.clusters]
+}
 
 
 def load_scenario(path: Path, *, skip_bad_rows: bool = False) -> LoadedScenario:
@@ -165,21 +173,32 @@ def load_scenario(path: Path, *, skip_bad_rows: bool = False) -> LoadedScenario:
     fmt = str(tr.get("format", "itp"))
     tpath = base / str(_need(tr, "path", f"{w} [trace]"))
     region_ids = {r.id for r in regions}
+    known = _TRACE_KEYS.get(fmt)
+    if known is None:
+        raise InvalidInput(f"{w} [trace]: unknown format {fmt!r} (itp, canonical, alibaba)")
+    unknown = sorted(set(tr) - known)
+    if unknown:
+        raise InvalidInput(
+            f"{w} [trace]: {', '.join(unknown)} not understood for format {fmt!r}; known: {', '.join(sorted(known))}"
+        )
+    clusters = {str(k): str(v) for k, v in tr.get("clusters", {}).items()}
+    for k, v in clusters.items():
+        if v not in region_ids:
+            raise InvalidInput(f"{w} [trace.clusters]: {k} maps to unknown region {v!r}")
+    from_s = float(tr.get("from_s", 0))
+    to_s = None if tr.get("to_s") is None else float(tr["to_s"])
+    if from_s < 0 or (to_s is not None and to_s <= from_s):
+        raise InvalidInput(f"{w} [trace]: need 0 <= from_s < to_s (got from_s={from_s:g}, to_s={to_s})")
     read: TraceRead
     if fmt == "itp":
-        clusters = {str(k): str(v) for k, v in tr.get("clusters", {}).items()}
-        for k, v in clusters.items():
-            if v not in region_ids:
-                raise InvalidInput(f"{w} [trace.clusters]: {k} maps to unknown region {v!r}")
-        to_s = tr.get("to_s")
-        read = read_itp(tpath, clusters or None, skip_bad_rows=skip_bad_rows, from_s=float(tr.get("from_s", 0)),
-                        to_s=None if to_s is None else float(to_s))
+        read = read_itp(tpath, clusters or None, skip_bad_rows=skip_bad_rows, from_s=from_s, to_s=to_s)
     elif fmt == "canonical":
-        read = read_canonical(tpath, skip_bad_rows=skip_bad_rows)
-    elif fmt == "alibaba":
-        read = read_alibaba(tpath, skip_bad_rows=skip_bad_rows, home=tr.get("home"), type_map=tr.get("gpu_type_map"))
+        read = select(read_canonical(tpath, skip_bad_rows=skip_bad_rows), from_s, to_s, clusters or None)
     else:
-        raise InvalidInput(f"{w} [trace]: unknown format {fmt!r} (itp, canonical, alibaba)")
+        read = select(
+            read_alibaba(tpath, skip_bad_rows=skip_bad_rows, home=tr.get("home"), type_map=tr.get("gpu_type_map")),
+            from_s, to_s, None,
+        )
     jobs = read.jobs
     for j in jobs:
         if j.home is not None and j.home not in region_ids:

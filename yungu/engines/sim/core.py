@@ -360,10 +360,18 @@ def simulate(
                 load[r.site_id][h] += r.devices * (min(b, h + 1) - max(a, h))
                 h += 1
     green: dict[str, tuple[float, ...]] = {}
+    carbon: dict[str, tuple[float, ...]] = {}
+    price: dict[str, tuple[float, ...]] = {}
     for s in world.sites:
         tr = truth.get(s.id, {})
-        c = tr.get(SignalType.RENEWABLE_SHARE)
-        green[s.id] = tuple(c.at(sc.start + timedelta(hours=h)) if c else 0.0 for h in range(nh))
+        hours = [sc.start + timedelta(hours=h) for h in range(nh)]
+        for out, signal, default in (
+            (green, SignalType.RENEWABLE_SHARE, 0.0),
+            (carbon, SignalType.CARBON_INTENSITY, 0.0),
+            (price, SignalType.PRICE, float(s.electricity_price_cny_per_kwh)),
+        ):
+            c = tr.get(signal)
+            out[s.id] = tuple(c.at(t) for t in hours) if c else (default,) * nh
     cap: dict[str, int] = {}
     for p in world.pools:
         cap[p.site_id] = cap.get(p.site_id, 0) + p.total_devices
@@ -379,4 +387,6 @@ def simulate(
         {k: tuple(v[:nh]) for k, v in load.items()},
         green,
         preemptions,
+        carbon,
+        price,
     )
