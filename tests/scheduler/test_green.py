@@ -244,3 +244,22 @@ def test_several_jobs_may_wait_for_one_greener_pool_in_turn():
     until = {d.job_id: d.until for d in plan.defers}
     assert until == {"j0": NOW + timedelta(hours=2), "j1": NOW + timedelta(hours=3)}
     assert pools_of(plan) == {"j2": "pd"}
+
+
+def test_a_jobs_decision_does_not_depend_on_the_size_of_the_job_ranked_before_it():
+    """Waits and time shifts are scored per unit (one device), like the shared rankings: a
+    1-GPU job decides the same whether an 8-GPU job or a 1-GPU job built the ranking first."""
+    s = site("a")
+    p = pool("p", "a", nodes=4)
+    w = world([s], [p])
+    truth = {"a": carbon_signal("a", [500.0] * 2 + [420.0] * 60)}  # a small gain from 02:00
+
+    def decisions(first_gpus: int) -> dict[str, str]:
+        jobs = [job("first", first_gpus, dur=4 * 3600, objective=Objective.GREEN),
+                job("x", 1, dur=4 * 3600, objective=Objective.GREEN)]
+        plan = sched().schedule(snapshot(w, jobs, truth=truth))
+        return {**{st.job_id: "start" for st in plan.starts}, **{d.job_id: "defer" for d in plan.defers}}
+
+    alone = sched().schedule(snapshot(w, [job("x", 1, dur=4 * 3600, objective=Objective.GREEN)], truth=truth))
+    expect = "start" if alone.starts else "defer"
+    assert decisions(8)["x"] == decisions(1)["x"] == expect

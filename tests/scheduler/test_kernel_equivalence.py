@@ -4,6 +4,15 @@
 split into named steps (issue 11, item 7). These tests run both on the same snapshots, random
 ones (hypothesis) and every round of a replay of a slice of the ITP trace, and require equal
 plans: same starts on the same devices, same defers with the same reasons, same preemptions.
+
+Intentional changes made after the split are applied to the frozen kernel here, each as a
+small documented patch (:class:`PatchedRound`), so the comparison keeps checking that the
+restructured code computes what the old code computed:
+
+1. *Unit options*: every scored option is estimated for one unit of the job (one device),
+   like the rankings' normalisers; the old kernel estimated a job's own waits and shifts at
+   its full size against the normaliser of whichever job built the ranking first, so a
+   1-GPU job after an 8-GPU one saw its cost and carbon terms divided by 8.
 """
 
 from __future__ import annotations
@@ -20,12 +29,45 @@ from hypothesis import strategies as st
 from tests.conftest import shared_data
 from tests.scheduler.helpers import CAT, NOW, carbon_signal, job, pool, running, site, snapshot, world
 from tests.scheduler.legacy import green_v3 as legacy
-from yungu.domain.job import Objective
+from yungu.domain.job import Job, Objective
 from yungu.engines.scheduler.green import GreenScheduler, PolicyConfig, TenantPolicy
 from yungu.engines.scheduler.types import Plan, Snapshot
 
 SITES = [site("a", price="0.4"), site("b", price="0.9", green=0.3), site("c", price="0.6")]
 ACCS = ["A100", "H100", "A800", "L40S"]
+
+
+def _unit(job: Job) -> Job:
+    """The job as one unit: one device (or one CPU of one replica for a CPU-only job)."""
+    r = job.spec.resources
+    return replace(job, spec=replace(job.spec, resources=replace(r, accelerators=min(r.accelerators, 1), cpus=1), replicas=1))
+
+
+_OPTION, _FLOOR = legacy._Round.option, legacy._Round.wait_floor
+
+
+class PatchedRound(legacy._Round):
+    """The frozen kernel with the changes listed in the module docstring."""
+
+    def option(self, job, *a, **kw):  # type: ignore[no-untyped-def]
+        return _OPTION(self, _unit(job), *a, **kw)  # 1: scored options are per unit
+
+    def wait_floor(self, job, *a, **kw):  # type: ignore[no-untyped-def]
+        return _FLOOR(self, _unit(job), *a, **kw)  # 1: so is their floor
+
+    def start_note(self, job, pool, ref_s, chosen, among):  # type: ignore[no-untyped-def]
+        # 1: the note still reports the whole job's estimate
+        o = _OPTION(self, job, pool, self.now, ref_s, True, with_deadline=False,
+                    means=self.bucket_means(pool, legacy._bucket(ref_s)))
+        return (
+            f"{pool.id}: score {chosen.score:.3f} (best of {among}), est. {o.cost_cny:.2f} CNY, "
+            f"{o.carbon_g / 1000:.2f} kgCO2e, green {o.green_share:.0%}"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _patched_legacy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(legacy, "_Round", PatchedRound)
 
 
 def both(**policy: object) -> tuple[GreenScheduler, legacy.GreenScheduler]:

@@ -24,8 +24,16 @@ def option(
     *,
     with_deadline: bool = True,
     means: tuple[float, float, float] | None = None,
+    unit: bool = True,
 ) -> Option:
     """Running ``job`` on ``pool`` from ``start``: the estimates a score plugin reads.
+
+    ``unit`` (for scoring): the estimates of one *unit* of the job — one device, or one CPU
+    of one replica for a CPU-only job. Cost and carbon scale linearly with the job's size and
+    so do the rankings' normalisers, which are computed once per round for a unit job, so a
+    score is the same whatever the size; estimating the real size against a unit normaliser
+    would inflate or shrink the cost and carbon terms by the size. ``unit=False``: the job's
+    own figures (start notes, explanations).
 
     ``means``: forecast (price, carbon, renewable share) over the run when the caller has them
     (a ranking's bucket means); otherwise integrated from the site's outlook.
@@ -33,13 +41,17 @@ def option(
     site = rd.sites[pool.site_id]
     run = ref_s / rd.tput[pool.id]
     n = devices(job)
+    if unit:
+        hourly, n = rd.table.hourly_unit(job, pool.id), min(n, 1)
+    else:
+        hourly = rd.table.hourly(job, pool.id)
     kwh = n * rd.table.kw_dev[pool.id] * run / 3600
     if means is None:
         ol = rd.fc.outlooks[site.id]
         price, ci, re = ol.price.mean(start, run), ol.carbon.mean(start, run), ol.renewable.mean(start, run)
     else:
         price, ci, re = means
-    cost = rd.table.hourly(job, pool.id) * run / 3600 + kwh * price
+    cost = hourly * run / 3600 + kwh * price
     green = site.green_contract_share + (1 - site.green_contract_share) * re
     slack = None
     if with_deadline and job.spec.deadline is not None:
@@ -73,7 +85,7 @@ def start_note(rd: Round, job: Job, pool: Pool, ref_s: float, chosen: Scored, am
     so writing the note costs no new forecast integrals.
     """
     means = rd.fc.bucket_means(pool, rd.tput[pool.id], bucket(ref_s))
-    o = option(rd, job, pool, rd.now, ref_s, True, with_deadline=False, means=means)
+    o = option(rd, job, pool, rd.now, ref_s, True, with_deadline=False, means=means, unit=False)
     return (
         f"{pool.id}: score {chosen.score:.3f} (best of {among}), est. {o.cost_cny:.2f} CNY, "
         f"{o.carbon_g / 1000:.2f} kgCO2e, green {o.green_share:.0%}"
@@ -92,7 +104,7 @@ def wait_floor(
     hour); the device-hour part of the cost does not depend on the start.
     """
     o = sc.option
-    n = devices(job)
+    n = min(devices(job), 1)  # one unit of the job, as every scored option (see option())
     kwh = n * rd.table.kw_dev[o.pool_id] * run / 3600
     best = rd.fc.best_hours(o.site_id)
     floor = 0.0
@@ -114,7 +126,7 @@ def wait_floor(
         floor += wf * (wait_s + run) / ref.finish
     wc = w.get("cost", 0.0)
     if wc and ref.cost > 0:
-        floor += wc * (rd.table.hourly(job, o.pool_id) * run / 3600 + kwh * best[0]) / ref.cost
+        floor += wc * (rd.table.hourly_unit(job, o.pool_id) * run / 3600 + kwh * best[0]) / ref.cost
     wco = w.get("carbon", 0.0)
     if wco and ref.carbon > 0:
         floor += wco * kwh * best[1] / ref.carbon

@@ -70,9 +70,11 @@ def explain_job(sched: GreenScheduler, snapshot: Snapshot, job_id: str) -> Expla
     for sc in now_scored:
         free = rd.free.get(sc.option.pool_id)
         room = free is not None and free.find(job) is not None
-        exact = E.option(rd, job, rd.pools[sc.option.pool_id], rd.now, ref_s, room)
+        exact = E.option(rd, job, rd.pools[sc.option.pool_id], rd.now, ref_s, room, unit=False)
         rows.append(Scored(exact, sc.score, sc.terms))
-    rows += future_options(rd, job, now_scored, ref_s)
+    for f in future_options(rd, job, now_scored, ref_s):  # scored per unit; shown for the whole job
+        o = f.option
+        rows.append(Scored(E.option(rd, job, rd.pools[o.pool_id], o.start, ref_s, False, unit=False), f.score, f.terms))
     rows.sort(key=lambda s: (not s.option.room_now and s.option.wait_s == 0, s.score))
     best = rows[0]
     decision = "start" if best.option.wait_s == 0 and best.option.room_now else (

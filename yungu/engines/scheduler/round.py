@@ -85,6 +85,10 @@ class PoolTable:
             return self.dev_price[pool_id] * n
         return self.cpu_price[pool_id] * job.spec.resources.cpus * job.spec.replicas
 
+    def hourly_unit(self, job: Job, pool_id: str) -> float:
+        """The price per hour of one unit of the job: one device, or one CPU for a CPU-only job."""
+        return self.dev_price[pool_id] if devices(job) else self.cpu_price[pool_id]
+
 
 def hourly_price(job: Job, pool: Pool) -> Decimal:
     """The job's exact price per hour on a pool (what the max-price filter compares)."""
