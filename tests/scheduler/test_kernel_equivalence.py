@@ -72,7 +72,8 @@ def _patched_legacy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def both(**policy: object) -> tuple[GreenScheduler, legacy.GreenScheduler]:
     tenants = policy.pop("tenants", {})
-    new = GreenScheduler(CAT, PolicyConfig(tenants=tenants, **policy))  # type: ignore[arg-type]
+    # rank_slot_s=0: rankings read the forecast from the exact time, as the old kernel did.
+    new = GreenScheduler(CAT, PolicyConfig(tenants=tenants, rank_slot_s=0, **policy))  # type: ignore[arg-type]
     old_tenants = {k: legacy.TenantPolicy(v.weight, v.quota_units, v.borrow_units) for k, v in tenants.items()}  # type: ignore[attr-defined]
     old = legacy.GreenScheduler(CAT, legacy.PolicyConfig(tenants=old_tenants, **policy))  # type: ignore[arg-type]
     return new, old
@@ -144,7 +145,7 @@ def test_the_comparison_can_fail() -> None:
     snap = snapshot(world(SITES, [p]), [job("x", 8)], running_jobs=[running("r", p, 0, tuple(range(8)))])
     new, old = both()
     assert new.schedule(snap) == old.schedule(snap)
-    assert GreenScheduler(CAT, PolicyConfig(backfill=False)).schedule(snap) != old.schedule(snap)
+    assert GreenScheduler(CAT, PolicyConfig(backfill=False, rank_slot_s=0)).schedule(snap) != old.schedule(snap)
 
 
 class Twin:

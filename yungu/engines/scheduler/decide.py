@@ -88,6 +88,17 @@ def _wait(rd: Round, job: Job, reason: str, until: datetime | None = None) -> De
     return Defer(job.id, until, Status(Code.WAIT, (reason,), rd.s.name))
 
 
+def wait_frac(rd: Round, job: Job) -> float:
+    """How much of its run a job may wait for a clearly better full pool."""
+    pol = rd.policy
+    return pol.flexible_wait_frac if rd.flexible(rd.weights(job)) else pol.max_wait_frac
+
+
+def wait_key(rd: Round, c: Choice, frac: float) -> tuple[object, ...]:
+    """What a failed wait for a better pool depends on besides the run length (see Memos.no_wait)."""
+    return (id(c.ranked), rd.facts(c.job).shape_id, frac)
+
+
 class WaitForBetterPool:
     """Wait briefly for a clearly better pool that is full now (it frees within a fraction of
     the run time, by the running jobs' estimates). The pool is then reserved for this job
@@ -99,16 +110,16 @@ class WaitForBetterPool:
             return None
         job, scored, chosen, ref_s = c.job, c.ranked, c.chosen, c.ref_s
         w = rd.weights(job)
-        frac = pol.flexible_wait_frac if rd.flexible(w) else pol.max_wait_frac
+        frac = wait_frac(rd, job)
         memo: tuple[object, ...] | None = None
         if chosen is None:
-            memo = (id(scored), job.spec.resources, job.spec.replicas, frac)
+            memo = wait_key(rd, c, frac)
             if ref_s <= rd.memo.no_wait.get(memo, -1.0):
                 return None
         exact = True  # the failure below holds for every shorter run of this shape this round
         ref = scored.ref
         holds = rd.holds
-        for sc in scored[: pol.wait_pools]:
+        for sc in scored.top(pol.wait_pools):
             if chosen is not None and sc.score >= chosen.score * (1 - pol.shift_gain):
                 break
             pid = sc.option.pool_id
@@ -228,7 +239,7 @@ class PreemptLowerPriority:
     def victims(self, rd: Round, job: Job, scored: Ranking, urgent: bool) -> list[RunningInfo]:
         """The cheapest set of victims (least lost work) on one pool that lets the gang fit."""
         best: tuple[float, list[RunningInfo]] | None = None
-        for sc in scored[: rd.policy.preempt_pools]:
+        for sc in scored.top(rd.policy.preempt_pools):
             pid = sc.option.pool_id
             free = rd.free.get(pid)
             if free is None or not free.available:
@@ -264,17 +275,21 @@ class Reserve:
     ``reserve_pools``); later jobs may use it only if they end before or fit beside."""
 
     def decide(self, rd: Round, c: Choice) -> Decision | None:
-        if not rd.policy.backfill:
+        if not rd.policy.backfill or id(c.ranked) in rd.memo.reserve_full:
             return None
         best: tuple[datetime, int, str] | None = None
-        for sc in c.ranked[: rd.policy.reserve_pools]:
+        open_pools = 0
+        for sc in c.ranked.top(rd.policy.reserve_pools):
             pid = sc.option.pool_id
             if pid in rd.holds.reservations or pid not in rd.free:
                 continue
+            open_pools += 1
             got = rd.earliest(c.job, pid)
             if got is not None and (best is None or got[0] < best[0]):
                 best = (got[0], got[1], pid)
         if best is None:
+            if not open_pools:  # every pool it would look at is held: so for every later job of the ranking
+                rd.memo.reserve_full.add(id(c.ranked))
             return None
         rd.holds.reservations[best[2]] = [best[0].timestamp(), float(best[1])]
         return _wait(rd, c.job, f"reserved from {best[0].isoformat()}", best[0])

@@ -33,7 +33,7 @@ from yungu.domain.catalogue import Catalogue
 from yungu.domain.job import Job
 from yungu.domain.status import Code, Status
 from yungu.domain.world import Site
-from yungu.engines.scheduler.capacity import ref_duration_s
+from yungu.engines.scheduler.carry import Carry
 from yungu.engines.scheduler.decide import (
     DEFAULT_STEPS,
     Choice,
@@ -41,11 +41,14 @@ from yungu.engines.scheduler.decide import (
     DecisionStep,
     Preempting,
     find_room,
+    wait_frac,
+    wait_key,
 )
 from yungu.engines.scheduler.explain import Alternative, Explanation, explain_job
 from yungu.engines.scheduler.outlook import SiteOutlook, outlook_from_signal
 from yungu.engines.scheduler.plugins import Registry, default_registry
 from yungu.engines.scheduler.policy import PRESETS, PolicyConfig, TenantPolicy
+from yungu.engines.scheduler.ranking import Ranking
 from yungu.engines.scheduler.round import Round
 from yungu.engines.scheduler.steps import filter_pools, meeting_deadline, queue_order, rank_now
 from yungu.engines.scheduler.types import Defer, Infeasible, Plan, Preempt, Snapshot, Start
@@ -53,6 +56,7 @@ from yungu.engines.scheduler.types import Defer, Infeasible, Plan, Preempt, Snap
 __all__ = [
     "PRESETS",
     "Alternative",
+    "Carry",
     "Explanation",
     "GreenScheduler",
     "PolicyConfig",
@@ -80,11 +84,19 @@ class GreenScheduler:
         self.policy = policy or PolicyConfig()
         self.registry = registry or default_registry()
         self.steps = tuple(steps)
+        self._settles = self.steps == tuple(DEFAULT_STEPS)  # the "settled" shortcut knows the default hooks only
         self._outlooks: dict[tuple[str, int], tuple[object, SiteOutlook]] = {}
         self._no_room = Status(Code.UNSCHEDULABLE, ("no feasible pool has room now",), self.name)
 
-    def schedule(self, snapshot: Snapshot) -> Plan:
-        rd = Round(self, snapshot)
+    def new_carry(self) -> Carry:
+        """An empty carry for :meth:`schedule`: the caller keeps it between rounds."""
+        return Carry()
+
+    def schedule(self, snapshot: Snapshot, carry: Carry | None = None) -> Plan:
+        """One round. With ``carry`` (from :meth:`new_carry`, passed back every round) the round
+        reuses what earlier rounds derived from inputs that have not changed: the same plan as
+        without it, sooner."""
+        rd = Round(self, snapshot, carry)
         plan = _PlanBuilder()
         for job in queue_order(rd, snapshot.pending):
             plan.add(self.decide(rd, job))
@@ -97,14 +109,27 @@ class GreenScheduler:
         pools, rejected = filter_pools(rd, job)
         if not pools:
             return self.unplaceable(job, rejected)
-        ref_s = ref_duration_s(job)
+        ref_s = rd.facts(job).ref_s
         ranked = meeting_deadline(rd, job, rank_now(rd, job, pools, ref_s), ref_s)
-        c = find_room(rd, Choice(job, ref_s, ranked, rd.urgent(job), rd.policy.tenant(job.tenant_id)))
+        urgent = rd.urgent(job)
+        settle = self._settles and not urgent and (job.spec.priority <= 0 or not rd.policy.preemption)
+        if settle and self.settled(rd, job, ranked, ref_s):
+            return Defer(job.id, None, self._no_room)
+        c = find_room(rd, Choice(job, ref_s, ranked, urgent, rd.policy.tenant(job.tenant_id)))
         for step in self.steps:
             d = step.decide(rd, c)
             if d is not None:
                 return d
+        if settle and not c.room and (id(ranked) in rd.memo.reserve_full or not rd.policy.backfill):
+            rd.memo.settled.add(wait_key(rd, c, wait_frac(rd, job)))
         return Defer(job.id, None, self._no_room)
+
+    def settled(self, rd: Round, job: Job, ranked: Ranking, ref_s: float) -> bool:
+        """A job like an earlier one of this round that found no room, no better pool to wait
+        for (for runs up to this long) and nothing to reserve: it finds none either (capacity
+        only shrinks and holds only grow within a round), so the hooks need not look."""
+        key = (id(ranked), rd.facts(job).shape_id, wait_frac(rd, job))
+        return key in rd.memo.settled and ref_s <= rd.memo.no_wait.get(key, -1.0)
 
     def unplaceable(self, job: Job, rejected: dict[str, Status]) -> Decision:
         """No pool passes the filters: infeasible if none ever can, else a wait (e.g. unreachable)."""

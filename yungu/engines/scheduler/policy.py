@@ -68,6 +68,9 @@ class PolicyConfig:
     flex_shift_frac: float = 1.0
     flex_min_run_s: float = 7200.0  # shorter jobs without a deadline are never shifted implicitly
     wait_pools: int = 5  # how many of the job's best pools to consider waiting for
+    # Rankings read the forecast from the round's time rounded down to this slot, so they stay
+    # the same for a slot and an incremental round can keep them (0: from the exact time).
+    rank_slot_s: float = 900.0
 
     def latency(self, a: str | None, b: str) -> float:
         if a is None or a == b:

@@ -70,7 +70,7 @@ class Ranking(Sequence[Scored]):
     the scores and keeps the order. ``ref`` is the normaliser the scores were computed with.
     """
 
-    __slots__ = ("_cols", "_made", "_names", "_opts", "_tot", "order", "ref")
+    __slots__ = ("_cols", "_made", "_names", "_opts", "_tops", "_tot", "order", "ref")
 
     def __init__(
         self,
@@ -83,6 +83,7 @@ class Ranking(Sequence[Scored]):
     ) -> None:
         self._opts, self.order, self._tot, self._names, self._cols, self.ref = opts, order, tot, names, cols, ref
         self._made: list[Scored | None] = [None] * len(order)
+        self._tops: dict[int, list[Scored]] = {}
 
     def __len__(self) -> int:
         return len(self.order)
@@ -100,6 +101,13 @@ class Ranking(Sequence[Scored]):
         if got is None:
             j = self.order[i]
             got = self._made[i] = Scored(self._opts[j], self._tot[j], _Terms(self._names, self._cols, j))
+        return got
+
+    def top(self, k: int) -> list[Scored]:
+        """The best ``k`` entries (a list kept with the ranking: callers must not change it)."""
+        got = self._tops.get(k)
+        if got is None:
+            got = self._tops[k] = self[:k]
         return got
 
     def subset(self, keep: Callable[[int], bool]) -> Ranking:

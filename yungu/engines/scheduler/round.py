@@ -18,7 +18,7 @@ round), which is what makes several memos exact (see :meth:`Capacity.room_positi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,6 @@ from numpy.typing import NDArray
 
 from yungu.domain.catalogue import Catalogue
 from yungu.domain.job import Job
-from yungu.domain.status import Status
 from yungu.domain.world import Pool, Site, World
 from yungu.engines.energy.signals import floor_hour
 from yungu.engines.scheduler.capacity import (
@@ -37,12 +36,11 @@ from yungu.engines.scheduler.capacity import (
     devices,
     first_fit_time,
     fit_timeline,
-    ref_duration_s,
-    running_by_pool,
     throughput,
 )
+from yungu.engines.scheduler.carry import Carry, JobFacts
 from yungu.engines.scheduler.outlook import Curve, SiteOutlook
-from yungu.engines.scheduler.plugins import Option, OptionArrays, Reference, Registry
+from yungu.engines.scheduler.plugins import Registry
 from yungu.engines.scheduler.policy import PolicyConfig, job_weights
 from yungu.engines.scheduler.ranking import Ranking, bucket_run_s
 from yungu.engines.scheduler.types import PoolState, Snapshot
@@ -164,37 +162,45 @@ class Holds:
 
 
 class Forecasts:
-    """Each site's outlook at the round's time, and the forecast integrals read from it."""
+    """Each site's outlook at the round's time, and the forecast integrals read from it.
 
-    __slots__ = ("_best", "_means", "now", "outlooks")
+    Rankings read forecast means over a start-now run from the round's *anchor*: the round's
+    time rounded down to ``PolicyConfig.rank_slot_s`` (15 min by default), so the rankings of
+    one slot are the same from round to round and a carry can keep them. A job's own waits,
+    shifts and start estimates use the exact time.
+    """
 
-    def __init__(self, outlooks: dict[str, SiteOutlook], now: datetime) -> None:
-        self.now = now
-        self.outlooks = outlooks
-        self._means: dict[tuple[str, int], tuple[float, float, float]] = {}
-        self._best: dict[str, tuple[float, float, float]] = {}
+    __slots__ = ("_best", "_means", "anchor", "now", "outlooks")
+
+    def __init__(
+        self,
+        outlooks: Mapping[str, SiteOutlook],
+        now: datetime,
+        anchor: datetime,
+        means: dict[tuple[str, int], tuple[float, float, float]],
+        best: dict[str, tuple[SiteOutlook, tuple[float, float, float]]],
+    ) -> None:
+        self.now, self.anchor, self.outlooks = now, anchor, outlooks
+        self._means, self._best = means, best
 
     def bucket_means(self, pool: Pool, tput: float, b: int) -> tuple[float, float, float]:
-        """Forecast price, carbon intensity and renewable share over a start-now run of the
-        bucket's representative length on ``pool`` (cached for the round)."""
+        """Forecast price, carbon intensity and renewable share over a run of the bucket's
+        representative length on ``pool`` from the anchor (kept with the rankings)."""
         key = (pool.id, b)
         hit = self._means.get(key)
         if hit is None:
             run = bucket_run_s(b) / tput
             ol = self.outlooks[pool.site_id]
-            hit = self._means[key] = (
-                ol.price.mean(self.now, run),
-                ol.carbon.mean(self.now, run),
-                ol.renewable.mean(self.now, run),
-            )
+            t = self.anchor
+            hit = self._means[key] = (ol.price.mean(t, run), ol.carbon.mean(t, run), ol.renewable.mean(t, run))
         return hit
 
     def best_hours(self, site_id: str) -> tuple[float, float, float]:
         """The site's lowest forecast price and carbon intensity and highest renewable share
         (each over any hour): no mean over a run is more favourable."""
+        ol = self.outlooks[site_id]
         hit = self._best.get(site_id)
-        if hit is None:
-            ol = self.outlooks[site_id]
+        if hit is None or hit[0] is not ol:
 
             def lo(c: Curve) -> float:
                 return min(c.values) if c.values else c.fallback
@@ -202,38 +208,55 @@ class Forecasts:
             def hi(c: Curve) -> float:
                 return max(c.values) if c.values else c.fallback
 
-            hit = self._best[site_id] = (lo(ol.price), lo(ol.carbon), hi(ol.renewable))
-        return hit
+            hit = self._best[site_id] = (ol, (lo(ol.price), lo(ol.carbon), hi(ol.renewable)))
+        return hit[1]
+
+
+def anchor_time(now: datetime, slot_s: float) -> datetime:
+    """``now`` rounded down to a multiple of ``slot_s`` seconds since the epoch (0: ``now``)."""
+    if slot_s <= 0:
+        return now
+    us = int(slot_s * 1_000_000)
+    since = now - _EPOCH
+    return _EPOCH + timedelta(microseconds=(since // timedelta(microseconds=1)) // us * us)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Memos:
-    """Exact memo tables of one round (the key holds every input the answer depends on)."""
+    """Exact memo tables that live for one round (their answers depend on what the round
+    has handed out so far, or on its exact time)."""
 
-    __slots__ = ("cut", "fit", "fit_lists", "no_wait", "now", "opts", "rank", "urgent", "views", "weights")
+    __slots__ = ("fit", "no_wait", "reserve_full", "settled", "urgent")
 
     def __init__(self) -> None:
-        # filters: feasibility key -> (pools that pass, rejected pool -> status)
-        self.views: dict[tuple[object, ...], tuple[list[Pool], dict[str, Status]]] = {}
-        self.now: dict[tuple[object, ...], Ranking] = {}  # (job shape, bucket) -> its ranking
-        self.rank: dict[tuple[object, ...], Ranking] = {}  # (weights, location, bucket, devices?) -> ranking
-        self.opts: dict[tuple[object, ...], tuple[list[Option], Reference, OptionArrays]] = {}
-        self.cut: dict[tuple[int, int], Ranking] = {}  # (ranking id, candidate list id) -> subset
-        self.fit: dict[tuple[object, ...], list[tuple[datetime, int, int]]] = {}  # release timelines
-        # Deadline-filtered rankings, by (id of the ranking, throughputs fast enough); kept
-        # alive for the round because their id() keys other memos.
-        self.fit_lists: dict[tuple[int, tuple[float, ...]], Ranking] = {}
+        self.fit: dict[tuple[str, int, int], list[tuple[datetime, int, int]]] = {}  # (pool, replica, touched) -> timeline
         # A job shape that found no full pool worth waiting for (with no room now) finds none
         # later in the round for runs up to the same length: ranking id, resources, replicas,
         # wait fraction -> the longest reference run that failed.
         self.no_wait: dict[tuple[object, ...], float] = {}
-        self.weights: dict[tuple[object, ...], dict[str, float]] = {}
+        # Rankings whose best reserve_pools pools are all reserved (reservations only grow).
+        self.reserve_full: set[int] = set()
+        # Wait memo keys whose jobs also had no room and nothing to reserve: a later job of the
+        # key (no longer run, not urgent, not preempting) ends the same way, "no room".
+        self.settled: set[tuple[object, ...]] = set()
         self.urgent: dict[str, bool] = {}
 
 
 class Round:
-    """Everything derived from one snapshot; lives for one ``schedule()`` call."""
+    """Everything derived from one snapshot; lives for one ``schedule()`` call.
 
-    def __init__(self, sched: GreenScheduler, snapshot: Snapshot) -> None:
+    With a :class:`~yungu.engines.scheduler.carry.Carry` it reuses what earlier rounds derived
+    from inputs that have not changed; without one it starts from an empty carry. Either way
+    it computes the same values.
+    """
+
+    def __init__(self, sched: GreenScheduler, snapshot: Snapshot, carry: Carry | None = None) -> None:
+        c = carry if carry is not None else Carry()
+        c.begin(sched, snapshot)
+        assert c.table is not None
+        self.carry = c
         self.s = sched
         self.policy: PolicyConfig = sched.policy
         self.registry: Registry = sched.registry
@@ -241,16 +264,17 @@ class Round:
         self.now = snapshot.now
         self.next_hour = floor_hour(self.now) + timedelta(hours=1)  # the first start a time shift may pick
         w = snapshot.world
-        self.table = PoolTable(w, sched.catalogue, sched.policy.power_load)
+        self.table = c.table
         self.cap = Capacity(snapshot.pools, self.table)
-        self.fc = Forecasts(
-            {site.id: sched.outlook(site, snapshot.signals.get(site.id), self.now) for site in w.sites}, self.now
-        )
+        outlooks = {site.id: sched.outlook(site, snapshot.signals.get(site.id), self.now) for site in w.sites}
+        self.ranks = c.rank_store(anchor_time(self.now, self.policy.rank_slot_s), outlooks)
+        self.filters = c.filters
+        self.fc = Forecasts(self.ranks.outlooks, self.now, self.ranks.anchor, self.ranks.means, c.best)
         self.holds = Holds()
         self.memo = Memos()
         # Shortcuts read on every job.
         self.pools, self.sites, self.tput, self.free = self.table.pools, self.table.sites, self.table.tput, self.cap.free
-        self.running: dict[str, list[RunningInfo]] = running_by_pool(snapshot.running, self.pools, sched.catalogue, self.now)
+        self.running: dict[str, list[RunningInfo]] = c.running_by_pool(snapshot, self.table)
         self.usage: dict[str, float] = {}  # tenant -> compute units held (running, then started this round)
         for j in snapshot.running:
             if j.allocation and j.allocation.pool_id in self.pools:
@@ -258,17 +282,23 @@ class Round:
                     j.allocation.pool_id
                 ]
 
+    def facts(self, job: Job) -> JobFacts:
+        return self.carry.job_facts(job, self.table, self.policy.deadline_margin_s, self.policy.deadline_margin_frac)
+
     # ------------------------------------------------------------ per-job facts
 
     def units(self, job: Job, pool: Pool) -> float:
         return devices(job) * self.tput[pool.id]
 
     def weights(self, job: Job) -> Mapping[str, float]:
-        key = (job.spec.objective, tuple(sorted(job.spec.objective_weights.items())))
-        hit = self.memo.weights.get(key)
-        if hit is None:
-            hit = self.memo.weights[key] = job_weights(self.policy, job, self.registry.scores())
-        return hit
+        f = self.facts(job)
+        if f.weights is None:
+            key = (job.spec.objective, tuple(sorted(job.spec.objective_weights.items())))
+            hit = self.carry.weights.get(key)
+            if hit is None:
+                hit = self.carry.weights[key] = job_weights(self.policy, job, self.registry.scores())
+            f.weights = hit
+        return f.weights
 
     def urgent(self, job: Job) -> bool:
         """A deadline job within ``urgent_lead_s`` of its last safe start on the fastest pool."""
@@ -276,8 +306,8 @@ class Round:
             return False
         hit = self.memo.urgent.get(job.id)
         if hit is None:
-            run = ref_duration_s(job) / self.table.tmax
-            last = job.spec.deadline - timedelta(seconds=run + self.policy.margin(run))
+            last = self.facts(job).deadline_last
+            assert last is not None
             hit = self.memo.urgent[job.id] = self.now + timedelta(seconds=self.policy.urgent_lead_s) >= last
         return hit
 
@@ -286,14 +316,36 @@ class Round:
         return w.get("wait", 0.0) < self.policy.flexible_below
 
     def earliest(self, job: Job, pid: str, claimed: int = 0) -> tuple[datetime, int] | None:
-        """EASY shadow time of the job's gang on a pool beside ``claimed`` promised devices
-        (the release timeline is cached per round per replica shape and pool state)."""
-        r = job.spec.resources
-        key = (pid, r.accelerators, r.cpus, r.memory_gb, self.free[pid].free_devices, self.cap.version_of.get(pid, 0))
+        """EASY shadow time of the job's gang on a pool beside ``claimed`` promised devices.
+
+        The release timeline is cached per replica shape and pool state: for the round while
+        the pool is untouched by it, and in the carry while the pool's state and running jobs
+        stay the same (its first entry, "now", is moved to this round's time).
+        """
+        rid = self.facts(job).replica_id
+        touched = self.cap.version_of.get(pid, 0)
+        key = (pid, rid, touched)
         tl = self.memo.fit.get(key)
         if tl is None:
-            tl = self.memo.fit[key] = fit_timeline(job, self.free[pid], self.running.get(pid, []), self.now)
+            tl = self.memo.fit[key] = self._timeline(job, pid, rid, touched)
         return first_fit_time(job, tl, claimed)
+
+    def _timeline(self, job: Job, pid: str, rid: int, touched: int) -> list[tuple[datetime, int, int]]:
+        running = self.running.get(pid, [])
+        if touched:
+            return fit_timeline(job, self.free[pid], running, self.now)
+        ckey = (pid, rid)
+        state = self.snap.pools[pid]
+        hit = self.carry.timelines.get(ckey)
+        if hit is not None and hit[1] is running and (hit[0] is state or hit[0] == state):
+            tl = hit[2]
+            if tl and tl[0][0] != self.now and self.free[pid].available:
+                tl = [(self.now, tl[0][1], tl[0][2]), *tl[1:]]
+                self.carry.timelines[ckey] = (state, running, tl)
+            return tl
+        tl = fit_timeline(job, self.free[pid], running, self.now)
+        self.carry.timelines[ckey] = (state, running, tl)
+        return tl
 
     def latest_start(self, job: Job, pool: Pool, ref_s: float) -> datetime | None:
         """The last start on ``pool`` that meets the job's deadline with the safety margin."""

@@ -43,13 +43,10 @@ def queue_order(rd: Round, pending: Iterable[Job]) -> list[Job]:
 
 
 def filter_pools(rd: Round, job: Job) -> tuple[list[Pool], dict[str, Status]]:
-    """The pools every filter plugin admits, and each rejected pool's status.
-
-    Filters decide feasibility, not preference: the objective is not part of the memo key.
-    """
-    s = job.spec
-    key = (s.resources, s.replicas, s.pool, s.data_location, s.max_price_cny_per_hour)
-    hit = rd.memo.views.get(key)
+    """The pools every filter plugin admits, and each rejected pool's status (memoised per
+    feasibility key while the world and the pools' reachability stay the same)."""
+    key = rd.facts(job).filter_id
+    hit = rd.filters.views.get(key)
     if hit is not None:
         return hit
     ok: list[Pool] = []
@@ -64,22 +61,8 @@ def filter_pools(rd: Round, job: Job) -> tuple[list[Pool], dict[str, Status]]:
                 break
         else:
             ok.append(pool)
-    rd.memo.views[key] = (ok, rejected)
+    rd.filters.views[key] = (ok, rejected)
     return ok, rejected
-
-
-def shape(job: Job) -> tuple[object, ...]:
-    """What a job's start-now ranking depends on besides its run length."""
-    s = job.spec
-    return (
-        s.resources,
-        s.replicas,
-        s.pool,
-        s.data_location,
-        s.max_price_cny_per_hour,
-        s.objective,
-        tuple(sorted(s.objective_weights.items())),
-    )
 
 
 def rank_now(rd: Round, job: Job, pools: list[Pool], ref_s: float) -> Ranking:
@@ -93,8 +76,9 @@ def rank_now(rd: Round, job: Job, pools: list[Pool], ref_s: float) -> Ranking:
     price mean by little while keeping a round over 1,000 jobs and 100 pools fast.
     """
     b = bucket(ref_s)
-    key = (shape(job), b)
-    memo = rd.memo
+    f = rd.facts(job)
+    key = f.now_id if b == f.bucket else -1 - b  # another run length than the job's own (explain): no memo
+    memo = rd.ranks
     hit = memo.now.get(key)
     if hit is not None:
         return hit
@@ -106,8 +90,9 @@ def rank_now(rd: Round, job: Job, pools: list[Pool], ref_s: float) -> Ranking:
         cached = memo.opts.get(okey)
         if cached is None:
             rep_s = bucket_run_s(b)
+            t = rd.fc.anchor
             opts = [
-                E.option(rd, job, p, rd.now, rep_s, True, with_deadline=False, means=rd.fc.bucket_means(p, rd.tput[p.id], b))
+                E.option(rd, job, p, t, rep_s, True, with_deadline=False, means=rd.fc.bucket_means(p, rd.tput[p.id], b))
                 for p in rd.snap.world.pools
             ]
             cached = memo.opts[okey] = (opts, reference(opts), option_arrays(opts))
@@ -116,13 +101,14 @@ def rank_now(rd: Round, job: Job, pools: list[Pool], ref_s: float) -> Ranking:
     if len(pools) == len(rd.pools):
         scored = ranked  # no filter excluded a pool: the ranking itself
     else:
-        ckey = (id(ranked), id(pools))  # candidate lists live in memo.views for the round
+        ckey = (id(ranked), id(pools))  # candidate lists live in the filter store beside the rankings
         cut = memo.cut.get(ckey)
         if cut is None:
             ids = {rd.table.pidx[p.id] for p in pools}
             cut = memo.cut[ckey] = ranked.subset(ids.__contains__)
         scored = cut
-    memo.now[key] = scored
+    if key >= 0:
+        memo.now[key] = scored
     return scored
 
 
@@ -135,11 +121,13 @@ def meeting_deadline(rd: Round, job: Job, ranked: Ranking, ref_s: float) -> Rank
     if job.spec.deadline is None:
         return ranked
     left = (job.spec.deadline - rd.now).total_seconds()
+    if ref_s / rd.table.tmin <= left:
+        return ranked  # even the slowest pool can
     fast = tuple(t for t in rd.table.tput_values if ref_s / t <= left)
     fkey = (id(ranked), fast)
-    fit = rd.memo.fit_lists.get(fkey)
+    fit = rd.ranks.fit_lists.get(fkey)
     if fit is None:
-        fit = rd.memo.fit_lists[fkey] = ranked.subset(partial(_fast_enough, rd.table.tput_idx, fast))
+        fit = rd.ranks.fit_lists[fkey] = ranked.subset(partial(_fast_enough, rd.table.tput_idx, fast))
     return fit if fit and len(fit) < len(ranked) else ranked
 
 
