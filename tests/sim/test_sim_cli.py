@@ -82,7 +82,7 @@ def test_errors_print_square_brackets_as_written(tmp_path: Path):
     sc.write_text(SCENARIO + '[[pool]]\nid = "c"\nsite = "zz"\naccelerator = "A100"\nnodes = 1\nprice_cny_per_device_hour = "1"\n')
     r = CliRunner().invoke(app, ["sim", str(sc)])
     assert r.exit_code != 0
-    assert "[[pool]] #3: unknown site 'zz'" in r.output
+    assert "[[pool]] #3: unknown site 'zz'" in " ".join(r.output.split())  # (Rich wraps long lines)
 
 
 def test_canonical_trace_honours_window_and_clusters(tmp_path: Path):
@@ -125,3 +125,22 @@ def test_report_gives_wall_times_and_plots_the_signal_optimised(tmp_path: Path):
     row = next(line for line in report.splitlines() if line.startswith("| yungu |"))
     assert float(row.rstrip(" |").rsplit("|", 1)[1]) >= 0
     assert "wall s" in r.output  # the table printed on the terminal has it too
+
+
+def test_scenario_may_add_accelerators_and_drop_overlong_jobs(tmp_path: Path):
+    from yungu.adapters.traces.scenario import load_scenario
+    from yungu.domain.errors import InvalidInput
+
+    (tmp_path / "trace.csv").write_text(TRACE.replace("bad,xx,600,1,a,\n", ""))
+    extra = ('[accelerator.T4]\nvendor = "NVIDIA"\nkind = "gpu"\nmemory_gb = 16\ntdp_w = 70\n'
+             'tflops = { fp32 = 8.1 }\nsources = ["NVIDIA T4 datasheet"]\n')
+    body = SCENARIO.replace('path = "trace.csv"', 'path = "trace.csv"\nmax_duration_s = 3600') + extra
+    body = body.replace('accelerator = "H100"', 'accelerator = "T4"')
+    sc = tmp_path / "s.toml"
+    sc.write_text(body)
+    got = load_scenario(sc).scenario
+    assert "T4" in got.catalogue and {p.accelerator for p in got.world.pools} == {"A100", "T4"}
+    assert sorted(j.id for j in got.jobs) == ["j1", "j2", "j4"]  # j3 (7,200 s) is longer than max_duration_s
+    sc.write_text(body.replace("[accelerator.T4]", "[accelerator.A100]"))
+    with pytest.raises(InvalidInput, match="A100 already in the catalogue"):
+        load_scenario(sc)

@@ -19,6 +19,7 @@ from typing import Any
 from yungu.adapters.config import load_catalogue
 from yungu.adapters.traces import energy as E
 from yungu.adapters.traces.jobs import TraceRead, read_alibaba, read_canonical, read_itp, select
+from yungu.domain.catalogue import Catalogue, parse_catalogue
 from yungu.domain.errors import InvalidInput
 from yungu.domain.job import Objective
 from yungu.domain.world import ComputeClass, Pool, Region, Site, World
@@ -74,12 +75,27 @@ def assign_deadlines(jobs: tuple[TraceJob, ...], spec: Mapping[str, Any]) -> tup
     return tuple(out)
 
 
-_COMMON_TRACE_KEYS = frozenset({"format", "path", "from_s", "to_s", "objective", "max_jobs", "deadlines"})
+_COMMON_TRACE_KEYS = frozenset(
+    {"format", "path", "from_s", "to_s", "objective", "max_jobs", "max_duration_s", "deadlines"}
+)
 _TRACE_KEYS: Mapping[str, frozenset[str]] = {
     "itp": _COMMON_TRACE_KEYS | {"clusters"},
     "canonical": _COMMON_TRACE_KEYS | {"clusters"},
     "alibaba": _COMMON_TRACE_KEYS | {"home", "gpu_type_map"},  # one cluster: no [trace.clusters]
 }
+
+
+def _catalogue(doc: Mapping[str, Any], where: str) -> Catalogue:
+    """The packaged catalogue plus the scenario's own ``[accelerator.MODEL]`` entries (same
+    format as ``yungu/data/accelerators.toml``, sources required), e.g. a trace's GPU types."""
+    base = load_catalogue()
+    extra = doc.get("accelerator", {})
+    if not extra:
+        return base
+    clash = sorted(set(extra) & set(base.entries))
+    if clash:
+        raise InvalidInput(f"{where} [accelerator]: {', '.join(clash)} already in the catalogue; use another name")
+    return Catalogue({**base.entries, **parse_catalogue({"accelerator": extra}).entries})
 
 
 def load_scenario(path: Path, *, skip_bad_rows: bool = False) -> LoadedScenario:
@@ -98,7 +114,7 @@ def load_scenario(path: Path, *, skip_bad_rows: bool = False) -> LoadedScenario:
     except ValueError:
         raise InvalidInput(f"{w} [scenario]: start is not an ISO-8601 time") from None
     start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
-    catalogue = load_catalogue()
+    catalogue = _catalogue(doc, w)
     fx = {k: float(v) for k, v in doc.get("fx", {}).items()}
     regions: list[Region] = []
     sites: list[Site] = []
@@ -200,6 +216,9 @@ def load_scenario(path: Path, *, skip_bad_rows: bool = False) -> LoadedScenario:
             from_s, to_s, None,
         )
     jobs = read.jobs
+    if "max_duration_s" in tr:  # e.g. pods still running when the trace was cut carry its end as their end
+        longest = float(tr["max_duration_s"])
+        jobs = tuple(j for j in jobs if j.duration_s <= longest)
     for j in jobs:
         if j.home is not None and j.home not in region_ids:
             raise InvalidInput(f"{read.source}: job {j.id} submits from unknown region {j.home!r}")
