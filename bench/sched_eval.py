@@ -120,9 +120,9 @@ def run_yungu(path: Path, objective: str, sets: list[str], weights: list[str]) -
     return out
 
 
-def _task(args: tuple[str, str, str, list[str], list[str]]) -> tuple[str, str, dict[str, Any]]:
-    name, kind, cache, sets, weights = args
-    path = EVAL / f"{name}.toml"
+def _task(args: tuple[str, str, str, list[str], list[str], str]) -> tuple[str, str, dict[str, Any]]:
+    name, kind, cache, sets, weights, folder = args
+    path = Path(folder) / f"{name}.toml"
     if kind == "base":
         return name, kind, run_base(path, Path(cache))
     return name, kind, run_yungu(path, kind, sets, weights)
@@ -131,14 +131,16 @@ def _task(args: tuple[str, str, str, list[str], list[str]]) -> tuple[str, str, d
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", action="append", default=[], help="scenario name (repeatable); default: all")
+    ap.add_argument("--dir", default=str(EVAL), help="folder of scenarios (scenarios/holdout: the hold-out set)")
     ap.add_argument("--parallel", type=int, default=2, help="simulations at a time (the machine is shared)")
     ap.add_argument("--cache", default=os.environ.get("YUNGU_EVAL_CACHE", "/tmp/yungu-sched-eval-cache"))
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="PolicyConfig override")
     ap.add_argument("--weight", action="append", default=[], metavar="TERM=VALUE", help="weights_override entry")
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args()
-    names = a.only or sorted(p.stem for p in EVAL.glob("*.toml"))
-    tasks = [(n, k, a.cache, a.set, a.weight) for n in names for k in ("base", "green", "cost")]
+    folder = Path(a.dir).resolve()
+    names = a.only or sorted(p.stem for p in folder.glob("*.toml"))
+    tasks = [(n, k, a.cache, a.set, a.weight, str(folder)) for n in names for k in ("base", "green", "cost")]
     t0 = time.perf_counter()
     got: dict[str, dict[str, Any]] = {n: {} for n in names}
     with mp.get_context("spawn").Pool(max(1, a.parallel)) as pool:

@@ -54,8 +54,8 @@ class Live:
             for node in range(p.nodes):
                 if rng.random() < 0.5:
                     k = rng.randint(1, p.accelerators_per_node)
-                    j = running(f"r{self.n}", p, node, tuple(range(k)), dur=rng.randint(600, 30000),
-                                started=self.now - timedelta(seconds=rng.randint(0, 5000)),
+                    started = None if rng.random() < 0.1 else self.now - timedelta(seconds=rng.randint(0, 5000))
+                    j = running(f"r{self.n}", p, node, tuple(range(k)), dur=rng.randint(600, 30000), started=started,
                                 priority=rng.choice([-1, 0, 0, 1]), tenant=rng.choice(["t1", "t2"]),
                                 deadline_h=rng.choice([None, None, 12.0]))
                     self.running[j.id] = j
@@ -102,7 +102,7 @@ class Live:
         self.now += timedelta(seconds=dt_s)
         for j in list(self.running.values()):
             # most end at their estimate; some earlier, some overrun (estimates are not exact)
-            est = j.started_at + timedelta(seconds=j.spec.estimated_duration_s)
+            est = (j.started_at or self.now) + timedelta(seconds=j.spec.estimated_duration_s)
             if (est <= self.now and draw.random() < 0.8) or draw.random() < 0.05:
                 del self.running[j.id]
                 touched.add(j.allocation.pool_id)

@@ -13,11 +13,17 @@ restructured code computes what the old code computed:
    like the rankings' normalisers; the old kernel estimated a job's own waits and shifts at
    its full size against the normaliser of whichever job built the ranking first, so a
    1-GPU job after an 8-GPU one saw its cost and carbon terms divided by 8.
+
+Later changes that are policy choices have a knob, set to the old behaviour here (``OLD``):
+``rank_slot_s`` (rankings read the forecast from a 15-min slot), ``finish_budget_frac`` (a
+job's finish budget), ``preempt_only_if_late`` (urgency preempts only when nothing frees in
+time; deadline jobs reserve where they finish first).
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -70,10 +76,12 @@ def _patched_legacy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(legacy, "_Round", PatchedRound)
 
 
+OLD: dict[str, object] = {"rank_slot_s": 0, "finish_budget_frac": math.inf, "preempt_only_if_late": False}
+
+
 def both(**policy: object) -> tuple[GreenScheduler, legacy.GreenScheduler]:
     tenants = policy.pop("tenants", {})
-    # rank_slot_s=0: rankings read the forecast from the exact time, as the old kernel did.
-    new = GreenScheduler(CAT, PolicyConfig(tenants=tenants, rank_slot_s=0, **policy))  # type: ignore[arg-type]
+    new = GreenScheduler(CAT, PolicyConfig(tenants=tenants, **OLD, **policy))  # type: ignore[arg-type]
     old_tenants = {k: legacy.TenantPolicy(v.weight, v.quota_units, v.borrow_units) for k, v in tenants.items()}  # type: ignore[attr-defined]
     old = legacy.GreenScheduler(CAT, legacy.PolicyConfig(tenants=old_tenants, **policy))  # type: ignore[arg-type]
     return new, old
@@ -145,7 +153,8 @@ def test_the_comparison_can_fail() -> None:
     snap = snapshot(world(SITES, [p]), [job("x", 8)], running_jobs=[running("r", p, 0, tuple(range(8)))])
     new, old = both()
     assert new.schedule(snap) == old.schedule(snap)
-    assert GreenScheduler(CAT, PolicyConfig(backfill=False, rank_slot_s=0)).schedule(snap) != old.schedule(snap)
+    pol = PolicyConfig(backfill=False, **OLD)
+    assert GreenScheduler(CAT, pol).schedule(snap) != old.schedule(snap)
 
 
 class Twin:

@@ -129,6 +129,8 @@ class Carry:
         self.facts: dict[str, JobFacts] = {}
         self.intern: dict[object, int] = {}  # memo keys of job facts -> small integers
         self.running: dict[str, PoolRunning] = {}
+        # job id -> (the job, its estimate, its raw estimated end or, without a start time, the round's time)
+        self.jobs_running: dict[str, tuple[Job, RunningInfo, datetime]] = {}
         # (pool, replica shape) -> (pool state, running list, timeline with the old round's now at its head)
         self.timelines: dict[tuple[object, ...], tuple[PoolState, list[RunningInfo], Timeline]] = {}
         self.rounds = 0
@@ -163,41 +165,50 @@ class Carry:
             f = self.facts[job.id] = JobFacts(job, table.tmax, margin_s, margin_frac, self.intern)
         return f
 
-    def running_by_pool(self, snap: Snapshot, table: PoolTable) -> dict[str, list[RunningInfo]]:
+    def running_by_pool(self, snap: Snapshot, table: PoolTable) -> tuple[dict[str, list[RunningInfo]], dict[str, float]]:
         """Running jobs per pool with their estimated end (start + estimate / throughput),
-        sorted by end (ties in snapshot order): a pool's list is rebuilt only when its jobs
-        changed or one of them has passed its estimated end."""
-        groups: dict[str, list[Job]] = {}
-        pools = table.pools
+        sorted by end (ties in snapshot order), and each tenant's compute units in use.
+
+        A job's estimate is kept while the job (the same object) keeps running; a pool's
+        sorted list is rebuilt only when its jobs changed or one of them passed its estimate.
+        """
+        now = snap.now
+        pools, tput = table.pools, table.tput
+        old_jobs = self.jobs_running
+        jobs: dict[str, tuple[Job, RunningInfo, datetime]] = {}
+        groups: dict[str, list[tuple[Job, RunningInfo, datetime]]] = {}
+        usage: dict[str, float] = {}
         for j in snap.running:
             a = j.allocation
-            if a is not None and a.pool_id in pools:
-                groups.setdefault(a.pool_id, []).append(j)
-        now = snap.now
+            if a is None or a.pool_id not in pools:
+                continue
+            pid = a.pool_id
+            hit = old_jobs.get(j.id)
+            if hit is None or hit[0] is not j or j.started_at is None:
+                # A job without a start time is counted from now: its end moves every round
+                # (its "raw end" is then the round's time, so its pool is rebuilt next round).
+                raw = (j.started_at or now) + timedelta(seconds=ref_duration_s(j) / tput[pid])
+                hit = (j, RunningInfo(j, pid, max(now, raw), a.devices), raw if j.started_at is not None else now)
+            jobs[j.id] = hit
+            groups.setdefault(pid, []).append(hit)
+            usage[j.tenant_id] = usage.get(j.tenant_id, 0.0) + hit[1].devices * tput[pid]
+        self.jobs_running = jobs
         out: dict[str, list[RunningInfo]] = {}
         kept: dict[str, PoolRunning] = {}
-        for pid, jobs in groups.items():
-            key = tuple(jobs)
+        for pid, group in groups.items():
+            key = tuple(g[0] for g in group)
             old = self.running.get(pid)
             if old is not None and old.jobs == key and (old.min_end is None or old.min_end >= now):
                 kept[pid] = old
                 out[pid] = old.infos
                 continue
-            t = table.tput[pid]
             infos = []
-            min_end: datetime | None = None
-            for j in jobs:
-                run = ref_duration_s(j) / t
-                raw = (j.started_at or now) + timedelta(seconds=run)
-                # A job without a start time is counted from now: its end moves with every round.
-                low = raw if j.started_at is not None else now
-                if min_end is None or low < min_end:
-                    min_end = low
-                assert j.allocation is not None
-                infos.append(RunningInfo(j, pid, max(now, raw), j.allocation.devices))
+            for j, info, raw in group:
+                if j.started_at is not None and info.expected_end != max(now, raw):  # clamped to an earlier "now"
+                    info = RunningInfo(j, pid, max(now, raw), info.devices)
+                infos.append(info)
             infos.sort(key=lambda r: r.expected_end)
-            kept[pid] = PoolRunning(key, infos, min_end)
+            kept[pid] = PoolRunning(key, infos, min(g[2] for g in group))
             out[pid] = infos
         self.running = kept
-        return out
-
+        return out, usage

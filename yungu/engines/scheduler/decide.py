@@ -14,6 +14,7 @@ to the next. The default order is the policy described in ``docs/scheduler.md``:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,7 +45,7 @@ Decision = Start | Defer | Infeasible | Preempting
 class Choice:
     """One job's situation in the round once its pools are scored (what the hooks read)."""
 
-    __slots__ = ("chosen", "job", "quota_blocked", "ranked", "ref_s", "room", "tenant", "urgent", "where")
+    __slots__ = ("chosen", "finish_by", "job", "quota_blocked", "ranked", "ref_s", "room", "tenant", "urgent", "where")
 
     def __init__(self, job: Job, ref_s: float, ranked: Ranking, urgent: bool, tenant: TenantPolicy) -> None:
         self.job, self.ref_s, self.ranked, self.urgent, self.tenant = job, ref_s, ranked, urgent, tenant
@@ -52,6 +53,8 @@ class Choice:
         self.chosen: Scored | None = None  # the best pool with room now
         self.where: list[tuple[int, tuple[int, ...]]] | None = None  # its nodes and devices
         self.quota_blocked = False  # some pool had room but the tenant's quota forbade it
+        # Epoch seconds by which any choice must finish (the finish budget), None: no bound.
+        self.finish_by: float | None = None
 
 
 class DecisionStep(Protocol):
@@ -62,11 +65,16 @@ def find_room(rd: Round, c: Choice) -> Choice:
     """The best-ranked pool where the gang fits now (quota and reservations respected)."""
     job, tp = c.job, c.tenant
     c.room = rd.cap.room_positions(job, c.ranked) if job.spec.resources.accelerators <= rd.cap.max_node_free else []
+    now_s = rd.now.timestamp()
+    if c.room and rd.policy.finish_budget_frac != math.inf:
+        c.finish_by = finish_limit(rd, c, now_s)
     for pos in c.room:
         sc = c.ranked[pos]
         free = rd.free.get(sc.option.pool_id)
         if free is None:
             continue
+        if c.finish_by is not None and now_s + c.ref_s / rd.tput[sc.option.pool_id] > c.finish_by:
+            continue  # slower than the finish budget allows
         pool = rd.pools[sc.option.pool_id]
         used = rd.usage.get(job.tenant_id, 0.0) + rd.units(job, pool)
         if tp.quota_units is not None and used > tp.quota_units + tp.borrow_units:
@@ -82,6 +90,42 @@ def find_room(rd: Round, c: Choice) -> Choice:
             c.chosen, c.where = sc, w
             break
     return c
+
+
+def finish_limit(rd: Round, c: Choice, now_s: float) -> float:
+    """The finish budget: ``1 + finish_budget_frac`` times the completion time (from
+    submission) the job would have on the fastest pool that seems to have room now."""
+    tput, order = rd.table.tput_idx, c.ranked.order
+    fastest = max(tput[order[p]] for p in c.room)
+    sub = c.job.submitted_at.timestamp()
+    return sub + (1 + rd.policy.finish_budget_frac) * (now_s - sub + c.ref_s / fastest) + 1e-6
+
+
+def frees_in_time(rd: Round, c: Choice, *, by_deadline: bool = True) -> tuple[datetime, int, str] | None:
+    """The pool among the job's best ``reserve_pools`` (not held by another job) where its gang
+    finishes first by the running jobs' estimates: ``(shadow time, devices left, pool)``.
+    ``by_deadline``: only if that finish still meets the deadline with the safety margin."""
+    job = c.job
+    best: tuple[float, datetime, int, str] | None = None
+    for sc in c.ranked.top(rd.policy.reserve_pools):
+        pid = sc.option.pool_id
+        if pid in rd.holds.reservations or pid not in rd.free:
+            continue
+        got = rd.earliest(job, pid)
+        if got is None:
+            continue
+        run = c.ref_s / rd.tput[pid]
+        end = got[0].timestamp() + run
+        if best is None or end < best[0]:
+            best = (end, got[0], got[1], pid)
+    if best is None:
+        return None
+    if by_deadline:
+        deadline = job.spec.deadline
+        run = c.ref_s / rd.tput[best[3]]
+        if deadline is None or best[0] + rd.policy.margin(run) > deadline.timestamp():
+            return None
+    return best[1], best[2], best[3]
 
 
 def _wait(rd: Round, job: Job, reason: str, until: datetime | None = None) -> Defer:
@@ -140,6 +184,9 @@ class WaitForBetterPool:
             wait_s = (got[0] - rd.now).total_seconds()
             if wait_s > frac * run:
                 continue
+            if c.finish_by is not None and got[0].timestamp() + run > c.finish_by:
+                exact = False  # this job's finish budget, not the shape, ruled the pool out
+                continue
             if chosen is not None and E.wait_floor(rd, job, sc, wait_s, run, w, ref) >= chosen.score * (1 - pol.shift_gain):
                 continue  # even its start-independent terms lose to starting now: no need to estimate
             opt = E.option(rd, job, rd.pools[pid], got[0], ref_s, False)
@@ -175,7 +222,7 @@ class TimeShift:
         gain = rd.policy.shift_gain
         base = c.chosen.score if c.chosen is not None else None
         beat = None if base is None else base * (1 - gain) - 1e-9
-        future = future_options(rd, c.job, c.ranked, c.ref_s, c.room, beat)
+        future = future_options(rd, c.job, c.ranked, c.ref_s, c.room, beat, c.finish_by)
         if not future:
             return None
         best = future[0]
@@ -222,7 +269,12 @@ class PreemptLowerPriority:
         job = c.job
         if not rd.policy.preemption or not (c.urgent or job.spec.priority > 0):
             return None
-        victims = self.victims(rd, job, c.ranked, c.urgent)
+        # Urgency alone preempts only when no pool frees in time for the deadline: otherwise a
+        # reservation (the next hook) meets it without losing anyone's work.
+        urgent = c.urgent and (not rd.policy.preempt_only_if_late or frees_in_time(rd, c) is None)
+        if not urgent and job.spec.priority <= 0:
+            return None
+        victims = self.victims(rd, job, c.ranked, urgent)
         if not victims:
             return None
         # Hold the pool for this job for the rest of the round: otherwise later jobs take the
@@ -230,7 +282,7 @@ class PreemptLowerPriority:
         rd.holds.reservations[victims[0].pool_id] = [rd.now.timestamp(), 0.0]
         for v in victims:
             rd.holds.preempted.add(v.job.id)
-        why = "deadline" if c.urgent else "priority"
+        why = "deadline" if urgent else "priority"
         return Preempting(
             tuple(Preempt(v.job.id, job.id, f"{why} job {job.id} needs {v.pool_id}") for v in victims),
             _wait(rd, job, "preempting to make room", rd.now),
@@ -277,6 +329,12 @@ class Reserve:
     def decide(self, rd: Round, c: Choice) -> Decision | None:
         if not rd.policy.backfill or id(c.ranked) in rd.memo.reserve_full:
             return None
+        if c.job.spec.deadline is not None and rd.policy.preempt_only_if_late:  # where it finishes first
+            first = frees_in_time(rd, c, by_deadline=False)
+            if first is None:
+                return None
+            rd.holds.reservations[first[2]] = [first[0].timestamp(), float(first[1])]
+            return _wait(rd, c.job, f"reserved from {first[0].isoformat()}", first[0])
         best: tuple[datetime, int, str] | None = None
         open_pools = 0
         for sc in c.ranked.top(rd.policy.reserve_pools):

@@ -57,6 +57,11 @@ class PolicyConfig:
     shift_gain: float = 0.05  # a later start must beat starting now by this fraction of the score
     max_shift_hours: int = 48
     preempt_pools: int = 5  # preemption looks for victims on the job's best N pools
+    # An urgent deadline job preempts work without a deadline only when no pool frees in time
+    # for its deadline (by the running jobs' estimates); otherwise it reserves the pool where it
+    # finishes first, like every deadline job that finds no room (False: preempt when urgent,
+    # reserve where it starts first).
+    preempt_only_if_late: bool = True
     reserve_pools: int = 10  # EASY reservations: the earliest fit among the job's best N pools
     max_wait_frac: float = 0.25  # wait at most this fraction of the run for a clearly better full pool
     # Jobs that weigh waiting lightly (weight < flexible_below: the green and cost presets) may
@@ -68,6 +73,12 @@ class PolicyConfig:
     flex_shift_frac: float = 1.0
     flex_min_run_s: float = 7200.0  # shorter jobs without a deadline are never shifted implicitly
     wait_pools: int = 5  # how many of the job's best pools to consider waiting for
+    # A job may finish at most this fraction later (its completion time counted from submission)
+    # than it would on the fastest pool that has room now, when it chooses a greener or
+    # cheaper pool, a wait for a better pool or a later start; the objective's weights decide
+    # within that budget (inf: no budget). The evaluation holds the policy to 1.10x the JCT
+    # of FIFO+backfill; a budget per job is what keeps that true from loose to tight capacity.
+    finish_budget_frac: float = 1.0
     # Rankings read the forecast from the round's time rounded down to this slot, so they stay
     # the same for a slot and an incremental round can keep them (0: from the exact time).
     rank_slot_s: float = 900.0

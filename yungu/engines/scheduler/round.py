@@ -31,7 +31,6 @@ from yungu.domain.world import Pool, Site, World
 from yungu.engines.energy.signals import floor_hour
 from yungu.engines.scheduler.capacity import (
     Free,
-    RunningInfo,
     device_power_w,
     devices,
     first_fit_time,
@@ -274,13 +273,8 @@ class Round:
         self.memo = Memos()
         # Shortcuts read on every job.
         self.pools, self.sites, self.tput, self.free = self.table.pools, self.table.sites, self.table.tput, self.cap.free
-        self.running: dict[str, list[RunningInfo]] = c.running_by_pool(snapshot, self.table)
-        self.usage: dict[str, float] = {}  # tenant -> compute units held (running, then started this round)
-        for j in snapshot.running:
-            if j.allocation and j.allocation.pool_id in self.pools:
-                self.usage[j.tenant_id] = self.usage.get(j.tenant_id, 0.0) + j.allocation.devices * self.tput[
-                    j.allocation.pool_id
-                ]
+        # Running jobs per pool, and each tenant's compute units held (running, then started this round).
+        self.running, self.usage = c.running_by_pool(snapshot, self.table)
 
     def facts(self, job: Job) -> JobFacts:
         return self.carry.job_facts(job, self.table, self.policy.deadline_margin_s, self.policy.deadline_margin_frac)

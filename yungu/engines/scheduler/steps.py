@@ -8,7 +8,7 @@ shift, preempt, reserve) are the hooks in :mod:`yungu.engines.scheduler.decide`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 
 from yungu.domain.job import Job
@@ -138,13 +138,15 @@ def future_options(
     ref_s: float,
     room: list[int] | None = None,
     beat: float | None = None,
+    finish_by: float | None = None,
 ) -> list[Scored]:
     """For a flexible job: the forecast-best later start at each site (best pool per site).
 
     ``room``: positions in ``now_scored`` of the pools that may have room (default: computed).
     ``beat``: only options scoring below this matter to the caller; a site whose score floor
     (:func:`~yungu.engines.scheduler.estimate.wait_floor` at the earliest shift) is not below
-    it is skipped unestimated.
+    it is skipped unestimated. ``finish_by``: epoch seconds by which a shifted run must end
+    (the job's finish budget).
     """
     pol = rd.policy
     if not pol.time_shift:
@@ -183,9 +185,11 @@ def future_options(
         if latest is None:
             continue
         latest = min(latest, horizon)
+        run = ref_s / rd.tput[o.pool_id]
+        if finish_by is not None:
+            latest = min(latest, datetime.fromtimestamp(finish_by - run, UTC))
         if latest < first:
             continue
-        run = ref_s / rd.tput[o.pool_id]
         if beat is not None:
             floor = E.wait_floor(rd, job, now_scored[pos], (first - rd.now).total_seconds(), run, w, now_scored.ref)
             if floor >= beat:
