@@ -20,9 +20,11 @@ from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sched_scenarios import load
 
 from yungu.adapters.sim_report import comparison, markdown_table
-from yungu.adapters.traces.scenario import load_scenario
 from yungu.cli.sim import run_scenario
 from yungu.domain.job import Objective
 
@@ -38,7 +40,7 @@ def main() -> None:
     ap.add_argument("--weight", action="append", default=[], metavar="TERM=VALUE",
                     help="operator default weight over every preset (PolicyConfig.weights_override), e.g. finish=0.2")
     a = ap.parse_args()
-    ls = load_scenario(Path(a.scenario))
+    ls = load(Path(a.scenario))  # the scenario file, its ../shared/data paths found (YUNGU_SHARED_DATA)
     for kv in a.set:
         k, _, v = kv.partition("=")
         cur = getattr(ls.policy, k)

@@ -20,6 +20,7 @@ Targets (issue 15): live round median <= 25 ms, p99 <= 50 ms; (issue 3) bulk >= 
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -87,9 +88,14 @@ def busy(w, rng: random.Random, share: float):
     return run
 
 
-def timed(s, snap, **kw):
-    t = time.perf_counter()
+CPU: dict[str, list[float]] = {}  # per policy: CPU seconds of this thread per round (less affected by a busy machine)
+
+
+def timed(s, snap, label: str = "", **kw):
+    t, c = time.perf_counter(), time.thread_time()
     plan = s.schedule(snap, **kw)
+    if label:
+        CPU.setdefault(label, []).append(time.thread_time() - c)
     return time.perf_counter() - t, plan
 
 
@@ -162,7 +168,8 @@ def live(rounds: int, dt: float) -> None:
         snap = q.snapshot()
         plans = {}
         for k, s in scheds.items():
-            dt_s, plans[k] = timed(s, snap, carry=carry) if k == "yungu incremental" else timed(s, snap)
+            label = k if r else ""
+            dt_s, plans[k] = timed(s, snap, label, carry=carry) if k == "yungu incremental" else timed(s, snap, label)
             (lat[k].append(dt_s * 1000) if r else first.__setitem__(k, dt_s * 1000))
         assert plans["yungu incremental"] == plans["yungu from scratch"], f"plans differ in round {r}"
         if r:
@@ -170,10 +177,13 @@ def live(rounds: int, dt: float) -> None:
         q.apply(plans["yungu incremental"], dt)
     print(f"Live rounds: 1,000 pending, 100 pools, {rounds} rounds {dt:g} s apart after round 0 "
           f"({starts / rounds:.1f} starts/round; forecasts re-issued hourly); incremental == from-scratch plans")
-    print(f"{'policy':20s} {'median ms':>10s} {'p99 ms':>8s} {'round 0 ms':>11s}")
+    print(f"{'policy':20s} {'median ms':>10s} {'p99 ms':>8s} {'round 0 ms':>11s} {'cpu median':>11s} {'cpu p99':>8s}")
     for k, xs in lat.items():
-        print(f"{k:20s} {statistics.median(xs):10.1f} {pct(xs, 0.99):8.1f} {first[k]:11.1f}")
+        cpu = [x * 1000 for x in CPU[k]]
+        print(f"{k:20s} {statistics.median(xs):10.1f} {pct(xs, 0.99):8.1f} {first[k]:11.1f} "
+              f"{statistics.median(cpu):11.1f} {pct(cpu, 0.99):8.1f}")
     base = statistics.median(lat["yungu from scratch"])
+    print(f"(wall and thread CPU time per round; load average {os.getloadavg()[0]:.1f})")
     print(f"ratio incremental / from-scratch median: {statistics.median(lat['yungu incremental']) / base:.2f}x, "
           f"p99: {pct(lat['yungu incremental'], 0.99) / pct(lat['yungu from scratch'], 0.99):.2f}x; "
           f"incremental / fifo-backfill median: {statistics.median(lat['yungu incremental']) / statistics.median(lat['fifo-backfill']):.2f}x")
