@@ -221,3 +221,20 @@ def test_skipping_hopeless_options_never_changes_the_plan(sc):
     with patch.object(estimate, "wait_floor", lambda *a, **k: float("-inf")):
         without = GreenScheduler(CAT, PolicyConfig()).schedule(snap)
     assert with_floor == without
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.sampled_from([1, 2, 4, 8]), st.integers(1, 3), st.integers(0, 16))
+def test_lazy_timeline_answers_as_the_full_timeline(sc, gpus, replicas, claimed):
+    """The timeline the round builds as far as it reads gives the same shadow times."""
+    from yungu.engines.scheduler.capacity import Timeline, first_fit_time, fit_timeline
+
+    w, _, run, _ = sc
+    snap = snapshot(w, [], running_jobs=run)
+    by_pool = running_by_pool(run, {p.id: p for p in w.pools}, CAT, NOW)
+    j = job("g", gpus, replicas)
+    for pid, state in snap.pools.items():
+        rs = by_pool.get(pid, [])
+        lazy = Timeline(j, Free(state), rs)
+        for c in (claimed, 0, claimed // 2):  # several questions of one timeline, in any order
+            assert lazy.first_fit(j, NOW, c) == first_fit_time(j, fit_timeline(j, Free(state), rs, NOW), c)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from yungu.domain.job import Job, JobSpec
 from yungu.domain.status import Status
 from yungu.domain.world import Pool, World
-from yungu.engines.scheduler.capacity import RunningInfo, devices, ref_duration_s
+from yungu.engines.scheduler.capacity import RunningInfo, Timeline, devices, ref_duration_s
 from yungu.engines.scheduler.outlook import SiteOutlook
 from yungu.engines.scheduler.plugins import Option, OptionArrays, Reference
 from yungu.engines.scheduler.ranking import Ranking, bucket
@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from yungu.engines.scheduler.green import GreenScheduler
     from yungu.engines.scheduler.round import PoolTable
 
-Timeline = list[tuple[datetime, int, int]]
 
 
 class JobFacts:
@@ -131,7 +130,7 @@ class Carry:
         self.running: dict[str, PoolRunning] = {}
         # job id -> (the job, its estimate, its raw estimated end or, without a start time, the round's time)
         self.jobs_running: dict[str, tuple[Job, RunningInfo, datetime]] = {}
-        # (pool, replica shape) -> (pool state, running list, timeline with the old round's now at its head)
+        # (pool, replica shape) -> (pool state, running list, its release timeline)
         self.timelines: dict[tuple[object, ...], tuple[PoolState, list[RunningInfo], Timeline]] = {}
         self.rounds = 0
 

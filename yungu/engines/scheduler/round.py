@@ -31,10 +31,9 @@ from yungu.domain.world import Pool, Site, World
 from yungu.engines.energy.signals import floor_hour
 from yungu.engines.scheduler.capacity import (
     Free,
+    Timeline,
     device_power_w,
     devices,
-    first_fit_time,
-    fit_timeline,
     throughput,
 )
 from yungu.engines.scheduler.carry import Carry, JobFacts
@@ -230,7 +229,7 @@ class Memos:
     __slots__ = ("fit", "no_wait", "reserve_full", "settled", "urgent")
 
     def __init__(self) -> None:
-        self.fit: dict[tuple[str, int, int], list[tuple[datetime, int, int]]] = {}  # (pool, replica, touched) -> timeline
+        self.fit: dict[tuple[str, int, int], Timeline] = {}  # (pool, replica, touched) -> timeline
         # A job shape that found no full pool worth waiting for (with no room now) finds none
         # later in the round for runs up to the same length: ranking id, resources, replicas,
         # wait fraction -> the longest reference run that failed.
@@ -312,9 +311,9 @@ class Round:
     def earliest(self, job: Job, pid: str, claimed: int = 0) -> tuple[datetime, int] | None:
         """EASY shadow time of the job's gang on a pool beside ``claimed`` promised devices.
 
-        The release timeline is cached per replica shape and pool state: for the round while
-        the pool is untouched by it, and in the carry while the pool's state and running jobs
-        stay the same (its first entry, "now", is moved to this round's time).
+        The release timeline (:class:`~yungu.engines.scheduler.capacity.Timeline`, built as far
+        as read) is cached per replica shape and pool state: for the round while the pool is
+        untouched by it, and in the carry while the pool's state and running jobs stay the same.
         """
         rid = self.facts(job).replica_id
         touched = self.cap.version_of.get(pid, 0)
@@ -322,22 +321,18 @@ class Round:
         tl = self.memo.fit.get(key)
         if tl is None:
             tl = self.memo.fit[key] = self._timeline(job, pid, rid, touched)
-        return first_fit_time(job, tl, claimed)
+        return tl.first_fit(job, self.now, claimed)
 
-    def _timeline(self, job: Job, pid: str, rid: int, touched: int) -> list[tuple[datetime, int, int]]:
+    def _timeline(self, job: Job, pid: str, rid: int, touched: int) -> Timeline:
         running = self.running.get(pid, [])
         if touched:
-            return fit_timeline(job, self.free[pid], running, self.now)
+            return Timeline(job, self.free[pid], running)
         ckey = (pid, rid)
         state = self.snap.pools[pid]
         hit = self.carry.timelines.get(ckey)
         if hit is not None and hit[1] is running and (hit[0] is state or hit[0] == state):
-            tl = hit[2]
-            if tl and tl[0][0] != self.now and self.free[pid].available:
-                tl = [(self.now, tl[0][1], tl[0][2]), *tl[1:]]
-                self.carry.timelines[ckey] = (state, running, tl)
-            return tl
-        tl = fit_timeline(job, self.free[pid], running, self.now)
+            return hit[2]
+        tl = Timeline(job, self.free[pid], running)
         self.carry.timelines[ckey] = (state, running, tl)
         return tl
 
