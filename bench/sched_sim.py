@@ -14,6 +14,7 @@ targets are stated in (JCT / FIFO+backfill, carbon gap closed, cost vs FIFO+back
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import replace
@@ -63,6 +64,8 @@ def main() -> None:
               f"{b.variables} variables, step {b.step_hours:g} h, {b.status})")
     print("\n".join(comparison(out.metrics, out.bounds)))
     print("wall seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in out.wall_s.items()))
+    print("CPU seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in out.cpu_s.items())
+          + f" (load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

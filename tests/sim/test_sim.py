@@ -100,7 +100,10 @@ def test_slice_invariants(loaded, runs):
         for sid, load in res.site_load.items():
             assert max(load) <= res.capacity_devices[sid] + 1e-6, (name, sid)
         m = summarise(res)
-        assert m.feasible_misses == 0, name
+        # Let's Wait Awhile starts at the forecast-best window with no safety margin and no
+        # look at capacity (as in the paper), so it may miss; the others may not.
+        if name != "lets-wait-awhile":
+            assert m.feasible_misses == 0, name
 
 
 def test_jobs_end_at_their_own_time_not_at_the_next_round(loaded, runs):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -35,6 +35,7 @@ class RunOutput:
     metrics: tuple[Metrics, ...]
     bounds: tuple[LpBound, ...]
     wall_s: dict[str, float]
+    cpu_s: dict[str, float] = field(default_factory=dict)  # process CPU seconds per policy
 
 
 def run_scenario(
@@ -51,12 +52,14 @@ def run_scenario(
         names.insert(0, "fifo-backfill")
     results: list[SimResult] = []
     wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     for name in names:
         sched = make(name, sc.catalogue, ls.policy)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         cb = (lambda d, t, n=name: progress(n, d, t)) if progress else None
         res = simulate(sc, sched, policy_name=name, timer=time.perf_counter, progress=cb)
         wall[name] = time.perf_counter() - t0
+        cpu[name] = time.process_time() - c0
         results.append(res)
     metrics = tuple(summarise(r) for r in results)
     bounds: list[LpBound] = []
@@ -71,7 +74,7 @@ def run_scenario(
             t0 = time.perf_counter()
             bounds.append(lp_bound(sc, bnd, str(obj), step, float(ls.lp.get("time_limit_s", 600))))
             wall[f"lp-{obj}"] = time.perf_counter() - t0
-    return RunOutput(tuple(results), metrics, tuple(bounds), wall)
+    return RunOutput(tuple(results), metrics, tuple(bounds), wall, cpu)
 
 
 def focus(ls: LoadedScenario) -> str:
