@@ -74,7 +74,8 @@ class FilterStore:
     __slots__ = ("views",)
 
     def __init__(self) -> None:
-        self.views: dict[int, tuple[list[Pool], dict[str, Status]]] = {}  # JobFacts.filter_id -> result
+        # JobFacts.filter_id (with the keys of keyed filters) -> result
+        self.views: dict[object, tuple[list[Pool], dict[str, Status]]] = {}
 
 
 class RankStore:

@@ -84,6 +84,7 @@ class GreenScheduler:
         self.policy = policy or PolicyConfig()
         self.registry = registry or default_registry()
         self.steps = tuple(steps)
+        self.keyed_filters = self.registry.keyed_filters()  # filters whose memo key reads more of the job
         self._settles = self.steps == tuple(DEFAULT_STEPS)  # the "settled" shortcut knows the default hooks only
         self._outlooks: dict[tuple[str, int], tuple[object, SiteOutlook]] = {}
         self._no_room = Status(Code.UNSCHEDULABLE, ("no feasible pool has room now",), self.name)

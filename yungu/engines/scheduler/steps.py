@@ -45,7 +45,8 @@ def queue_order(rd: Round, pending: Iterable[Job]) -> list[Job]:
 def filter_pools(rd: Round, job: Job) -> tuple[list[Pool], dict[str, Status]]:
     """The pools every filter plugin admits, and each rejected pool's status (memoised per
     feasibility key while the world and the pools' reachability stay the same)."""
-    key = rd.facts(job).filter_id
+    keyed = rd.s.keyed_filters
+    key: object = rd.facts(job).filter_id if not keyed else (rd.facts(job).filter_id, *(p.key(job) for p in keyed))
     hit = rd.filters.views.get(key)
     if hit is not None:
         return hit
