@@ -16,6 +16,8 @@ from yungu.api.routes import energy as energy_routes
 from yungu.api.routes import explain as explain_routes  # issue 3
 from yungu.api.routes import ledger as ledger_routes  # issue 5
 from yungu.api.routes import market as market_routes  # issue 5
+from yungu.api.routes import openai as openai_routes  # issue 14: /v1 (OpenAI shape)
+from yungu.api.routes import tokens as tokens_routes  # issue 14: /api/v1/tokens
 from yungu.api.routes import telemetry as telemetry_routes
 
 MAX_BODY_BYTES = 1 << 20
@@ -39,6 +41,11 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
+def _token_gateway(container: Any) -> Any:
+    tokens = getattr(container, "extras", {}).get("tokens")
+    return None if tokens is None else tokens.gateway
+
+
 def create_app(container: Any) -> FastAPI:
     app = FastAPI(title="Yungu 云谷 API", version="0.1.0",
                   description="Federated compute-power network: monitor, schedule and trade capacity.",
@@ -47,6 +54,8 @@ def create_app(container: Any) -> FastAPI:
     app.state.key_cache = {}
     problems.install(app)
     app.add_middleware(BodyLimit)
+    # issue 14: /v1/... is the OpenAI-compatible token API, served by pure ASGI in front of FastAPI.
+    app.add_middleware(openai_routes.OpenAIRoutes, service=lambda: _token_gateway(container))
 
     @app.get("/api/v1/health", tags=["meta"])
     async def health() -> JSONResponse:
@@ -60,6 +69,7 @@ def create_app(container: Any) -> FastAPI:
         app.include_router(module.router, prefix="/api/v1")
     for module in (ledger_routes, billing_routes, market_routes):  # issue 5
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(tokens_routes.router, prefix="/api/v1")  # issue 14
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Any:

@@ -69,8 +69,12 @@ class Price:
 
 
 def units_to_cny(units: int) -> Decimal:
-    """Cost units as an exact CNY decimal (up to ten places)."""
-    return Decimal(units).scaleb(-10).normalize() if units else Decimal(0)
+    """Cost units as an exact CNY decimal (up to ten places, no exponent, no trailing zeros)."""
+    if not units:
+        return Decimal(0)
+    d = Decimal(units).scaleb(-10)
+    text = format(d, "f").rstrip("0").rstrip(".") if "." in format(d, "f") else format(d, "f")
+    return Decimal(text)
 
 
 def cny_to_units(amount: Decimal) -> int:

@@ -1,0 +1,168 @@
+"""A small HTTP/1.1 client for upstreams: keep-alive connections per host, responses parsed
+by ``httptools`` (the parser uvicorn uses), bodies streamed as they arrive.
+
+Why not httpx or aiohttp: the gateway's budget is a few hundred microseconds per request on
+one core, and both cost more than that per call here (see BENCHMARKS.md, "Token gateway").
+This client does only what the gateway needs: POST/GET with a JSON body to an
+OpenAI-compatible server, plain or chunked responses, and closing a connection when a stream
+is abandoned (the upstream sees the disconnect and stops generating).
+
+Errors are mapped at the boundary: any socket or protocol failure raises ``UpstreamError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httptools
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or broke the protocol (not an HTTP error status)."""
+
+
+@dataclass
+class _Parse:
+    status: int = 0
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    chunks: deque[bytes] = field(default_factory=deque)
+    headers_done: bool = False
+    done: bool = False
+    keep_alive: bool = True
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.broken = False
+
+    def close(self) -> None:
+        self.broken = True
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class Response:
+    """A response whose body is read as it arrives (``chunks``) or at once (``read``)."""
+
+    def __init__(self, pool: Pool, conn: Connection, p: _Parse, parser: httptools.HttpResponseParser) -> None:
+        self.pool, self.conn, self._p, self._parser = pool, conn, p, parser
+        self.status = p.status
+        self.headers = p.headers
+        self._released = False
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        p = self._p
+        try:
+            while True:
+                while p.chunks:
+                    yield p.chunks.popleft()
+                if p.done:
+                    break
+                data = await self.conn.reader.read(65536)
+                if not data:
+                    raise UpstreamError("upstream closed the connection mid-response")
+                try:
+                    self._parser.feed_data(data)
+                except httptools.HttpParserError as exc:
+                    raise UpstreamError(f"bad HTTP from upstream: {exc}") from exc
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            self.conn.close()
+            raise UpstreamError(f"upstream read failed: {exc}") from exc
+        self.release()
+
+    async def read(self) -> bytes:
+        return b"".join([c async for c in self.chunks()])
+
+    def release(self) -> None:
+        """Give the connection back (complete response) or close it (abandoned mid-body)."""
+        if self._released:
+            return
+        self._released = True
+        if self._p.done and self._p.keep_alive and not self.conn.broken:
+            self.pool._give_back(self.conn)
+        else:
+            self.conn.close()
+
+
+class Pool:
+    """Keep-alive connections to one upstream ``scheme://host:port`` (http only)."""
+
+    def __init__(self, base_url: str, *, max_idle: int = 512, connect_timeout_s: float = 2.0) -> None:
+        u = urlsplit(base_url)
+        if u.scheme != "http" or not u.hostname:
+            raise ValueError(f"upstream URL must be http://host:port/...: {base_url!r}")
+        self.host, self.port = u.hostname, u.port or 80
+        self.prefix = u.path.rstrip("/")
+        self._host_header = f"{self.host}:{self.port}".encode()
+        self._idle: deque[Connection] = deque()
+        self.max_idle = max_idle
+        self.connect_timeout_s = connect_timeout_s
+
+    async def _conn(self) -> Connection:
+        while self._idle:
+            c = self._idle.pop()
+            if not c.broken and not c.reader.at_eof():
+                return c
+            c.close()
+        try:
+            r, w = await asyncio.wait_for(asyncio.open_connection(self.host, self.port, limit=1 << 20),
+                                          self.connect_timeout_s)
+        except (OSError, TimeoutError) as exc:
+            raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+        return Connection(r, w)
+
+    def _give_back(self, c: Connection) -> None:
+        if len(self._idle) < self.max_idle:
+            self._idle.append(c)
+        else:
+            c.close()
+
+    async def request(self, method: str, path: str, body: bytes = b"", *,
+                      headers: tuple[tuple[bytes, bytes], ...] = (), timeout_s: float = 600.0) -> Response:
+        """Send a request and wait for the response head; the body follows via ``Response``."""
+        for attempt in (0, 1):  # a kept-alive connection the server closed meanwhile: retry once, fresh
+            reused = bool(self._idle)
+            c = await self._conn()
+            head = b"%s %s HTTP/1.1\r\nhost: %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n" % (
+                method.encode(), (self.prefix + path).encode(), self._host_header, len(body))
+            head += b"".join(b"%s: %s\r\n" % kv for kv in headers) + b"\r\n"
+            p = _Parse()
+            parser = httptools.HttpResponseParser(p)
+            try:
+                c.writer.write(head + body)
+                while not p.headers_done:
+                    data = await asyncio.wait_for(c.reader.read(65536), timeout_s)
+                    if not data:
+                        raise ConnectionResetError("closed before the response")
+                    parser.feed_data(data)
+            except (OSError, TimeoutError, httptools.HttpParserError) as exc:
+                c.close()
+                if attempt == 0 and reused and not isinstance(exc, TimeoutError):
+                    continue
+                raise UpstreamError(f"{method} {path} to {self.host}:{self.port} failed: {exc!r}") from exc
+            p.status = parser.get_status_code()
+            p.keep_alive = parser.should_keep_alive()
+            return Response(self, c, p, parser)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
