@@ -6,7 +6,7 @@ only well-formed responses with exact ``usage``, so the gateway's own cost can b
 Its "tokenizer" counts whitespace-separated words (of the message contents or the prompt);
 a completion is ``min(max_tokens, --tokens)`` words, one per streamed chunk. ``--fail`` answers
 every generation with 500 (a broken replica); ``--usage none`` leaves ``usage`` out (a backend
-that reports none, whose tokens the gateway must count itself). Pure asyncio + httptools.
+that reports none, whose tokens the gateway must count itself, through ``POST /tokenize``). Pure asyncio + httptools.
 """
 
 from __future__ import annotations
@@ -64,6 +64,12 @@ class EchoProtocol(asyncio.Protocol):
         path = self.url.split(b"?")[0]
         if path == b"/health":
             self._send(200, b'{"status":"ok"}')
+        elif path == b"/tokenize":  # vLLM's route: the "tokenizer" counts words
+            try:
+                req = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                req = {}
+            self._send(200, orjson.dumps({"count": words(req)}))
         elif path == b"/v1/models":
             self._send(200, orjson.dumps({"object": "list", "data": [{"id": self.cfg.model, "object": "model"}]}))
         elif path in (b"/v1/chat/completions", b"/v1/completions", b"/v1/embeddings"):

@@ -70,11 +70,13 @@ class Price:
 
 def units_to_cny(units: int) -> Decimal:
     """Cost units as an exact CNY decimal (up to ten places, no exponent, no trailing zeros)."""
-    if not units:
-        return Decimal(0)
-    d = Decimal(units).scaleb(-10)
-    text = format(d, "f").rstrip("0").rstrip(".") if "." in format(d, "f") else format(d, "f")
-    return Decimal(text)
+    return Decimal(units).scaleb(-10) if units else Decimal(0)
+
+
+def cny_text(units: int) -> str:
+    """Cost units as a plain decimal string ("0.0000003", never "3E-7"; no trailing zeros)."""
+    text = format(Decimal(units).scaleb(-10), "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def cny_to_units(amount: Decimal) -> int:
