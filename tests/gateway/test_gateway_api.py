@@ -122,6 +122,8 @@ def test_a_stream_cut_off_by_the_client_is_billed_for_what_was_generated(tmp_pat
         assert row["status"] == "cut" and row["source"] == "backend"
         assert 5 <= row["tokens_out"] < 40  # what the backend generated before it saw the hang-up
         assert row["cost_units"] == PRICE.cost(3, row["tokens_out"])
+        served = httpx.get(gw.store.upstreams()[0].url[:-3] + "/stats").json()
+        assert served["completion_tokens"] == row["tokens_out"]  # every token it sent is metered
 
 
 def test_tokens_counted_by_the_tokenizer_when_the_backend_reports_none(tmp_path: Path) -> None:
@@ -152,16 +154,17 @@ def test_rate_limits_answer_429_with_retry_after(gw: Gateway) -> None:
 def test_a_failing_replica_trips_the_breaker_and_requests_flow_to_another(tmp_path: Path) -> None:
     with gateway(tmp_path, breaker=BreakerPolicy(failures=3, window=5, cooldown_s=30)) as gw:
         gw.echo("bad", "--fail", price=PRICE)
-        gw.echo("good", price=type(PRICE)(PRICE.input_per_m + 1, PRICE.output_per_m))  # dearer: tried second
+        gw.echo("good", price=type(PRICE)(PRICE.input_per_m + 1, PRICE.output_per_m))
         key = gw.key()
-        codes = [gw.post("/v1/chat/completions", key, CHAT).status_code for _ in range(10)]
+        first_bad = {**CHAT, "provider": {"order": ["bad"]}}  # "bad" first, "good" the fallback
+        codes = [gw.post("/v1/chat/completions", key, first_bad).status_code for _ in range(10)]
         assert codes == [200] * 10
         assert gw.service.breaker_states()["bad"].value == "open"
         assert {r["replica_id"] for r in gw.rows()} == {"good"}
         # While open, "bad" is not even tried; after the cooldown one probe goes to it and fails.
         gw.mono.t += 31
         assert gw.service.breaker_states()["bad"].value == "half_open"
-        assert gw.post("/v1/chat/completions", key, CHAT).status_code == 200
+        assert gw.post("/v1/chat/completions", key, first_bad).status_code == 200
         assert gw.service.breaker_states()["bad"].value == "open"
         # allow_fallbacks false and the cheap (broken) replica first: the error is the client's to see.
         gw.mono.t += 31

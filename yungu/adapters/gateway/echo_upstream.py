@@ -20,6 +20,7 @@ import httptools
 import orjson
 
 WORD = "tok"
+STATS = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}  # what was served (GET /stats)
 
 
 def words(req: dict[str, Any]) -> int:
@@ -62,7 +63,9 @@ class EchoProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         body, self.body = b"".join(self.body), []
         path = self.url.split(b"?")[0]
-        if path == b"/health":
+        if path == b"/stats":
+            self._send(200, orjson.dumps(STATS))
+        elif path == b"/health":
             self._send(200, b'{"status":"ok"}')
         elif path == b"/tokenize":  # vLLM's route: the "tokenizer" counts words
             try:
@@ -89,10 +92,13 @@ class EchoProtocol(asyncio.Protocol):
                 return
             chat = path == b"/v1/chat/completions"
             n_in = words(req)
+            STATS["requests"] += 1
+            STATS["prompt_tokens"] += n_in
             n_out = min(int(req.get("max_tokens") or req.get("max_completion_tokens") or 1 << 30), self.cfg.tokens)
             if req.get("stream"):
                 asyncio.get_running_loop().create_task(self._stream(req, chat, n_in, n_out))
             else:
+                STATS["completion_tokens"] += n_out
                 text = " ".join([WORD] * n_out)
                 choice: dict[str, Any] = ({"index": 0, "message": {"role": "assistant", "content": text},
                                            "finish_reason": "length"} if chat else
@@ -123,7 +129,7 @@ class EchoProtocol(asyncio.Protocol):
             t.write(b"%x\r\n%s\r\n" % (len(payload), payload))
 
         for i in range(n_out):
-            if self.closed:
+            if self.closed or t.is_closing():
                 return
             c: dict[str, Any] = ({"index": 0, "delta": {"content": WORD + " "}, "finish_reason": None} if chat
                                  else {"index": 0, "text": WORD + " ", "finish_reason": None})
@@ -131,6 +137,7 @@ class EchoProtocol(asyncio.Protocol):
             if cont:
                 ev["usage"] = {"prompt_tokens": n_in, "completion_tokens": i + 1, "total_tokens": n_in + i + 1}
             chunk(b"data: " + orjson.dumps(ev) + b"\n\n")
+            STATS["completion_tokens"] += 1  # written while the client was connected: served
             if self.cfg.delay_ms:
                 await asyncio.sleep(self.cfg.delay_ms / 1000)
             elif i % 8 == 7:

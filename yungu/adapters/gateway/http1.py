@@ -91,6 +91,34 @@ class Response:
     async def read(self) -> bytes:
         return b"".join([c async for c in self.chunks()])
 
+    async def hang_up(self, timeout_s: float = 2.0) -> AsyncIterator[bytes]:
+        """Tell the upstream we are gone without losing what it already sent: shut our write
+        side (the server sees end-of-file, as when a client disconnects, and stops), then read
+        the rest of the body until the server closes. Yields the remaining body bytes."""
+        self._released = True
+        p = self._p
+        try:
+            if self.conn.writer.can_write_eof():
+                self.conn.writer.write_eof()
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            while True:
+                while p.chunks:
+                    yield p.chunks.popleft()
+                if p.done:
+                    break
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                data = await asyncio.wait_for(self.conn.reader.read(65536), left)
+                if not data:
+                    break
+                with contextlib.suppress(httptools.HttpParserError):
+                    self._parser.feed_data(data)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            self.conn.close()
+
     def release(self) -> None:
         """Give the connection back (complete response) or close it (abandoned mid-body)."""
         if self._released:

@@ -342,14 +342,14 @@ class TokenService:
                 br.record(False, self.monotonic())
                 last_error = f"{r.id}: {exc}"
                 continue
-            st.latency_ms = 0.8 * st.latency_ms + 0.2 * (time.perf_counter() - t0) * 1000 if st.latency_ms else (
-                time.perf_counter() - t0) * 1000
             if resp.status >= 500 or resp.status == 429:
                 with_body = await _drain(resp)
                 st.inflight -= 1
                 br.record(False, self.monotonic())
                 last_error = f"{r.id}: HTTP {resp.status} {with_body[:200]!r}"
                 continue
+            ttfb = (time.perf_counter() - t0) * 1000  # a fast error must not make a replica look fast
+            st.latency_ms = 0.8 * st.latency_ms + 0.2 * ttfb if st.latency_ms else ttfb
             br.record(True, self.monotonic())
             return r, resp
         return Refusal(502, "server_error", "upstream_unavailable",
@@ -401,6 +401,7 @@ class TokenService:
         settles: the tokens are those the backend reported in its last chunk received."""
         replica: Replica | None = None
         resp: Response | None = None
+        meter: StreamMeter | None = None
         usage: dict[str, Any] | None = None
         parts: list[str] = []
         status = "cut"
@@ -415,44 +416,25 @@ class TokenService:
                 status = "error"
                 yield (resp.status, await _drain(resp))
                 return
-            parser = SSEParser()
+            meter = StreamMeter(call.include_usage)
             async for raw in resp.chunks():
-                out: list[bytes] = []
-                for data in parser.feed(raw):
-                    if data == b"[DONE]":
-                        continue
-                    try:
-                        ev = orjson.loads(data)
-                    except orjson.JSONDecodeError:
-                        continue
-                    u = ev.get("usage")
-                    if isinstance(u, dict):
-                        usage = u
-                    choices = ev.get("choices") or []
-                    if not choices:
-                        if call.include_usage and u is not None:
-                            out.append(b"data: " + data + b"\n\n")
-                        continue
-                    for ch in choices:
-                        d = ch.get("delta") or {}
-                        piece = d.get("content") if isinstance(d, dict) else None
-                        if piece is None:
-                            piece = ch.get("text")
-                        if piece:
-                            parts.append(piece)
-                    if u is not None and not call.include_usage:
-                        ev.pop("usage", None)
-                        data = orjson.dumps(ev)
-                    out.append(b"data: " + data + b"\n\n")
+                out = meter.feed(raw)
                 if out:
-                    yield b"".join(out)
-                if usage is not None and int(usage.get("completion_tokens") or 0) >= call.max_tokens + 1:
+                    yield out
+                if meter.completion_tokens() > call.max_tokens:
                     break  # an upstream ignoring max_tokens is cut at the bound that was reserved
             status = "ok"
             yield DONE
         finally:
-            if resp is not None:
+            if resp is not None and meter is not None and status == "cut":
+                # The client went away: hang up on the upstream (it stops generating) and read
+                # what it had already sent, so the last usage it reported is the one billed.
+                async for raw in resp.hang_up():
+                    meter.feed(raw)
+            elif resp is not None:
                 resp.release()
+            if meter is not None:
+                usage, parts = meter.usage, meter.parts
             if replica is not None:
                 self._stats(replica.id).inflight -= 1
             if replica is not None and status != "error":
@@ -530,6 +512,53 @@ class TokenService:
     def breaker_states(self) -> dict[str, BreakerState]:
         mono = self.monotonic()
         return {r: b.view(mono) for r, b in self.breakers.items()}
+
+
+class StreamMeter:
+    """Reads an upstream's SSE stream: keeps the last usage it reported and the text (for
+    counting when it reports none), and returns the bytes to forward to the client (the
+    usage-only chunk only if the client asked for it, per-chunk usage removed otherwise)."""
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+        self.parser = SSEParser()
+        self.usage: dict[str, Any] | None = None
+        self.parts: list[str] = []
+
+    def completion_tokens(self) -> int:
+        return int((self.usage or {}).get("completion_tokens") or 0)
+
+    def feed(self, raw: bytes) -> bytes:
+        out: list[bytes] = []
+        for data in self.parser.feed(raw):
+            if data == b"[DONE]":
+                continue
+            try:
+                ev = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(ev, dict):
+                continue
+            u = ev.get("usage")
+            if isinstance(u, dict):
+                self.usage = u
+            choices = ev.get("choices") or []
+            if not choices:
+                if self.include_usage and u is not None:
+                    out.append(b"data: " + data + b"\n\n")
+                continue
+            for ch in choices:
+                d = ch.get("delta") or {}
+                piece = d.get("content") if isinstance(d, dict) else None
+                if piece is None:
+                    piece = ch.get("text")
+                if piece:
+                    self.parts.append(piece)
+            if u is not None and not self.include_usage:
+                ev.pop("usage", None)
+                data = orjson.dumps(ev)
+            out.append(b"data: " + data + b"\n\n")
+        return b"".join(out)
 
 
 async def _drain(resp: Response) -> bytes:
