@@ -22,6 +22,10 @@ from urllib.parse import urlsplit
 import httptools
 
 
+def timer_now() -> float:
+    return asyncio.get_running_loop().time()
+
+
 class UpstreamError(Exception):
     """The upstream could not be reached or broke the protocol (not an HTTP error status)."""
 
@@ -34,11 +38,16 @@ class _Parse:
     headers_done: bool = False
     done: bool = False
     keep_alive: bool = True
+    parser: httptools.HttpResponseParser | None = None
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
+        # Read here: once the whole message is parsed, llhttp has reset for the next one.
+        assert self.parser is not None
+        self.status = self.parser.get_status_code()
+        self.keep_alive = self.parser.should_keep_alive()
         self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
@@ -147,7 +156,7 @@ class Pool:
     async def _conn(self) -> Connection:
         while self._idle:
             c = self._idle.pop()
-            if not c.broken and not c.reader.at_eof():
+            if not c.broken and not c.reader.at_eof() and not c.writer.transport.is_closing():
                 return c
             c.close()
         try:
@@ -173,21 +182,24 @@ class Pool:
                 method.encode(), (self.prefix + path).encode(), self._host_header, len(body))
             head += b"".join(b"%s: %s\r\n" % kv for kv in headers) + b"\r\n"
             p = _Parse()
-            parser = httptools.HttpResponseParser(p)
+            parser = p.parser = httptools.HttpResponseParser(p)
+            # A timer, not asyncio.wait_for: wait_for costs a task per call on the hot path.
+            timer = asyncio.get_running_loop().call_later(timeout_s, c.close)
             try:
                 c.writer.write(head + body)
                 while not p.headers_done:
-                    data = await asyncio.wait_for(c.reader.read(65536), timeout_s)
+                    data = await c.reader.read(65536)
                     if not data:
                         raise ConnectionResetError("closed before the response")
                     parser.feed_data(data)
-            except (OSError, TimeoutError, httptools.HttpParserError) as exc:
+            except (OSError, RuntimeError, httptools.HttpParserError) as exc:
                 c.close()
-                if attempt == 0 and reused and not isinstance(exc, TimeoutError):
+                if attempt == 0 and reused and not timer.cancelled() and timer.when() > timer_now():
+                    timer.cancel()
                     continue
                 raise UpstreamError(f"{method} {path} to {self.host}:{self.port} failed: {exc!r}") from exc
-            p.status = parser.get_status_code()
-            p.keep_alive = parser.should_keep_alive()
+            finally:
+                timer.cancel()
             return Response(self, c, p, parser)
         raise AssertionError("unreachable")
 

@@ -282,10 +282,9 @@ class TokenService:
             if wait:
                 return Refusal(429, "rate_limit_error", "rate_limit_exceeded",
                                f"tokens per minute limit {key.tpm} reached / 每分钟令牌数超限", retry_after_s(wait))
-        route = choose(self.replicas, model_name, prefs, allowed_regions=key.regions,
-                       loads={r: s.load() for r, s in self.stats.items()},
-                       breakers={r: b.view(mono) for r, b in self.breakers.items()},
-                       kind="embeddings" if endpoint == "embeddings" else "chat")
+        opened = {r: st for r, b in self.breakers.items() if (st := b.view(mono)) is BreakerState.OPEN}
+        route = choose(self.replicas, model_name, prefs, allowed_regions=key.regions, loads=self.stats,
+                       breakers=opened, kind="embeddings" if endpoint == "embeddings" else "chat")
         price = route.reserve_price
         if price is None:
             why = "; ".join(f"{k}: {v}" for k, v in sorted(route.excluded.items())) or "no replica serves it"

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
+from typing import Protocol
 
 from yungu.domain.errors import InvalidInput
 from yungu.engines.gateway.breaker import BreakerState
@@ -38,6 +39,12 @@ class Replica:
     job_id: str = ""  # the inference job that runs it (empty for registered upstreams)
     green_share: float = 0.0  # 0..1 of the serving site's electricity
     kind: str = "chat"  # chat | embeddings
+
+
+class LoadLike(Protocol):
+    inflight: int
+    latency_ms: float
+    tokens_per_s: float
 
 
 @dataclass(frozen=True)
@@ -135,11 +142,12 @@ def _per_m(p: Price) -> Decimal:
 
 
 def choose(replicas: Sequence[Replica], model: str, prefs: Preferences, *,
-           allowed_regions: Sequence[str] = (), loads: Mapping[str, Load] | None = None,
+           allowed_regions: Sequence[str] = (), loads: Mapping[str, LoadLike] | None = None,
            breakers: Mapping[str, BreakerState] | None = None, weights: Weights = Weights(),
            kind: str = "chat") -> Route:
-    loads = loads or {}
+    loads = loads if loads is not None else {}
     breakers = breakers or {}
+    idle = Load()
     excluded: dict[str, str] = {}
     ok: list[Replica] = []
     for r in replicas:
@@ -162,7 +170,7 @@ def choose(replicas: Sequence[Replica], model: str, prefs: Preferences, *,
         return Route((), excluded)
 
     def metric(r: Replica) -> tuple[float, ...]:
-        ld = loads.get(r.id, Load())
+        ld = loads.get(r.id, idle)
         if prefs.sort is Sort.PRICE:
             return (float(_per_m(r.price)), ld.inflight, r.id)  # type: ignore[return-value]
         if prefs.sort is Sort.LATENCY:
@@ -172,8 +180,8 @@ def choose(replicas: Sequence[Replica], model: str, prefs: Preferences, *,
         return (score(r, ld, ref_price, ref_latency, ref_load, weights), r.id)  # type: ignore[return-value]
 
     ref_price = max(float(_per_m(r.price)) for r in ok) or 1.0
-    ref_latency = max(loads.get(r.id, Load()).latency_ms for r in ok) or 1.0
-    ref_load = max(loads.get(r.id, Load()).inflight for r in ok) or 1
+    ref_latency = max(loads.get(r.id, idle).latency_ms for r in ok) or 1.0
+    ref_load = max(loads.get(r.id, idle).inflight for r in ok) or 1
     ranked = sorted(ok, key=metric)
     if prefs.order:
         rank = {name: i for i, name in enumerate(prefs.order)}
@@ -193,7 +201,7 @@ def choose(replicas: Sequence[Replica], model: str, prefs: Preferences, *,
     return Route(tuple(ranked), excluded)
 
 
-def score(r: Replica, ld: Load, ref_price: float, ref_latency: float, ref_load: int, w: Weights) -> float:
+def score(r: Replica, ld: LoadLike, ref_price: float, ref_latency: float, ref_load: int, w: Weights) -> float:
     """Smaller is better; each term is normalised by the largest among the candidates."""
     return (w.price * float(_per_m(r.price)) / ref_price
             + w.load * ld.inflight / ref_load
