@@ -423,7 +423,8 @@ class TokenService:
                 if meter.completion_tokens() > call.max_tokens:
                     break  # an upstream ignoring max_tokens is cut at the bound that was reserved
             status = "ok"
-            yield DONE
+            if not meter.done_seen:
+                yield DONE
         finally:
             if resp is not None and meter is not None and status == "cut":
                 # The client went away: hang up on the upstream (it stops generating) and read
@@ -514,50 +515,86 @@ class TokenService:
 
 
 class StreamMeter:
-    """Reads an upstream's SSE stream: keeps the last usage it reported and the text (for
-    counting when it reports none), and returns the bytes to forward to the client (the
-    usage-only chunk only if the client asked for it, per-chunk usage removed otherwise)."""
+    """Reads an upstream's SSE stream on the hot path without decoding every event.
+
+    The bytes are forwarded as they came, except that when the client did not ask for usage
+    the usage-only event (``"choices":[]``) is dropped and the per-chunk ``usage`` the gateway
+    asked for (vLLM's ``continuous_usage_stats``) is cut out of each event. Only the last event of each read that mentions ``"usage"`` is decoded, to
+    keep the backend's latest count; text is kept (for counting) only while no usage was seen."""
 
     def __init__(self, include_usage: bool) -> None:
         self.include_usage = include_usage
-        self.parser = SSEParser()
+        self._buf = b""
         self.usage: dict[str, Any] | None = None
-        self.parts: list[str] = []
+        self.raw_text: list[bytes] = []
+        self.done_seen = False
 
     def completion_tokens(self) -> int:
         return int((self.usage or {}).get("completion_tokens") or 0)
 
     def feed(self, raw: bytes) -> bytes:
-        out: list[bytes] = []
-        for data in self.parser.feed(raw):
-            if data == b"[DONE]":
-                continue
+        buf = self._buf + raw if self._buf else raw
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self._buf = buf
+            return b""
+        done, self._buf = buf[: end + 2], buf[end + 2:]
+        i = done.rfind(b'"usage":')
+        if i >= 0:
+            start = done.rfind(b"data:", 0, i)
+            stop = done.find(b"\n\n", i)
+            try:
+                u = orjson.loads(done[start + 5: stop]).get("usage")
+            except (orjson.JSONDecodeError, AttributeError):
+                u = None
+            if isinstance(u, dict):
+                self.usage = u
+        elif self.usage is None:
+            self.raw_text.append(done)
+        if b"[DONE]" in done:
+            self.done_seen = True
+        if not self.include_usage and i >= 0:  # the client did not ask for usage: strip it
+            done = b"".join(strip_usage(e) for e in done.split(b"\n\n") if e.strip() and b'"choices":[]' not in e)
+        return done
+
+    @property
+    def parts(self) -> list[str]:
+        """The streamed text (decoded only when needed: a backend that reported no usage)."""
+        out: list[str] = []
+        parser = SSEParser()
+        for data in parser.feed(b"".join(self.raw_text) + self._buf + b"\n\n"):
             try:
                 ev = orjson.loads(data)
             except orjson.JSONDecodeError:
                 continue
-            if not isinstance(ev, dict):
-                continue
-            u = ev.get("usage")
-            if isinstance(u, dict):
-                self.usage = u
-            choices = ev.get("choices") or []
-            if not choices:
-                if self.include_usage and u is not None:
-                    out.append(b"data: " + data + b"\n\n")
-                continue
-            for ch in choices:
+            for ch in (ev.get("choices") or []) if isinstance(ev, dict) else []:
                 d = ch.get("delta") or {}
                 piece = d.get("content") if isinstance(d, dict) else None
                 if piece is None:
                     piece = ch.get("text")
                 if piece:
-                    self.parts.append(piece)
-            if u is not None and not self.include_usage:
-                ev.pop("usage", None)
-                data = orjson.dumps(ev)
-            out.append(b"data: " + data + b"\n\n")
-        return b"".join(out)
+                    out.append(piece)
+        return out
+
+
+def strip_usage(event: bytes) -> bytes:
+    """One SSE event without its ``"usage"`` member; byte surgery when usage is the last
+    member (vLLM and our servers put it last), a full decode and encode otherwise."""
+    i = event.rfind(b',"usage":')
+    if i < 0:
+        return event + b"\n\n"
+    if event.endswith(b"}"):
+        try:
+            if isinstance(orjson.loads(event[i + 9: -1]), dict):
+                return event[:i] + b"}\n\n"
+        except orjson.JSONDecodeError:
+            pass
+    try:
+        ev = orjson.loads(event[event.index(b"{"):])
+        ev.pop("usage", None)
+        return b"data: " + orjson.dumps(ev) + b"\n\n"
+    except (ValueError, AttributeError):
+        return event + b"\n\n"
 
 
 async def _drain(resp: Response) -> bytes:
