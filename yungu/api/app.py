@@ -17,8 +17,8 @@ from yungu.api.routes import explain as explain_routes  # issue 3
 from yungu.api.routes import ledger as ledger_routes  # issue 5
 from yungu.api.routes import market as market_routes  # issue 5
 from yungu.api.routes import openai as openai_routes  # issue 14: /v1 (OpenAI shape)
-from yungu.api.routes import tokens as tokens_routes  # issue 14: /api/v1/tokens
 from yungu.api.routes import telemetry as telemetry_routes
+from yungu.api.routes import tokens as tokens_routes  # issue 14: /api/v1/tokens
 
 MAX_BODY_BYTES = 1 << 20
 

@@ -20,9 +20,9 @@ from yungu.adapters.store.batcher import SubmitBatcher
 from yungu.adapters.store.db import create_engine, migrate, sqlite_url
 from yungu.adapters.store.job_store import SqlStore
 from yungu.adapters.system import Ids, SystemClock
-from yungu.app import tokens as tokens_wiring  # issue 14: the token service
 from yungu.api.routes.ledger import services as ledger_services
 from yungu.api.routes.telemetry import telemetry_store
+from yungu.app import tokens as tokens_wiring  # issue 14: the token service
 from yungu.control.billing import BillingLoop, budget_admission, release_unused
 from yungu.control.reconciler import Reconciler
 from yungu.domain.catalogue import Catalogue

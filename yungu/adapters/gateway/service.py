@@ -25,9 +25,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -282,7 +281,7 @@ class TokenService:
             if wait:
                 return Refusal(429, "rate_limit_error", "rate_limit_exceeded",
                                f"tokens per minute limit {key.tpm} reached / 每分钟令牌数超限", retry_after_s(wait))
-        opened = {r: st for r, b in self.breakers.items() if (st := b.view(mono)) is BreakerState.OPEN}
+        opened = {r: BreakerState.OPEN for r, b in self.breakers.items() if b.view(mono) is BreakerState.OPEN}
         route = choose(self.replicas, model_name, prefs, allowed_regions=key.regions, loads=self.stats,
                        breakers=opened, kind="embeddings" if endpoint == "embeddings" else "chat")
         price = route.reserve_price
@@ -395,7 +394,7 @@ class TokenService:
             self._settle(call, replica, tokens, ok if replica is not None else "error")
 
     # ------------------------------------------------------------------ one call, streamed
-    async def stream(self, call: Call) -> AsyncIterator[bytes | tuple[int, bytes]]:
+    async def stream(self, call: Call) -> AsyncGenerator[bytes | tuple[int, bytes], None]:
         """SSE bytes for the client. Closing the iterator early (the client went away) still
         settles: the tokens are those the backend reported in its last chunk received."""
         replica: Replica | None = None

@@ -7,7 +7,18 @@ booked in fen from the rounded cumulative sum (``token_batches``).
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Float, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 from yungu.adapters.store.db import metadata
 from yungu.adapters.store.types import Amount, UTCDateTime

@@ -78,7 +78,7 @@ class KeyPatch(BaseModel):
 
 
 def _money(units: int | None) -> str | None:
-    return None if units is None else cny_text((units))
+    return None if units is None else cny_text(units)
 
 
 def _budget_units(v: str | int | None) -> int | None:
@@ -121,7 +121,7 @@ def key_json(t: Any, p: KeyPolicy) -> dict[str, Any]:
     spent = b.spent if b is not None else t.store.spent(p.key_id, pk)
     return {"key_id": p.key_id, "tenant_id": p.tenant_id, "name": p.name, "models": list(p.models),
             "budget": _money(p.budget_units), "period": p.period.value, "current_period": pk,
-            "spent": cny_text((spent)), "reserved": cny_text((b.reserved)) if b else "0",
+            "spent": cny_text(spent), "reserved": cny_text(b.reserved) if b else "0",
             "alert_at": None if p.alert_ratio is None else str(p.alert_ratio), "rpm": p.rpm, "tpm": p.tpm,
             "regions": list(p.regions), "expires_at": p.expires_at.isoformat() if p.expires_at else None}
 
@@ -241,11 +241,11 @@ def usage(request: Request, limit: int = 100, p: Principal = Depends(require(*AN
     t.gateway.writer.flush(5.0)
     rows = t.store.usage(tenant_id=tenant, limit=limit)
     for r in rows:
-        r["cost"] = cny_text((r.pop("cost_units")))
+        r["cost"] = cny_text(r.pop("cost_units"))
         r["created_at"] = r["created_at"].isoformat()
         for k in ("price_in_per_m", "price_out_per_m"):
             r[k] = str(r[k])
-    summary = [{**s, "cost": cny_text((int(s.pop("cost_units") or 0))),
+    summary = [{**s, "cost": cny_text(int(s.pop("cost_units") or 0)),
                 "tokens_in": int(s["tokens_in"] or 0), "tokens_out": int(s["tokens_out"] or 0)}
                for s in t.store.usage_summary(tenant)]
     return {"items": rows, "summary": summary}
@@ -255,8 +255,8 @@ def usage(request: Request, limit: int = 100, p: Principal = Depends(require(*AN
 def alerts(request: Request, p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
     t = _tokens(request)
     items = [a for a in t.gateway.alerts if p.role.can_see_all_tenants() or a["tenant_id"] == p.tenant_id]
-    return {"items": [{**a, "spent": cny_text((a["spent_units"])),
-                       "budget": cny_text((a["budget_units"]))} for a in items]}
+    return {"items": [{**a, "spent": cny_text(a["spent_units"]),
+                       "budget": cny_text(a["budget_units"])} for a in items]}
 
 
 class ReceiptIn(BaseModel):
@@ -270,7 +270,7 @@ def accept_receipt(request: Request, body: ReceiptIn = Body(...),
                    _p: Principal = Depends(require(Role.OPERATOR))) -> dict[str, Any]:
     """A peer platform hands in a signed receipt for tokens it served for us (federation's entry)."""
     r = _tokens(request).receipts.accept(body.receipt, body.signature)
-    return {"id": r.id, "cost": cny_text((r.cost_units)), "server": r.server}
+    return {"id": r.id, "cost": cny_text(r.cost_units), "server": r.server}
 
 
 @router.get("/tokens/receipts")
@@ -278,5 +278,5 @@ def list_receipts(request: Request, _p: Principal = Depends(require(Role.OPERATO
     t = _tokens(request)
     return {"public_key": t.receipts.public_key,
             "items": [{"id": r["id"], "side": r["side"], "peer": r["peer"], "period": r["period"],
-                       "cost": cny_text((r["cost_units"])), "booked_batch": r["batch_id"]}
+                       "cost": cny_text(r["cost_units"]), "booked_batch": r["batch_id"]}
                       for r in t.store.receipts()]}

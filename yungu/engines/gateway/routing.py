@@ -42,9 +42,16 @@ class Replica:
 
 
 class LoadLike(Protocol):
-    inflight: int
-    latency_ms: float
-    tokens_per_s: float
+    """What routing reads of a replica's observed load (``Load``, or the gateway's live stats)."""
+
+    @property
+    def inflight(self) -> int: ...
+
+    @property
+    def latency_ms(self) -> float: ...
+
+    @property
+    def tokens_per_s(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -169,15 +176,15 @@ def choose(replicas: Sequence[Replica], model: str, prefs: Preferences, *,
     if not ok:
         return Route((), excluded)
 
-    def metric(r: Replica) -> tuple[float, ...]:
+    def metric(r: Replica) -> tuple[float, float, str]:
         ld = loads.get(r.id, idle)
         if prefs.sort is Sort.PRICE:
-            return (float(_per_m(r.price)), ld.inflight, r.id)  # type: ignore[return-value]
+            return (float(_per_m(r.price)), ld.inflight, r.id)
         if prefs.sort is Sort.LATENCY:
-            return (ld.latency_ms, ld.inflight, r.id)  # type: ignore[return-value]
+            return (ld.latency_ms, ld.inflight, r.id)
         if prefs.sort is Sort.THROUGHPUT:
-            return (-ld.tokens_per_s, ld.inflight, r.id)  # type: ignore[return-value]
-        return (score(r, ld, ref_price, ref_latency, ref_load, weights), r.id)  # type: ignore[return-value]
+            return (-ld.tokens_per_s, ld.inflight, r.id)
+        return (score(r, ld, ref_price, ref_latency, ref_load, weights), 0.0, r.id)
 
     ref_price = max(float(_per_m(r.price)) for r in ok) or 1.0
     ref_latency = max(loads.get(r.id, idle).latency_ms for r in ok) or 1.0
