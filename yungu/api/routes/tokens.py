@@ -280,3 +280,50 @@ def list_receipts(request: Request, _p: Principal = Depends(require(Role.OPERATO
             "items": [{"id": r["id"], "side": r["side"], "peer": r["peer"], "period": r["period"],
                        "cost": cny_text(r["cost_units"]), "booked_batch": r["batch_id"]}
                       for r in t.store.receipts()]}
+
+
+class ServiceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    models: list[str] = Field(..., min_length=1, description="models its replicas serve (chat first)")
+    tenant_id: str = Field(..., description="whose jobs run the replicas (their device-hours are billed to it)")
+    min_replicas: int = Field(1, ge=0, le=64)
+    max_replicas: int = Field(1, ge=0, le=64)
+    cpus: int = Field(1, ge=1, le=1024)
+    memory_gb: int = Field(2, ge=0, le=16384)
+    accelerators: int = Field(0, ge=0, le=64)
+    pool: str | None = None
+    command: str | None = Field(None, description="template with {python} {port} {model} {cache_dir}; default: "
+                                                  "the CPU model server")
+
+
+@router.put("/tokens/services/{name}")
+def set_service(request: Request, name: str, body: ServiceIn = Body(...),
+                _p: Principal = Depends(require(Role.OPERATOR))) -> dict[str, Any]:
+    """An inference service: replica jobs of kind ``inference``, scaled between min and max."""
+    from yungu.adapters.gateway.inference import MODEL_SERVER
+    from yungu.adapters.gateway.store import Service
+
+    c, t = container(request), _tokens(request)
+    c.store.tenant(body.tenant_id)
+    if body.min_replicas > body.max_replicas:
+        raise InvalidInput("min_replicas must not exceed max_replicas")
+    known = {m.model for m in t.store.models()}
+    missing = [m for m in body.models if m not in known]
+    if missing:
+        raise InvalidInput(f"price these models first: {missing} (PUT /tokens/models/{{model}})")
+    command = body.command or MODEL_SERVER
+    for field in ("{port}",):
+        if field not in command:
+            raise InvalidInput(f"the command template must contain {field}: the replica's port is chosen at launch")
+    s = Service(name, ",".join(body.models), body.tenant_id, body.min_replicas, body.max_replicas, body.cpus,
+                body.memory_gb, body.accelerators, body.pool, command)
+    t.store.add_service(s, c.clock.now())
+    return {"name": s.name, "models": body.models, "min_replicas": s.min_replicas, "max_replicas": s.max_replicas}
+
+
+@router.get("/tokens/services")
+def list_services(request: Request, _p: Principal = Depends(require(Role.OPERATOR))) -> dict[str, Any]:
+    return {"items": [{"name": s.name, "models": s.model.split(","), "tenant_id": s.tenant_id,
+                       "min_replicas": s.min_replicas, "max_replicas": s.max_replicas, "cpus": s.cpus,
+                       "accelerators": s.accelerators, "pool": s.pool, "command": s.command}
+                      for s in _tokens(request).store.services()]}
