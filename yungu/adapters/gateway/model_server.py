@@ -296,8 +296,11 @@ class Server:
         if self.chat is None:
             await _json(send, 503, _err("the model is still loading", "server_error"))
             return
-        if path == "/tokenize":
-            await _json(send, 200, {"count": self.chat.count(str(req.get("prompt", "")))})
+        if path == "/tokenize":  # vLLM's route: a prompt, or chat messages with the chat template
+            msgs = req.get("messages")
+            n = len(self.chat.chat_ids(msgs)) if isinstance(msgs, list) and msgs else self.chat.count(
+                str(req.get("prompt", "")))
+            await _json(send, 200, {"count": n})
             return
         if path == "/v1/embeddings":
             await self._embeddings(req, send)
