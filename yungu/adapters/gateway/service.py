@@ -25,6 +25,7 @@ import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,9 @@ class Call:
     budget_period: str
     prompt_text: str
     settled: bool = False
+    received_at: float = 0.0  # perf_counter when the HTTP layer got the request
+    in_gateway_s: float = 0.0  # the gateway's own time: before the upstream call, and after its answer
+    first_chunk_at: float = 0.0  # perf_counter when a stream's first upstream bytes arrived
 
 
 @dataclass
@@ -174,6 +178,7 @@ class TokenService:
         self.rpm: dict[str, Bucket] = {}
         self.tpm: dict[str, Bucket] = {}
         self.alerts: list[dict[str, Any]] = []
+        self.overheads: deque[float] = deque(maxlen=200_000)  # ms of the gateway's own time per call
         self._keys: dict[str, tuple[float, KeyPolicy | None]] = {}
         self._refreshed = -1e9
         self.refresh()
@@ -333,6 +338,8 @@ class TokenService:
             st = self._stats(r.id)
             st.inflight += 1
             t0 = time.perf_counter()
+            if call.received_at and not call.in_gateway_s:
+                call.in_gateway_s = t0 - call.received_at
             try:
                 resp = await self._pool(r.url).request("POST", path, body)
             except UpstreamError as exc:
@@ -416,6 +423,8 @@ class TokenService:
                 return
             meter = StreamMeter(call.include_usage)
             async for raw in resp.chunks():
+                if not call.first_chunk_at:
+                    call.first_chunk_at = time.perf_counter()
                 out = meter.feed(raw)
                 if out:
                     yield out
@@ -502,6 +511,12 @@ class TokenService:
             call.request_id, call.key.key_id, call.key.tenant_id, call.model.model, call.endpoint, replica.id,
             replica.platform, replica.provider, replica.pool_id, tin, tout, source, price, cost, status,
             call.budget_period, period_of(now), now))
+
+    def record_overhead(self, call: Call, after_s: float) -> None:
+        """The gateway's own time for a call: from receiving it to calling the upstream, plus
+        from the upstream's answer (first chunk) to handing it to the client."""
+        if call.in_gateway_s:
+            self.overheads.append((call.in_gateway_s + after_s) * 1000)
 
     def close(self) -> None:
         self.writer.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,7 @@ class OpenAIRoutes:
 
 
 async def handle(svc: TokenService, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    received_at = time.perf_counter()
     path, method = scope["path"], scope["method"]
     auth = b""
     for name, value in scope["headers"]:
@@ -117,13 +119,16 @@ async def handle(svc: TokenService, scope: dict[str, Any], receive: Any, send: A
     if isinstance(call, Refusal):
         await _refuse(send, call)
         return
+    call.received_at = received_at
     rid = (b"x-request-id", call.request_id.encode())
     if not call.stream:
         status, data, refusal = await svc.complete(call)
+        answered = time.perf_counter()
         if refusal is not None:
             await _refuse(send, refusal)
         else:
             await _send_json(send, status, data, [rid])
+            svc.record_overhead(call, time.perf_counter() - answered)
         return
     await _stream(svc, call, receive, send, rid)
 
@@ -152,6 +157,10 @@ async def _stream(svc: TokenService, call: Any, receive: Any, send: Any, rid: tu
                 started = True
                 await send({"type": "http.response.start", "status": 200, "headers": [
                     (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), rid]})
+                await send({"type": "http.response.body", "body": item, "more_body": True})
+                if call.first_chunk_at:
+                    svc.record_overhead(call, time.perf_counter() - call.first_chunk_at)
+                continue
             await send({"type": "http.response.body", "body": item, "more_body": True})
         if not gone.is_set():
             await send({"type": "http.response.body", "body": b"", "more_body": False})

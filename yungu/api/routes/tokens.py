@@ -327,3 +327,18 @@ def list_services(request: Request, _p: Principal = Depends(require(Role.OPERATO
                        "min_replicas": s.min_replicas, "max_replicas": s.max_replicas, "cpus": s.cpus,
                        "accelerators": s.accelerators, "pool": s.pool, "command": s.command}
                       for s in _tokens(request).store.services()]}
+
+
+@router.get("/tokens/overhead")
+def overhead(request: Request, reset: bool = False, _p: Principal = Depends(require(Role.OPERATOR))) -> dict[str, Any]:
+    """The gateway's own time per call (ms): from receiving the request to calling the upstream,
+    plus from the upstream's answer (a stream's first chunk) to handing it to the client."""
+    g = _tokens(request).gateway
+    xs = sorted(g.overheads)
+    if reset:
+        g.overheads.clear()
+
+    def pct(p: float) -> float | None:
+        return round(xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))], 3) if xs else None
+
+    return {"calls": len(xs), "p50_ms": pct(50), "p99_ms": pct(99), "max_ms": round(xs[-1], 3) if xs else None}
