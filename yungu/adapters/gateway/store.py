@@ -106,6 +106,11 @@ class Service:
     command: str
 
 
+_USAGE_COLS = ("request_id", "key_id", "tenant_id", "model", "endpoint", "replica_id", "platform", "provider",
+               "pool_id", "tokens_in", "tokens_out", "source", "price_in_per_m", "price_out_per_m", "cost_units",
+               "status", "budget_period", "billing_period", "batch_id", "created_at")
+
+
 class TokenStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -204,12 +209,36 @@ class TokenStore:
 
     # ------------------------------------------------------------- usage
     def add_usage(self, records: Sequence[UsageRecord]) -> int:
-        """Insert usage rows; a request id seen before is ignored (exactly once)."""
+        """Insert usage rows; a request id seen before is ignored (exactly once).
+
+        The gateway's hot path: the driver's executemany with plain tuples, the column types'
+        bind processors applied once per distinct value (what the Core layer would store), so
+        the writer thread holds the GIL as briefly as it can (the event loop shares it)."""
         if not records:
             return 0
-        stmt = self._insert(T).on_conflict_do_nothing(index_elements=[T.c.request_id])
         with self.engine.begin() as c:
-            return int(c.execute(stmt, [r.row() for r in records]).rowcount or 0)
+            d = c.dialect
+            amount: Any = T.c.price_in_per_m.type._cached_bind_processor(d) or (lambda v: v)
+            when: Any = T.c.created_at.type._cached_bind_processor(d) or (lambda v: v)
+            cache: dict[object, object] = {}
+
+            def conv(fn: Any, v: object) -> object:
+                hit = cache.get((fn, v))
+                if hit is None:
+                    hit = cache[(fn, v)] = fn(v)
+                return hit
+
+            rows = [(r.request_id, r.key_id, r.tenant_id, r.model, r.endpoint, r.replica_id, r.platform, r.provider,
+                     r.pool_id, r.tokens_in, r.tokens_out, r.source, conv(amount, r.price.input_per_m),
+                     conv(amount, r.price.output_per_m), r.cost_units, r.status, r.budget_period, r.billing_period,
+                     None, conv(when, r.created_at)) for r in records]
+            ph = "?" if d.paramstyle == "qmark" else "%s"
+            cols = _USAGE_COLS
+            verb = "INSERT OR IGNORE INTO" if d.name == "sqlite" else "INSERT INTO"
+            tail = "" if d.name == "sqlite" else " ON CONFLICT (request_id) DO NOTHING"
+            res = c.exec_driver_sql(
+                f"{verb} token_usage ({', '.join(cols)}) VALUES ({', '.join([ph] * len(cols))}){tail}", rows)
+            return int(res.rowcount or 0)  # executemany: the sum of the rows inserted
 
     def spent(self, key_id: str, budget_period: str) -> int:
         with self.engine.connect() as c:
