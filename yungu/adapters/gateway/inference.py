@@ -48,6 +48,68 @@ MODEL_SERVER = ("{python} -m yungu.adapters.gateway.model_server --port {port} -
                 "--cache-dir {cache_dir} --embeddings")
 
 
+def model_cache_dir() -> Path:
+    """Where dequantised weights are cached, shared by every replica: ``$YUNGU_MODEL_CACHE``, else
+    ``/var/cache/yungu/models`` (root) or ``~/.cache/yungu/models``. Outside any data dir on
+    purpose: sandboxed replicas see it read-only, and a sandbox never shows a data dir."""
+    import os
+
+    env = os.environ.get("YUNGU_MODEL_CACHE")
+    if env:
+        return Path(env)
+    return Path("/var/cache/yungu/models") if os.geteuid() == 0 else Path.home() / ".cache" / "yungu" / "models"
+
+
+def _reachable(path: Path) -> bool:
+    """Can an unprivileged user (a sandboxed job's uid) reach ``path``? Every parent must be
+    searchable by others (a Python under /root, mode 0700, is not)."""
+    import os
+    import stat
+
+    p = path.resolve()
+    for d in [*reversed(p.parents), p] if p.is_dir() else [*reversed(p.parents)]:
+        try:
+            if not os.stat(d).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def runtime_python() -> tuple[str, dict[str, str]]:
+    """The interpreter a replica job runs the model server with, and the environment it needs.
+
+    The platform's own (``sys.executable``) when an unprivileged user can reach it; otherwise the
+    system's Python of the same minor version with the venv's site-packages and the ``yungu``
+    package on ``PYTHONPATH`` (the packages are cp3XX wheels: any 3.XX runs them)."""
+    import sysconfig
+
+    exe = Path(sys.executable)
+    if _reachable(exe.resolve()):
+        return sys.executable, {}
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if not system.exists():
+        return sys.executable, {}
+    import yungu
+
+    site = sysconfig.get_paths()["purelib"]
+    code_root = str(Path(yungu.__file__).resolve().parent.parent)
+    return str(system), {"PYTHONPATH": f"{site}:{code_root}"}
+
+
+def runtime_dirs() -> list[Path]:
+    """What a sandbox must show (read-only) for ``runtime_python`` to run the model server."""
+    import sysconfig
+
+    import yungu
+
+    _exe, env = runtime_python()
+    out = [Path(sysconfig.get_paths()["purelib"]).resolve(), Path(yungu.__file__).resolve().parent, model_cache_dir()]
+    if not env:
+        out += [Path(sys.base_prefix).resolve(), Path(sys.prefix).resolve()]
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -71,6 +133,8 @@ class InferenceManager:
         self.clock, self.new_id, self.data_dir = clock, new_id, data_dir
         self.wake, self.check, self.interval_s = wake, check, interval_s
         self._quiet: dict[str, float] = {}
+        self._backoff: dict[str, tuple[float, float]] = {}  # service -> (no new replica before, current wait)
+        self._seen_failed: set[str] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="yungu-inference", daemon=True)
 
@@ -104,9 +168,27 @@ class InferenceManager:
                                    site.provider, "", pool.id, job.id, site.green_contract_share, model.kind))
         return out
 
+    def note_failures(self, failed: list[Job]) -> None:
+        """A replica job that ended without ever running (refused, crashed at once) delays the
+        next one: 15 s, doubling to 10 minutes, so a broken service cannot flood the queue."""
+        mono = time.monotonic()
+        for j in failed:
+            name = j.spec.labels.get("yungu.service", "")
+            if not name or j.id in self._seen_failed:
+                continue
+            self._seen_failed.add(j.id)
+            _until, wait = self._backoff.get(name, (0.0, 0.0))
+            wait = min(600.0, max(15.0, wait * 2))
+            self._backoff[name] = (mono + wait, wait)
+            log.warning("replica job %s of %s ended without serving (%s): next replica in %.0f s", j.id, name,
+                        j.reason or j.state.value, wait)
+
     def run_once(self) -> dict[str, int]:
         """One pass: register healthy replicas, drop gone ones, scale; returns desired counts."""
         services = self.tokens.services()
+        recent = [j for j in self.jobs.in_states((JobState.FAILED,))  # type: ignore[attr-defined]
+                  if j.spec.labels.get("yungu.service") and j.started_at is None and j.id not in self._seen_failed]
+        self.note_failures(recent)
         active = [j for j in self.jobs.in_states(LIVE) if j.spec.labels.get("yungu.service")]  # type: ignore[attr-defined]
         sources = self.tokens.upstream_sources()
         live_ids: set[str] = set()
@@ -145,7 +227,9 @@ class InferenceManager:
         else:
             self._quiet.setdefault(svc.name, mono)
         want = desired(policy, Observed(len(mine), queue, lat, self._quiet.get(svc.name)), mono)
-        for _ in range(want - len(mine)):
+        starting = [j for j in mine if j.state is not JobState.RUNNING]
+        until, _wait = self._backoff.get(svc.name, (0.0, 0.0))
+        if want > len(mine) and not starting and mono >= until:  # one replica starting at a time
             self.submit_replica(svc)
         if want < len(mine):
             newest = max(mine, key=lambda j: j.submitted_at)
@@ -155,13 +239,16 @@ class InferenceManager:
 
     def submit_replica(self, svc: Service) -> Job:
         port = free_port()
-        cache = self.data_dir / "models"
+        cache = model_cache_dir()
         cache.mkdir(parents=True, exist_ok=True)
-        cmd = svc.command.format(python=sys.executable, port=port, model=svc.model.split(",")[0], cache_dir=cache)
+        python, env = runtime_python()
+        cmd = svc.command.format(python=python, port=port, model=svc.model.split(",")[0], cache_dir=cache)
         spec = JobSpec(name=f"inference-{svc.name}", command=cmd, kind=JobKind.INFERENCE,
                        resources=Resources(cpus=svc.cpus, memory_gb=svc.memory_gb, accelerators=svc.accelerators),
                        pool=svc.pool, labels={"yungu.service": svc.name, "yungu.models": svc.model,
-                                              "yungu.endpoint": f"http://127.0.0.1:{port}/v1"})
+                                              "yungu.endpoint": f"http://127.0.0.1:{port}/v1"},
+                       # no hub is reachable: never try one; caches in the job's own /tmp
+                       env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HOME": "/tmp/hf", **env})
         job_id = self.new_id()
         job, _ = self.jobs.submit(svc.tenant_id, spec, self.clock.now(), job_id,  # type: ignore[attr-defined]
                                   idempotency_key=f"inference-{svc.name}-{job_id}", body_hash="inference")

@@ -104,11 +104,17 @@ class ChatModel:
         from transformers import AutoConfig
 
         cached = cache_dir / DEFAULT_MODEL if cache_dir else None
-        if cached is not None and (cached / "model.safetensors").exists():
-            self.tokenizer = AutoTokenizer.from_pretrained(cached)
-            self.model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cached), dtype=torch.float32)
-            load_model(self.model, str(cached / "model.safetensors"))
-        else:
+        loaded = False
+        if cached is not None and os.access(cached / "model.safetensors", os.R_OK):
+            try:
+                self.tokenizer = AutoTokenizer.from_pretrained(cached)
+                self.model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(cached),
+                                                              dtype=torch.float32)
+                load_model(self.model, str(cached / "model.safetensors"))
+                loaded = True
+            except (OSError, ValueError) as exc:  # a damaged cache costs a slower start, nothing more
+                print(f"cached weights unusable ({exc}); loading the GGUF", flush=True)
+        if not loaded:
             path = gguf_path()
             self.tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
             self.model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
@@ -137,6 +143,9 @@ class ChatModel:
             config.save_pretrained(tmp)
             self.tokenizer.save_pretrained(tmp)
             save_model(self.model, str(tmp / "model.safetensors"))
+            for f in tmp.iterdir():  # readable by every replica's (unprivileged, sandboxed) uid
+                f.chmod(0o644)
+            tmp.chmod(0o755)
             tmp.rename(cached)  # atomic; another replica may have won the race: keep its copy
         except OSError as exc:
             print(f"weights not cached: {exc}", flush=True)
@@ -236,9 +245,12 @@ class Server:
             if self.want_embeddings:
                 self.emb = EmbeddingModel(self._threads)
             print(f"model {self.name} ready in {time.monotonic() - t0:.1f} s", flush=True)
-        except Exception as exc:  # reported by /health; the job's log has the traceback
+        except Exception as exc:  # the job fails (its log has the traceback): the manager backs off
             self.error = f"{type(exc).__name__}: {exc}"
-            raise
+            import traceback
+
+            traceback.print_exc()
+            os._exit(1)
         while True:
             g = self.jobs.get()
             self.waiting -= 1
@@ -433,12 +445,21 @@ async def _json(send: Any, status: int, obj: Any) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="OpenAI-compatible CPU model server (SmolLM2-135M-Instruct)")
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--model", default=DEFAULT_MODEL, help="the name it answers to")
     ap.add_argument("--cache-dir", type=Path, default=None, help="keep the dequantised weights here")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("YUNGU_MODEL_THREADS", "1")))
     ap.add_argument("--embeddings", action="store_true", help="also serve all-MiniLM-L6-v2 embeddings")
+    ap.add_argument("--prepare", action="store_true", help="only dequantise the weights into --cache-dir, then exit")
     a = ap.parse_args(argv)
+    if a.prepare:
+        if a.cache_dir is None:
+            ap.error("--prepare needs --cache-dir")
+        ChatModel(a.cache_dir, a.threads)
+        print(f"weights ready in {a.cache_dir / DEFAULT_MODEL}", flush=True)
+        return
+    if not a.port:
+        ap.error("--port is required")
     import uvicorn
 
     uvicorn.run(Server(a.model, a.cache_dir, a.threads, a.embeddings), host=a.host, port=a.port,
