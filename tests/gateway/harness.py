@@ -172,3 +172,22 @@ def run(coro: Any) -> Any:
 
 def env_without_proxy() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+
+
+def stop_services(s: Any) -> None:
+    """Scale every inference service of a test platform to zero and cancel its replica jobs,
+    waiting until they end (replicas are jobs: they outlive the platform process otherwise)."""
+    h = {"authorization": f"Bearer {s.admin_key}"}
+    api = s.url + "/api/v1"
+    for svc in httpx.get(f"{api}/tokens/services", headers=h).json()["items"]:
+        body = {k: svc[k] for k in ("models", "tenant_id", "cpus", "accelerators", "pool", "command")}
+        httpx.put(f"{api}/tokens/services/{svc['name']}", headers=h, json={**body, "min_replicas": 0, "max_replicas": 0})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        live = [j for j in httpx.get(f"{api}/jobs", headers=h, params={"limit": 500}).json()["items"]
+                if j["state"] not in ("succeeded", "failed", "cancelled")]
+        if not live:
+            return
+        for j in live:
+            httpx.post(f"{api}/jobs/{j['id']}/cancel", headers=h)
+        time.sleep(1)

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.e2e.server import ServerProcess, run_cli
+from tests.gateway.harness import stop_services
 from yungu.adapters.gateway.model_server import models_available
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not models_available(), reason="model packages not installed")]
@@ -25,16 +26,7 @@ def demo(tmp_path: Path) -> Iterator[ServerProcess]:
     try:
         yield s
     finally:
-        h = {"authorization": f"Bearer {s.admin_key}"}
-        for j in httpx.get(s.url + "/api/v1/jobs", headers=h, params={"limit": 100}).json()["items"]:
-            if j["name"].startswith("inference-") and j["state"] not in ("succeeded", "failed", "cancelled"):
-                httpx.post(s.url + f"/api/v1/jobs/{j['id']}/cancel", headers=h)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:  # the model server is a job: it stops when the job is cancelled
-            jobs = httpx.get(s.url + "/api/v1/jobs", headers=h, params={"limit": 100}).json()["items"]
-            if all(j["state"] in ("succeeded", "failed", "cancelled") for j in jobs if j["name"].startswith("inference")):
-                break
-            time.sleep(0.5)
+        stop_services(s)
         s.stop()
 
 

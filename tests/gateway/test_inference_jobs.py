@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.e2e.server import ServerProcess
+from tests.gateway.harness import stop_services
 
 ECHO = "{python} -m yungu.adapters.gateway.echo_upstream --port {port} --model {model} --delay-ms 150 --tokens 20"
 
@@ -37,10 +38,7 @@ def platform(tmp_path: Path) -> Iterator[tuple[ServerProcess, dict[str, str], st
         key = httpx.post(f"{api}/tokens/keys", headers=h, json={"tenant_id": lab, "budget": "100"}).json()["secret"]
         yield s, h, key
     finally:
-        for j in httpx.get(s.url + "/api/v1/jobs", headers=h, params={"limit": 100}).json()["items"]:
-            if j["state"] not in ("succeeded", "failed", "cancelled"):
-                httpx.post(s.url + f"/api/v1/jobs/{j['id']}/cancel", headers=h)
-        time.sleep(2)
+        stop_services(s)
         s.stop()
 
 
