@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from yungu.adapters.gateway.billing import Receipts, TokenBilling
-from yungu.adapters.gateway.inference import MODEL_SERVER, InferenceManager, model_cache_dir, runtime_dirs
+from yungu.adapters.gateway.inference import (
+    MODEL_SERVER,
+    InferenceManager,
+    ensure_model_cache,
+    model_cache_dir,
+    runtime_dirs,
+)
 from yungu.adapters.gateway.model_server import models_available
 from yungu.adapters.gateway.service import TokenService
 from yungu.adapters.gateway.store import Service, TokenStore
@@ -72,7 +78,7 @@ def with_runtime_binds(settings: dict[str, Any], data_dir: Path) -> dict[str, An
     if settings.get("type") != "local" or settings.get("sandbox") is False or settings.get("runtime_binds") is False:
         return out
     data = data_dir.resolve()
-    model_cache_dir().mkdir(parents=True, exist_ok=True)
+    ensure_model_cache()
     wanted = runtime_dirs()
     binds = list(out.get("binds") or ())
     have = {str(b.get("dst", b.get("src"))) for b in binds if isinstance(b, dict)}

@@ -60,6 +60,21 @@ def model_cache_dir() -> Path:
     return Path("/var/cache/yungu/models") if os.geteuid() == 0 else Path.home() / ".cache" / "yungu" / "models"
 
 
+def ensure_model_cache() -> Path:
+    """Create the model cache readable by every replica's uid (the platform runs with umask 077)."""
+    import os
+
+    cache = model_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    for d in (cache, cache.parent):
+        try:
+            if d.stat().st_uid == os.geteuid() and d.name in ("models", "yungu"):
+                d.chmod(0o755)
+        except OSError:
+            pass
+    return cache
+
+
 def _reachable(path: Path) -> bool:
     """Can an unprivileged user (a sandboxed job's uid) reach ``path``? Every parent must be
     searchable by others (a Python under /root, mode 0700, is not)."""
@@ -239,8 +254,7 @@ class InferenceManager:
 
     def submit_replica(self, svc: Service) -> Job:
         port = free_port()
-        cache = model_cache_dir()
-        cache.mkdir(parents=True, exist_ok=True)
+        cache = ensure_model_cache()
         python, env = runtime_python()
         cmd = svc.command.format(python=python, port=port, model=svc.model.split(",")[0], cache_dir=cache)
         spec = JobSpec(name=f"inference-{svc.name}", command=cmd, kind=JobKind.INFERENCE,

@@ -137,6 +137,8 @@ class ChatModel:
         tmp = cached.with_name(cached.name + f".tmp{os.getpid()}")
         try:
             tmp.mkdir(parents=True, exist_ok=True)
+            if cached.parent.stat().st_uid == os.geteuid():
+                cached.parent.chmod(0o755)  # replicas (other uids) read the cache
             config = copy.deepcopy(self.model.config)
             if hasattr(config, "quantization_config"):
                 del config.quantization_config
