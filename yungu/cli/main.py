@@ -37,6 +37,10 @@ from yungu.cli import market as _market_cli  # noqa: E402
 app.add_typer(_bill_cli.app, name="bill")
 app.add_typer(_market_cli.app, name="market")
 
+from yungu.cli import tokens as _tokens_cli  # noqa: E402  (issue 14: the token service)
+
+app.add_typer(_tokens_cli.app, name="tokens")
+
 from yungu.cli import explain as _explain_cli  # noqa: E402  (issue 3: scheduler)
 from yungu.cli import sim as _sim_cli  # noqa: E402
 
