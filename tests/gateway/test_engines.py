@@ -28,7 +28,7 @@ from yungu.engines.gateway.routing import Load, Preferences, Replica, Sort, choo
 P = Price(Decimal("2"), Decimal("8"))
 
 
-@pytest.mark.parametrize("bad", [0.5, "abc", "-1", "1.00001", "1e400", "NaN", "2000000"])
+@pytest.mark.parametrize("bad", [0.5, "abc", "-1", "1.00001", "1e400", "NaN", "2000000", False, True, " 1", "１", "1e3", None])
 def test_prices_are_refused_when_not_exact_decimals(bad: object) -> None:
     with pytest.raises(InvalidInput):
         parse_price(bad)

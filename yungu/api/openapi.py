@@ -52,6 +52,11 @@ WHY = {
     429: "Over a rate limit; retry after `Retry-After` seconds / 请求过于频繁",
 }
 
+# For a route that answers with a stream of server-sent events (``responses=SSE_RESPONSES``).
+SSE_RESPONSES: dict[int | str, dict[str, Any]] = {200: {
+    "description": "server-sent events / 服务器推送事件",
+    "content": {"text/event-stream": {}}}}  # each event's data: the route's docstring says what
+
 MONEY_PATHS = ("/api/v1/ledger/", "/api/v1/billing/", "/api/v1/market/")
 
 
@@ -88,7 +93,7 @@ def _codes(route: APIRoute, method: str) -> list[int]:
 
 
 def _response(code: int) -> dict[str, Any]:
-    out: dict[str, Any] = {"description": WHY[code],
+    out: dict[str, Any] = {"description": WHY.get(code, "Refused / 请求被拒绝"),
                            "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
     if code == 429:
         out["headers"] = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
@@ -120,7 +125,9 @@ def build(app: FastAPI) -> dict[str, Any]:
                 continue
             responses = op.setdefault("responses", {})
             responses.pop("422", None)  # FastAPI's JSON shape; ours is problem+json
-            for code in _codes(route, method):
+            # A route may declare further 4xx answers (``responses={401: {}}``): documented as problems.
+            declared = {int(k) for k in responses if k.isdigit() and 400 <= int(k) < 500}
+            for code in sorted(set(_codes(route, method)) | declared):
                 responses[str(code)] = _response(code)
             if route.path == "/api/v1/telemetry/ingest":
                 op["security"] = [{"nodeKey": []}]

@@ -27,6 +27,7 @@ from starlette.concurrency import run_in_threadpool
 
 from yungu.api import readmodels
 from yungu.api.deps import ANY_ROLE, container, require
+from yungu.api.openapi import SSE_RESPONSES
 from yungu.api.routes.explain import explanation_json
 from yungu.api.routes.ledger import STAFF, money, services
 from yungu.api.routes.overview import parse_range
@@ -141,7 +142,7 @@ def _sse(event: str, data: Mapping[str, Any]) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-@router.get("/jobs/{job_id}/logs/stream")
+@router.get("/jobs/{job_id}/logs/stream", responses=SSE_RESPONSES)
 async def log_stream(request: Request, job_id: str,
                      stream: str = Query("stdout", pattern=r"^(stdout|stderr)(:\d+)?$"),
                      offset: int = Query(0, ge=0),

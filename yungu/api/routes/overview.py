@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from yungu.adapters.telemetry.reports import site_signals
 from yungu.api import readmodels
 from yungu.api.deps import ANY_ROLE, container, require
+from yungu.api.openapi import SSE_RESPONSES
 from yungu.api.routes.ledger import money, services
 from yungu.api.routes.telemetry import telemetry_store
 from yungu.control.capacity import pool_load
@@ -404,7 +405,7 @@ def _shared_live(c: Any) -> bytes:
     return slot["body"]  # type: ignore[no-any-return]
 
 
-@router.get("/overview/stream")
+@router.get("/overview/stream", responses=SSE_RESPONSES)
 async def overview_stream(request: Request, _p: Principal = Depends(require(*STAFF_VIEW))) -> StreamingResponse:
     """Server-sent events: ``event: overview`` with the ``/overview`` document (today so far), every second."""
     c = container(request)

@@ -65,7 +65,7 @@ def _set_cookie(resp: Response, request: Request, sid: str) -> None:
                     secure=request.url.scheme == "https")
 
 
-@router.post("/session", status_code=201)
+@router.post("/session", status_code=201, responses={401: {}, 429: {}})
 def sign_in(request: Request, body: SignIn = Body(...)) -> JSONResponse:
     _same_origin(request)
     p = container(request).store.principal(body.api_key.strip())
@@ -80,7 +80,7 @@ def sign_in(request: Request, body: SignIn = Body(...)) -> JSONResponse:
     return resp
 
 
-@router.get("/session")
+@router.get("/session", responses={401: {}})
 def current(request: Request) -> JSONResponse:
     """Who the session cookie belongs to (``signed_in: false`` without one: not an error for a page)."""
     found = session_of(request)
@@ -90,7 +90,7 @@ def current(request: Request) -> JSONResponse:
     return JSONResponse({"signed_in": True, **_body(s.principal, s, request)}, headers={"Cache-Control": "no-store"})
 
 
-@router.delete("/session", status_code=204)
+@router.delete("/session", status_code=204, responses={401: {}, 403: {}})
 def sign_out(request: Request) -> Response:
     if session_principal(request) is None:  # checks the CSRF token
         raise Unauthorized("not signed in / 未登录")
@@ -102,7 +102,7 @@ def sign_out(request: Request) -> Response:
     return resp
 
 
-@router.post("/session/tickets", status_code=201)
+@router.post("/session/tickets", status_code=201, responses={401: {}, 403: {}})
 def ticket(request: Request, next_path: str = Query("/screen", alias="next", pattern=r"^/(screen)?$"),
            p: Principal = Depends(require(Role.OPERATOR))) -> dict[str, Any]:
     """A single-use sign-in link (valid 10 minutes) for a kiosk: ``yungu screen`` prints it."""
@@ -111,7 +111,7 @@ def ticket(request: Request, next_path: str = Query("/screen", alias="next", pat
             "expires_in_s": TICKET_TTL_S, "role": p.role.value}
 
 
-@router.get("/session/redeem", include_in_schema=True)
+@router.get("/session/redeem", include_in_schema=True, responses={401: {}, 429: {}})
 def redeem(request: Request, ticket: str = Query(..., min_length=8, max_length=100),
            next_path: str = Query("/screen", alias="next", pattern=r"^/(screen)?$")) -> Response:
     p = sessions(request.app).redeem(ticket)

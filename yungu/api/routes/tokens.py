@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,11 +30,16 @@ def _tokens(request: Request) -> Any:
     return t
 
 
+# A decimal string or an integer, never a boolean or float (strict: pydantic would turn false
+# into 0); the text rules are parse_price's.
+PricePerMillion = Annotated[str, Field(strict=True)] | Annotated[int, Field(strict=True)]
+
+
 class ModelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: str = Field("chat", pattern="^(chat|embeddings)$")
-    input_per_million: str | int = Field(..., description="CNY per million input tokens, a decimal string")
-    output_per_million: str | int = Field(..., description="CNY per million output tokens")
+    input_per_million: PricePerMillion = Field(..., description="CNY per million input tokens, a decimal string")
+    output_per_million: PricePerMillion = Field(..., description="CNY per million output tokens")
     max_output_tokens: int = Field(1024, ge=1, le=1_000_000)
     description: str = Field("", max_length=400)
 
@@ -47,8 +52,8 @@ class UpstreamIn(BaseModel):
     region: str
     provider: str = Field("upstream", min_length=1, max_length=128)
     platform: str = Field("", description="a peer platform's id when a peer serves it")
-    input_per_million: str | int | None = None
-    output_per_million: str | int | None = None
+    input_per_million: PricePerMillion | None = None
+    output_per_million: PricePerMillion | None = None
     green_share: float = Field(0.0, ge=0, le=1)
 
 

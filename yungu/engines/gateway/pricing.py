@@ -8,6 +8,7 @@ add under load, and summable in SQL. Fen (0.01 CNY, the ledger's unit) are 10**8
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
@@ -20,12 +21,20 @@ _PRICE_Q = Decimal(1).scaleb(-PRICE_PLACES)
 MAX_PRICE_PER_M = Decimal(1_000_000)  # CNY per million tokens: anything above is a typo
 
 
+_PRICE_TEXT = re.compile(rf"[0-9]{{1,7}}(\.[0-9]{{1,{PRICE_PLACES}}})?")
+
+
 def parse_price(value: object) -> Decimal:
-    """A price per million tokens from user input: a decimal string or integer, never a float."""
-    if isinstance(value, float):
-        raise InvalidInput("prices must be given as strings or integers, not floats / 价格不能是浮点数")
+    """A price per million tokens from user input: a decimal string such as ``"2.5"`` or an
+    integer — never a float, a boolean, padding, exponents or non-ASCII digits (the same
+    strictness as the ledger's money parser)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidInput("prices must be given as decimal strings or integers / 价格须为十进制字符串或整数")
+    text = str(value)
+    if not _PRICE_TEXT.fullmatch(text):
+        raise InvalidInput(f"not a decimal price with at most {PRICE_PLACES} places: {value!r} / 不是合法的十进制价格")
     try:
-        p = Decimal(str(value).strip())
+        p = Decimal(text)
     except InvalidOperation as exc:
         raise InvalidInput(f"not a decimal price: {value!r} / 不是十进制价格") from exc
     if not p.is_finite() or p < 0 or p > MAX_PRICE_PER_M:

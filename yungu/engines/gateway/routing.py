@@ -110,8 +110,8 @@ class Preferences:
             if not isinstance(mp, Mapping) or not set(mp) <= {"prompt", "completion"}:
                 raise InvalidInput("'provider.max_price' must be {\"prompt\": ..., \"completion\": ...} "
                                    "in CNY per million tokens")
-            cap = parse_price(MAX_SENTINEL)
-            max_price = Price(parse_price(mp.get("prompt", cap)), parse_price(mp.get("completion", cap)))
+            max_price = Price(parse_price(mp.get("prompt", MAX_SENTINEL)),
+                              parse_price(mp.get("completion", MAX_SENTINEL)))
         return Preferences(tuple(order), fallbacks, Sort(sort) if sort else None, max_price, tuple(regions))
 
 
