@@ -14,6 +14,7 @@ from yungu.api.routes import billing as billing_routes  # issue 5
 from yungu.api.routes import certs as certs_routes
 from yungu.api.routes import energy as energy_routes
 from yungu.api.routes import explain as explain_routes  # issue 3
+from yungu.api.routes import federation as federation_routes  # issue 12
 from yungu.api.routes import ledger as ledger_routes  # issue 5
 from yungu.api.routes import market as market_routes  # issue 5
 from yungu.api.routes import telemetry as telemetry_routes
@@ -60,6 +61,8 @@ def create_app(container: Any) -> FastAPI:
         app.include_router(module.router, prefix="/api/v1")
     for module in (ledger_routes, billing_routes, market_routes):  # issue 5
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(federation_routes.router, prefix="/api/v1")  # issue 12: operator API
+    app.include_router(federation_routes.protocol)  # issue 12: /federation/v1, signed
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Any:

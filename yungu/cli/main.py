@@ -41,6 +41,14 @@ from yungu.cli import explain as _explain_cli  # noqa: E402  (issue 3: scheduler
 from yungu.cli import sim as _sim_cli  # noqa: E402
 
 app.command("explain")(_explain_cli.explain)
+
+from yungu.cli import demo as _demo_cli  # noqa: E402  (issue 12: federation)
+from yungu.cli import peer as _peer_cli  # noqa: E402
+from yungu.cli import platform as _platform_cli  # noqa: E402
+
+app.add_typer(_demo_cli.app, name="demo")
+app.add_typer(_peer_cli.app, name="peer")
+app.add_typer(_platform_cli.app, name="platform")
 app.command("sim")(_sim_cli.sim)
 
 UrlOpt = typer.Option(None, "--url", envvar="YUNGU_URL", help="platform URL (default http://127.0.0.1:8600)")

@@ -362,8 +362,7 @@ class FederationHost:
             else:
                 out[rid] = chk.value
         self.d.fed.update_inbound(ok)
-        if tombstones:
-            self.d.fed.insert_inbound(tombstones)
+        self._settle_tombstones(origin, tombstones, out)
         for ch in ok:
             row = rows[ch["id"]]
             self._write_abs_lease(row.local_job_id, ch["lease_until"])
@@ -436,8 +435,28 @@ class FederationHost:
                 continue
             out.append(self._status_of(row, now).to_dict())
         if tombstones:
-            self.d.fed.insert_inbound(tombstones)
+            answers: dict[str, str] = {}
+            self._settle_tombstones(origin, tombstones, answers)
+            redo = [rid for rid, a in answers.items() if a != "unknown"]
+            if redo:  # a delegation won the race against our tombstone: report it as it is
+                fresh = self.d.fed.inbound_many([f"{origin}:{r}" for r in redo])
+                out = [self._status_of(fresh[f"{origin}:{s['request_id']}"], now).to_dict()
+                       if s["request_id"] in redo else s for s in out]
         return out
+
+    def _settle_tombstones(self, origin: str, tombstones: list[dict[str, Any]], answers: dict[str, str]) -> None:
+        """Record "unknown" answers so a late delegation with that id is refused; where a delegation
+        was recorded first (a race), the answer is whatever that delegation's state says."""
+        if not tombstones:
+            return
+        inserted = self.d.fed.insert_inbound(tombstones)
+        for t in tombstones:
+            rid = f"{t['origin_job_id']}.{t['attempt']}"
+            if t["id"] in inserted:
+                answers[rid] = "unknown"
+            else:
+                row = self.d.fed.inbound(t["id"])
+                answers[rid] = "ok" if row is not None and row.state == "active" else "unknown"
 
     def _status_of(self, row: Any, now: datetime) -> RemoteStatus:
         rid = f"{row.origin_job_id}.{row.attempt}"

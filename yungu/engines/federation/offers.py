@@ -31,6 +31,7 @@ LABEL_EXPIRES = "federation.offer_expires"
 LABEL_REMOTE_POOL = "federation.remote_pool"
 LABEL_OFFERED_DEVICE_PRICE = "federation.offered_device_price"
 LABEL_OFFERED_CPU_PRICE = "federation.offered_cpu_price"
+LABEL_TENANTS = "federation.tenants"
 
 
 def executor_name(platform: str) -> str:
@@ -83,11 +84,13 @@ def to_remote_pool(offer: PoolOffer, platform_name: str, policy: PeeringPolicy, 
                 pue=offer.pue, electricity_price_cny_per_kwh=Decimal("0"), executor=executor_name(p),
                 green_contract_share=offer.green_contract_share)
     age = max(0.0, (now - offer.issued_at).total_seconds())
-    labels = ((LABEL_PEER, p), (LABEL_OFFER, offer.offer_id), (LABEL_LATENCY, f"{latency_ms:.1f}"),
+    labels: tuple[tuple[str, str], ...] = ((LABEL_PEER, p), (LABEL_OFFER, offer.offer_id), (LABEL_LATENCY, f"{latency_ms:.1f}"),
               (LABEL_AGE, f"{age:.1f}"), (LABEL_EXPIRES, offer.expires_at.isoformat()),
               (LABEL_REMOTE_POOL, offer.pool_id),
               (LABEL_OFFERED_DEVICE_PRICE, str(offer.price_cny_per_device_hour)),
               (LABEL_OFFERED_CPU_PRICE, str(offer.price_cny_per_cpu_hour)))
+    if policy.delegate.tenants:
+        labels = (*labels, (LABEL_TENANTS, ",".join(policy.delegate.tenants)))
     pool = Pool(id=remote_id(p, offer.pool_id), site_id=site.id, name=f"{offer.pool_id} @ {platform_name}",
                 compute_class=cc, nodes=offer.nodes, cpus_per_node=offer.cpus_per_node,
                 memory_gb_per_node=offer.memory_gb_per_node, accelerator=offer.accelerator,
