@@ -73,7 +73,12 @@ class PeerExecutor(BaseExecutor):
         phase = _PHASE.get(o.phase, ExecPhase.PENDING)
         if phase in (ExecPhase.SUCCEEDED, ExecPhase.FAILED, ExecPhase.CANCELLED, ExecPhase.LOST):
             return ExecStatus(o.request_id, phase, o.exit_code, o.reason, native, o.started_at, o.finished_at)
-        if o.state == "lost" or L.may_replace(now, o.lease_until, self.fed.settings.lease):
+        if o.state == "queued":  # nothing sent yet: safe to give up once it has waited a whole lease
+            assert o.created_at is not None
+            if (now - o.created_at).total_seconds() < self.fed.settings.lease.ttl_s:
+                return ExecStatus(o.request_id, ExecPhase.PENDING, native_id=native)
+            o.reason = f"{self.peer_id} could not be reached to delegate it"
+        if o.state in ("lost", "queued") or L.may_replace(now, o.lease_until, self.fed.settings.lease):
             why = self.fed.give_up(o, now)
             return ExecStatus(o.request_id, ExecPhase.LOST, reason=why, native_id=native)
         return ExecStatus(o.request_id, phase, None, o.reason, native, o.started_at)

@@ -297,7 +297,7 @@ class FederationHost:
         devices = self._devices(d, pool)
         if policy is not None and policy.quota_devices is not None and used + devices > policy.quota_devices:
             return f"quota: {used} of {policy.quota_devices} units in use for this peer", None
-        if not self._room(pool.id, devices, d.spec.cpus * d.spec.replicas):
+        if not self._room(pool.id, d.spec.accelerators * d.spec.replicas, d.spec.cpus * d.spec.replicas):
             return f"no capacity on {pool.id} now (offer stale)", None
         return "", pool
 

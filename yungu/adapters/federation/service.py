@@ -458,7 +458,7 @@ class Federation:
         """The loop re-places this attempt: its lease has certainly expired (or the peer said it is gone)."""
         if o.state != "lost":
             why = (f"peer {o.peer_id} {self.health(o.peer_id).state.value}; lease expired at {iso(o.lease_until)}; "
-                   f"re-placing" if o.state != "queued" else f"not delegated before its lease window: {o.reason}")
+                   f"re-placing" if o.state != "queued" else f"not delegated: {o.reason}")
             o.state, o.reason = "lost", why
             if o.persisted:
                 self.fed.update_outbound([{"request_id": o.request_id, "state": "lost", "reason": why[:2000],
