@@ -230,8 +230,8 @@ class CheckResult:
                 f"clearing nets to {self.net_fen / 100:.2f} CNY across {self.parties} platforms")
 
 
-def submit_jobs(origin: Platform, n: int, ran_file: Path, *, sleep_s: float = 1.0, tenant: str = "zgc-lab",
-                labels: Mapping[str, str] | None = None) -> list[str]:
+def submit_jobs(origin: Platform, n: int, ran_file: Path, *, sleep_s: float = 3.0, tenant: str = "zgc-lab",
+                labels: Mapping[str, str] | None = None, gpus: int = 4) -> list[str]:
     with origin.api() as c:
         t = c.post("/admin/tenants", json={"name": tenant})
         tid = t.json()["id"] if t.status_code in (200, 201) else next(
@@ -239,7 +239,8 @@ def submit_jobs(origin: Platform, n: int, ran_file: Path, *, sleep_s: float = 1.
         ids = []
         for i in range(n):
             body = {"name": f"demo-{i:04d}", "tenant_id": tid, "objective": "cost",
-                    "command": f"sleep {sleep_s}; echo demo-{i:04d} >> {ran_file}", "resources": {"cpus": 1},
+                    "command": f"sleep {sleep_s}; echo demo-{i:04d} >> {ran_file}",
+                    "resources": {"cpus": 1, "accelerators": gpus},
                     "estimated_duration_s": max(1, int(sleep_s)), "data_location": origin.region,
                     "labels": dict(labels or {})}
             r = c.post("/jobs", json=body, headers={"Idempotency-Key": f"demo-{i}"})

@@ -105,14 +105,16 @@ class Clearing:
             seen[(b.a, b.b)] = b
         return list(seen.values())
 
-    def build(self, period: str, items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    def build(self, period: str, items: Sequence[Mapping[str, Any]], parties: Sequence[str] = ()) -> dict[str, Any]:
         positions = multilateral(self._check_positions(items))
+        for party in parties:
+            positions.setdefault(party, 0)
         return signing.statement_body(period, "CNY", positions)
 
     def sign(self, statement: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> str:
         """Sign the statement if it follows from co-signed positions, ours among them as we signed them."""
         period = str(statement.get("period", ""))
-        expected = self.build(period, items)
+        expected = self.build(period, items, list(statement.get("positions", {})))
         if expected != dict(statement):
             raise Conflict("the statement does not follow from the co-signed positions")
         ours = {(b["a"], b["b"]): b for b, _ in self.f.fed.positions(period)}
@@ -126,7 +128,7 @@ class Clearing:
     def final(self, statement: Mapping[str, Any], signatures: Mapping[str, str],
               items: Sequence[Mapping[str, Any]]) -> int:
         period = str(statement["period"])
-        expected = self.build(period, items)
+        expected = self.build(period, items, list(statement.get("positions", {})))
         if expected != dict(statement):
             raise Conflict("the statement does not follow from the co-signed positions")
         for party in statement["positions"]:
@@ -185,7 +187,7 @@ class Clearing:
             b = it["position"]
             by_pair[(b["a"], b["b"])] = it
         items = list(by_pair.values())
-        statement = self.build(period, items)
+        statement = self.build(period, items, parties)  # every platform asked is a party, owed or not
         sigs = {self.f.me: self.sign(statement, items)}
         for party in statement["positions"]:
             if party == self.f.me:
