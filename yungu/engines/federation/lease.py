@@ -39,12 +39,13 @@ class LeaseTerms:
         problems = []
         if self.ttl_s <= 0 or self.renew_every_s <= 0:
             problems.append("lease ttl and renewal interval must be positive")
-        if self.renew_every_s * 2 > self.ttl_s:
-            problems.append("renew at least twice per lease (renew_every_s <= ttl_s / 2)")
         if self.max_skew_s < 0 or self.stop_budget_s < 0 or self.replace_margin_s < 0:
             problems.append("skew, stop budget and margin must not be negative")
         if self.max_skew_s + self.stop_budget_s >= self.ttl_s:
             problems.append("ttl_s must exceed max_skew_s + stop_budget_s, or a job is stopped at once")
+        elif 2 * self.renew_every_s > self.ttl_s - self.max_skew_s - self.stop_budget_s:
+            problems.append("renew_every_s must be at most half of ttl_s - max_skew_s - stop_budget_s "
+                            "(a healthy link must renew twice before the peer starts stopping the job)")
         return problems
 
 
