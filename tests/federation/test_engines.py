@@ -14,7 +14,7 @@ from yungu.domain.job import Job, JobSpec, JobState
 from yungu.domain.world import ComputeClass, Pool, Region, Site
 from yungu.engines.federation import health as H
 from yungu.engines.federation import lease as L
-from yungu.engines.federation.messages import Delegation, DelegatedSpec, PoolOffer, UsageReceipt
+from yungu.engines.federation.messages import DelegatedSpec, Delegation, PoolOffer, UsageReceipt
 from yungu.engines.federation.offers import extend_world, pool_state, split_remote, to_remote_pool
 from yungu.engines.federation.policy import Direction, PeeringPolicy
 from yungu.engines.federation.positions import bilateral, multilateral

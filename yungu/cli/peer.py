@@ -81,3 +81,15 @@ def check(peer_id: str, output: Output = OutputOpt, url: str | None = UrlOpt, ke
                   f"rtt={doc.get('rtt_ms', '-')} ms offers={doc.get('offers', '-')} {doc.get('error', '')}")
     if not ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def conformance(target: str = typer.Argument(..., help="the platform's base URL, e.g. http://10.1.0.2:8600"),
+                admin_key: str | None = typer.Option(None, "--admin-key", envvar="YUNGU_API_KEY",
+                                                     help="a Yungu admin key of the target: register the tester")) -> None:
+    """Test any implementation of the federation protocol at a URL / 协议一致性测试."""
+    from yungu.cli.conformance import run
+
+    ok = run(target, admin_key, typer.echo)
+    if not ok:
+        raise typer.Exit(1)

@@ -87,7 +87,11 @@ def platform(request: Request) -> dict[str, Any]:
     c = container(request)
     return {"platform_id": fed.me, "name": c.world.platform_name, "protocol": PROTOCOL,
             "keys": fed.identity.public_keys(), "regions": [r.id for r in c.world.regions],
-            "signature_profile": "RFC 9421, ed25519, tag yungu-fed/1, label yf"}
+            "signature_profile": "RFC 9421, ed25519, tag yungu-fed/1, label yf",
+            "lease": {"ttl_s": fed.settings.lease.ttl_s, "renew_every_s": fed.settings.lease.renew_every_s,
+                      "max_clock_skew_s": fed.settings.lease.max_skew_s,
+                      "stop_budget_s": fed.settings.lease.stop_budget_s},
+            "signature_window_s": fed.settings.signature_window_s}
 
 
 @protocol.get("/offers", summary="Our offers, signed (pull)")
