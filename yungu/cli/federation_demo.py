@@ -200,18 +200,26 @@ def peer_all(platforms: Sequence[Platform], url_of: Callable[[Platform, Platform
 
 
 def wait_offers(platforms: Sequence[Platform], timeout: float = 20.0) -> None:
+    """Until every platform sees every other healthy, reconciled and offering capacity."""
     deadline = time.monotonic() + timeout
+    missing: list[str] = []
     while time.monotonic() < deadline:
-        ok = True
+        missing = []
         for p in platforms:
-            with p.api() as c:
-                peers = c.get("/federation/peers").json()["items"]
-            ok = ok and all(x["offers"] > 0 and x["state"] == "healthy" for x in peers) and len(peers) == len(
-                platforms) - 1
-        if ok:
+            try:
+                with p.api() as c:
+                    peers = c.get("/federation/peers").json()["items"]
+            except httpx.HTTPError as exc:
+                missing.append(f"{p.id}: {exc}")
+                continue
+            missing += [f"{p.id} sees {x['id']} {x['state']} with {x['offers']} offers" for x in peers
+                        if not (x["offers"] > 0 and x["state"] == "healthy" and x.get("usable", True))]
+            if len(peers) != len(platforms) - 1:
+                missing.append(f"{p.id} has {len(peers)} peers")
+        if not missing:
             return
         time.sleep(0.2)
-    raise RuntimeError("peers did not exchange offers in time")
+    raise RuntimeError("peers did not exchange offers in time: " + "; ".join(missing))
 
 
 @dataclass
@@ -231,19 +239,19 @@ class CheckResult:
 
 
 def submit_jobs(origin: Platform, n: int, ran_file: Path, *, sleep_s: float = 3.0, tenant: str = "zgc-lab",
-                labels: Mapping[str, str] | None = None, gpus: int = 4) -> list[str]:
+                labels: Mapping[str, str] | None = None, gpus: int = 4, prefix: str = "demo") -> list[str]:
     with origin.api() as c:
         t = c.post("/admin/tenants", json={"name": tenant})
         tid = t.json()["id"] if t.status_code in (200, 201) else next(
             x["id"] for x in c.get("/admin/tenants").json()["items"] if x["name"] == tenant)
         ids = []
         for i in range(n):
-            body = {"name": f"demo-{i:04d}", "tenant_id": tid, "objective": "cost",
-                    "command": f"sleep {sleep_s}; echo demo-{i:04d} >> {ran_file}",
+            body = {"name": f"{prefix}-{i:04d}", "tenant_id": tid, "objective": "cost",
+                    "command": f"sleep {sleep_s}; echo {prefix}-{i:04d} >> {ran_file}",
                     "resources": {"cpus": 1, "accelerators": gpus},
                     "estimated_duration_s": max(1, int(sleep_s)), "data_location": origin.region,
                     "labels": dict(labels or {})}
-            r = c.post("/jobs", json=body, headers={"Idempotency-Key": f"demo-{i}"})
+            r = c.post("/jobs", json=body, headers={"Idempotency-Key": f"{prefix}-{i}"})
             r.raise_for_status()
             ids.append(r.json()["id"])
     return ids

@@ -572,6 +572,7 @@ class Federation:
             h = self.health(p.id)
             seq, at = self.book.seq(p.id)
             peers.append({**p.to_dict(), "state": h.state.value, "reason": h.reason,
+                          "usable": H.usable_for_new_work(h),
                           "last_ok": iso(h.last_ok), "offer_seq": seq, "offers_received_at": iso(at),
                           "offers": len(self.book.offers(p.id, self.clock.now())),
                           "open_delegations": len(self.open_records(p.id))})

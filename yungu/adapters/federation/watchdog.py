@@ -3,7 +3,10 @@
 The peer runs a delegated command wrapped in a few lines of POSIX ``sh`` (nothing else is
 needed inside a sandbox): the command runs as a child; a watcher re-reads the stop time
 (Unix seconds, the peer's clock) once a second from the lease file and, once it has passed,
-stops the command's whole process tree (TERM, then KILL after ``kill_grace_s``) and exits 75.
+stops the command's whole process tree and exits 75: it freezes the tree first (SIGSTOP), then
+sends SIGTERM and SIGCONT, and SIGKILL after ``kill_grace_s`` — freezing first matters, since a
+shell whose child was killed before the shell itself would run its next command (a job's
+``sleep 10; echo done >> out`` would still write "done").
 The platform process writes the file on every renewal; if the platform is killed, renewals
 stop, the time passes and the job stops on its own — which is what lets the origin re-place
 it at lease expiry without a second running copy.
@@ -22,7 +25,8 @@ LEASE_EXPIRED_EXIT = 75
 LOCAL_NAME = ".yungu-lease"
 
 _TEMPLATE = """__yf_kids() {{ for __s in /proc/[0-9]*/stat; do {{ read -r __pid __comm __st __pp __rest < "$__s"; }} 2>/dev/null && [ "$__pp" = "$1" ] && echo "$__pid"; done; }}
-__yf_tree() {{ for __c in $(__yf_kids "$1"); do __yf_tree "$__c" "$2"; done; kill "-$2" "$1" 2>/dev/null; }}
+__yf_all() {{ echo "$1"; for __c in $(__yf_kids "$1"); do __yf_all "$__c"; done; }}
+__yf_stop() {{ __yf_l=$(__yf_all "$1"); kill -STOP $__yf_l 2>/dev/null; kill -TERM $__yf_l 2>/dev/null; kill -CONT $__yf_l 2>/dev/null; }}
 /bin/sh -c {command} &
 __yf_p=$!
 ( __yf_u={initial}
@@ -32,13 +36,14 @@ __yf_p=$!
     if [ "$(( $(date +%s) + {offset} ))" -ge "$__yf_u" ]; then
       echo "yungu: federation lease expired at $__yf_u; stopping the job" >&2
       : > .yungu-lease-expired 2>/dev/null
-      __yf_tree "$__yf_p" TERM; sleep {grace}; __yf_tree "$__yf_p" KILL; exit 0
+      __yf_l=$(__yf_all "$__yf_p"); __yf_stop "$__yf_p"; sleep {grace}; kill -KILL $__yf_l $(__yf_all "$__yf_p") 2>/dev/null
+      exit 0
     fi
   done ) &
 __yf_w=$!
-trap '__yf_tree "$__yf_p" TERM' TERM INT
+trap '__yf_stop "$__yf_p"' TERM INT
 wait "$__yf_p"; __yf_rc=$?
-__yf_tree "$__yf_w" KILL
+kill -KILL $(__yf_all "$__yf_w") 2>/dev/null
 [ -e .yungu-lease-expired ] && exit {expired}
 exit "$__yf_rc"
 """
