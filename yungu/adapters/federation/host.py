@@ -154,7 +154,9 @@ class FederationHost:
                         for pid, st in sorted(states.items()))
             stale = self._offers_at is None or (now - self._offers_at).total_seconds() >= self.d.settings.offer_refresh_s
             if key != self._offer_key or stale:
-                self.offer_seq += 1
+                # Monotonic across restarts (time-based), so peers never take a restarted platform's
+                # new offers for old ones.
+                self.offer_seq = max(self.offer_seq + 1, int(now.timestamp() * 1000))
                 self._offer_key = key
                 self._offers = self._build_offers(now, states)
                 self._offers_at = now

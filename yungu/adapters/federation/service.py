@@ -236,8 +236,14 @@ class Federation:
         link.start()
 
     def _housekeeping(self) -> None:
+        ticks = 0
         while not self._stop.wait(self.settings.publish_every_s):
+            ticks += 1
             try:
+                if not self._peers:  # nothing to offer to; still stop what outlives its lease, once a second
+                    if ticks % max(1, int(1 / self.settings.publish_every_s)) == 0:
+                        self.host.sweep()
+                    continue
                 self.host.sweep()
                 seq, _ = self.host.offers(self.clock.now())
                 for link in list(self._links.values()):
