@@ -11,6 +11,7 @@ a ``finally``). Namespaces need root: ``Lab.available()`` says why not, for a sk
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -44,10 +45,8 @@ class Pipe:
             if self.down:  # black hole: swallow what comes, answer nothing, until healed
                 self._healed.clear()
                 while self.down:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(r.read(65536), 0.2)
-                    except TimeoutError:
-                        pass
                 return
             try:
                 ur, uw = await asyncio.open_connection(*self.upstream)
