@@ -92,7 +92,7 @@ fed_inbound = Table(
 fed_receipts = Table(
     "fed_receipts", metadata,
     Column("receipt_id", String(160), primary_key=True),
-    Column("side", String(8), nullable=False),  # issued | received
+    Column("side", String(8), primary_key=True),  # issued | received
     Column("kind", String(16), nullable=False, default="compute"),
     Column("issuer", String(64), nullable=False),
     Column("origin", String(64), nullable=False),
