@@ -19,12 +19,12 @@ def run(cmd: str, cwd: Path, timeout: float = 20) -> tuple[int, float]:
 def test_an_expired_lease_stops_the_job_before_its_next_command_runs(tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
     stop = int(time.time()) + 2
-    rc, took = run(wrap(f"sleep 30; echo done >> {out}", lease_file=tmp_path / "lease", stop_at_epoch=stop,
+    rc, took = run(wrap(f"sleep 29.137; echo done >> {out}", lease_file=tmp_path / "lease", stop_at_epoch=stop,
                         kill_grace_s=1), tmp_path)
     assert rc == LEASE_EXPIRED_EXIT and took < 10
     time.sleep(1.5)
     assert not out.exists(), "the command after the killed child ran"
-    assert subprocess.run(["pgrep", "-f", "sleep 30"], capture_output=True).returncode != 0
+    assert subprocess.run(["pgrep", "-f", "sleep 29.137"], capture_output=True).returncode != 0
 
 
 def test_a_renewed_lease_lets_the_job_finish_and_its_exit_code_through(tmp_path: Path) -> None:

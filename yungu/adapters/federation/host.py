@@ -59,6 +59,15 @@ CARBON_METHOD = ("location-based average grid intensity of the site's feed at th
                  "modelled")
 
 
+@dataclass(frozen=True)
+class _Attempt:
+    """An attempt accepted earlier in the same batch (for fencing within one request)."""
+
+    attempt: int
+    state: str = "active"
+    id: str = ""
+
+
 def account_name(origin: str) -> str:
     return f"peer-{origin}"
 
@@ -203,26 +212,37 @@ class FederationHost:
         new_jobs: list[tuple[str, JobSpec, str, str | None]] = []
         fence: list[Job | str] = []
         tenant = self.tenant_for(origin)
+        parsed: list[Delegation | str] = []
+        for i, raw in enumerate(raw_items):
+            try:
+                parsed.append(Delegation.from_dict(raw, f"delegations[{i}]"))
+            except InvalidInput as exc:
+                parsed.append(exc.message)
         with self._lock:
             active = self.d.fed.inbound_in_states(["active"], origin)
             used = sum(r.devices for r in active)
-            for i, raw in enumerate(raw_items):
-                try:
-                    d = Delegation.from_dict(raw, f"delegations[{i}]")
-                except InvalidInput as exc:
-                    results.append({"request_id": str(raw.get("origin_job_id", "?")) if isinstance(raw, dict) else "?",
-                                    "accepted": False, "reason": exc.message})
+            ok = [d for d in parsed if isinstance(d, Delegation)]
+            existing_rows = self.d.fed.inbound_many([f"{origin}:{d.request_id}" for d in ok])
+            by_job = self.d.fed.inbound_for_jobs(origin, [d.origin_job_id for d in ok])
+            seen_here: dict[str, list[Any]] = {}
+            for d in parsed:
+                if isinstance(d, str):
+                    results.append({"request_id": "?", "accepted": False, "reason": d})
                     continue
                 key = f"{origin}:{d.request_id}"
                 if d.origin != origin:
                     results.append({"request_id": d.request_id, "accepted": False,
                                     "reason": f"delegation names origin {d.origin}, but {origin} signed it"})
                     continue
-                existing = self.d.fed.inbound(key)
+                existing = existing_rows.get(key)
                 if existing is not None:
                     results.append(self._answer(existing, d, now))
                     continue
-                same_job = self.d.fed.inbound_for_job(origin, d.origin_job_id)
+                if any(r["id"] == key for r in new_rows):
+                    prev = next(r for r in results if r["request_id"] == d.request_id)
+                    results.append(dict(prev))
+                    continue
+                same_job = by_job.get(d.origin_job_id, []) + seen_here.get(d.origin_job_id, [])
                 highest = max((r.attempt for r in same_job), default=None)
                 reason, pool = self._check(d, peer, now, highest, used)
                 devices = self._devices(d, pool)
@@ -231,6 +251,7 @@ class FederationHost:
                        "devices": devices, "offered_price": self._unit_price(d), "lease_until": d.lease_expires_at,
                        "created_at": now, "updated_at": now, "state": "refused" if reason else "active",
                        "reason": reason}
+                seen_here.setdefault(d.origin_job_id, []).append(_Attempt(d.attempt))
                 if not reason:
                     assert pool is not None
                     local = self.d.new_id()
@@ -238,7 +259,7 @@ class FederationHost:
                     new_jobs.append((tenant, self._spec(d, pool, local, now), local, None))
                     self._claimed[pool.id] = self._claimed.get(pool.id, 0) + devices
                     used += devices
-                    fence.extend(r.id for r in same_job if r.attempt < d.attempt and r.state == "active")
+                    fence.extend(r.id for r in same_job if r.attempt < d.attempt and getattr(r, "state", "") == "active")
                 new_rows.append(row)
                 results.append({"request_id": d.request_id, "accepted": not reason, "reason": reason,
                                 "remote_job_id": row["local_job_id"]})
@@ -255,7 +276,7 @@ class FederationHost:
             self.d.jobs.submit_many(new_jobs, now)
             for row in new_rows:
                 if row["state"] == "active" and row["id"] in inserted:
-                    self._write_abs_lease(row["local_job_id"], row["lease_until"])
+                    self._write_abs_lease(row["local_job_id"], row["lease_until"], job=None)
             self.d.wake()
         for key in fence:
             self._stop(str(key), "fenced", "a later attempt of the same job was delegated here", now)
@@ -365,9 +386,10 @@ class FederationHost:
                 out[rid] = chk.value
         self.d.fed.update_inbound(ok)
         self._settle_tombstones(origin, tombstones, out)
+        jobs = self.d.jobs.get_many([rows[ch["id"]].local_job_id for ch in ok if rows[ch["id"]].local_job_id])
         for ch in ok:
             row = rows[ch["id"]]
-            self._write_abs_lease(row.local_job_id, ch["lease_until"])
+            self._write_abs_lease(row.local_job_id, ch["lease_until"], jobs.get(row.local_job_id))
         return out
 
     def _tombstone(self, origin: str, job: str, attempt: int, why: str, now: datetime) -> dict[str, Any]:
@@ -376,7 +398,9 @@ class FederationHost:
                 "offered_price": Decimal(0), "lease_until": None, "created_at": now, "updated_at": now,
                 "state": "refused", "reason": why}
 
-    def _write_abs_lease(self, local_job_id: str | None, lease_until: datetime) -> None:
+    def _write_abs_lease(self, local_job_id: str | None, lease_until: datetime, job: Job | bool | None = True) -> None:
+        """Write the stop time where the watchdog reads it; ``job`` (if known) also gets it in its
+        run directory (``True``: look the job up; ``None``: it has no run directory yet)."""
         if not local_job_id:
             return
         stop = int(L.peer_stop_at(lease_until, self.terms).timestamp())
@@ -389,8 +413,9 @@ class FederationHost:
             log.warning("cannot write lease file for %s: %s", local_job_id, exc)
             return
         try:  # also where a sandboxed job can see it: its run directory, when the executor has one
-            job = self.d.jobs.get(local_job_id)
-            if job.allocation is not None:
+            if job is True:
+                job = self.d.jobs.get(local_job_id)
+            if isinstance(job, Job) and job.allocation is not None:
                 runs = getattr(self.d.executor_for_pool(job.allocation.pool_id), "runs_dir", None)
                 run = Path(runs) / job.request_id if runs else None
                 if run is not None and run.is_dir():
@@ -428,6 +453,7 @@ class FederationHost:
         rows = self.d.fed.inbound_many(keys)
         out = []
         tombstones = []
+        jobs = self.d.jobs.get_many([r.local_job_id for r in rows.values() if r.local_job_id])
         for rid, key in zip(rids, keys, strict=True):
             row = rows.get(key)
             if row is None:
@@ -435,7 +461,7 @@ class FederationHost:
                 tombstones.append(self._tombstone(origin, job, int(att), "unknown at status", now))
                 out.append(RemoteStatus(rid, "unknown", reason="no such delegation here").to_dict())
                 continue
-            out.append(self._status_of(row, now).to_dict())
+            out.append(self._status_of(row, now, jobs.get(row.local_job_id or "")).to_dict())
         if tombstones:
             answers: dict[str, str] = {}
             self._settle_tombstones(origin, tombstones, answers)
@@ -460,15 +486,16 @@ class FederationHost:
                 row = self.d.fed.inbound(t["id"])
                 answers[rid] = "ok" if row is not None and row.state == "active" else "unknown"
 
-    def _status_of(self, row: Any, now: datetime) -> RemoteStatus:
+    def _status_of(self, row: Any, now: datetime, job: Job | None = None) -> RemoteStatus:
         rid = f"{row.origin_job_id}.{row.attempt}"
         if row.state == "refused" or not row.local_job_id:
             return RemoteStatus(rid, "lost", reason=f"refused: {row.reason}")
-        try:
-            job = self.d.jobs.get(row.local_job_id)
-        except NotFound:
-            self._ensure_job(row, now)
-            return RemoteStatus(rid, "lost", reason="the delegated job was lost before it started")
+        if job is None:
+            try:
+                job = self.d.jobs.get(row.local_job_id)
+            except NotFound:
+                self._ensure_job(row, now)
+                return RemoteStatus(rid, "lost", reason="the delegated job was lost before it started")
         phase = PHASE[job.state]
         if not job.state.terminal:
             return RemoteStatus(rid, phase, started_at=job.started_at, reason=job.reason[:500])

@@ -684,7 +684,9 @@ class PeerLink:
             self.renew()
             self._renewed_at = mono
         open_ = [o for o in self.f.open_records(self.peer_id) if o.state != "queued" and o.persisted]
-        if open_ and (sent or mono - self._polled_at >= self.f.settings.status_every_s):
+        # Poll more slowly when many jobs are out (0.1 s up to 1,000 jobs, 1 s at 10,000).
+        every = max(self.f.settings.status_every_s, len(open_) / 10_000)
+        if open_ and (sent or mono - self._polled_at >= every):
             self.poll(open_)
             self._polled_at = time.monotonic()
         if self._to_ack:
@@ -750,9 +752,10 @@ class PeerLink:
             self._polled_at = 0.0  # learn what happened at once
 
     def poll(self, records: list[Outbound]) -> None:
-        ids = [o.request_id for o in records][:1000]
-        doc = self.client.call("POST", V1 + "/status", {"ids": ids})
-        self.apply_statuses(doc.get("statuses", []))
+        for i in range(0, len(records), 1000):
+            ids = [o.request_id for o in records[i:i + 1000]]
+            doc = self.client.call("POST", V1 + "/status", {"ids": ids})
+            self.apply_statuses(doc.get("statuses", []))
 
     def apply_statuses(self, statuses: list[Any]) -> None:
         f = self.f

@@ -196,6 +196,16 @@ class FederationStore:
         with self.reads.connect() as c:
             return list(c.execute(q))
 
+    def inbound_for_jobs(self, origin: str, origin_job_ids: Sequence[str]) -> dict[str, list[Row[Any]]]:
+        i = ft.fed_inbound
+        out: dict[str, list[Row[Any]]] = {}
+        with self.reads.connect() as c:
+            for n in range(0, len(origin_job_ids), 500):
+                q = select(i).where(and_(i.c.origin == origin, i.c.origin_job_id.in_(list(origin_job_ids[n:n + 500]))))
+                for r in c.execute(q):
+                    out.setdefault(r.origin_job_id, []).append(r)
+        return out
+
     def inbound_for_job(self, origin: str, origin_job_id: str) -> list[Row[Any]]:
         i = ft.fed_inbound
         with self.reads.connect() as c:
