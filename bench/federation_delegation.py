@@ -94,10 +94,13 @@ def overhead(origin: fd.Platform, peer: fd.Platform, n: int, pin: str) -> list[f
     return out
 
 
-def throughput(origin: fd.Platform, peer: fd.Platform, n: int) -> tuple[float, float]:
+def throughput(ps: list[fd.Platform], n: int) -> tuple[float, float]:
+    """A backlog of ``n`` jobs pinned to Horinger waits at Beijing; then the operators peer. The rate
+    is the number of delegations Horinger has accepted over the time from peering to the last one."""
+    origin, peer = ps[0], ps[1]
     tid = tenant(origin)
-    body = job(tid, "remote", "sleep 600")
-    t0 = time.monotonic()
+    body = job(tid, "platform:yungu-horinger", "sleep 600")
+    n = n // 8 * 8
     with ThreadPoolExecutor(8) as pool:
         def submit(_: int) -> None:
             with httpx.Client(base_url=origin.url + "/api/v1", headers={"Authorization": f"Bearer {origin.key}"},
@@ -105,15 +108,23 @@ def throughput(origin: fd.Platform, peer: fd.Platform, n: int) -> tuple[float, f
                 for _ in range(n // 8):
                     c.post("/jobs", json=body).raise_for_status()
         list(pool.map(submit, range(8)))
-    t_sub = time.monotonic() - t0
+    with origin.api() as c:  # every job admitted and waiting for a Horinger pool
+        while c.get("/jobs", params={"state": "pending", "limit": 1}).json()["items"]:
+            time.sleep(0.2)
+    t0 = time.monotonic()
+    fd.peer_all(ps)
+    first = None
     with peer.api() as cp:
-        while True:
+        while time.monotonic() - t0 < 300:
             rows = cp.get("/federation/hosted").json()["items"]
             accepted = sum(1 for r in rows if r["state"] == "active")
-            if accepted >= (n // 8) * 8 or time.monotonic() - t0 > 300:
+            if accepted and first is None:
+                first = time.monotonic()
+            if accepted >= n:
                 break
-            time.sleep(0.1)
-    return (n // 8) * 8 / (time.monotonic() - t0), (n // 8) * 8 / t_sub
+            time.sleep(0.05)
+    end = time.monotonic()
+    return n / (end - t0), n / (end - (first or t0))
 
 
 def propagation(ps: list[fd.Platform], trials: int) -> list[float]:
@@ -185,10 +196,14 @@ def main() -> None:
                 p.stop()
             loop.call_soon_threadsafe(loop.stop)
     root = Path(tempfile.mkdtemp(prefix="yungu-bench-fed-tp-"))
-    ps = world(root, big=True)
+    ps = world(root, big=True)[:2]
     try:
-        start(ps)
-        rate, sub_rate = throughput(ps[0], ps[1], a.throughput)
+        for p in ps:
+            p.start()
+        for p in ps:
+            p.wait_ready()
+        time.sleep(5.5)
+        rate, drain = throughput(ps, a.throughput)
     finally:
         for p in ps:
             p.stop()
@@ -199,8 +214,8 @@ def main() -> None:
         target = pct(local, 0.5) + 2 * rtt + 20
         print(f"| {mode} | {pct(local, .5):.1f} | {pct(local, .99):.1f} | {pct(remote, .5):.1f} | "
               f"{pct(remote, .99):.1f} | {target:.1f} | {'yes' if pct(remote, .5) <= target else 'no'} |")
-    print(f"\nDelegated throughput Beijing -> Horinger: {rate:.0f} jobs/s accepted by the peer "
-          f"({a.throughput // 8 * 8} jobs; submissions alone {sub_rate:.0f}/s); target >= 200/s")
+    print(f"\nDelegated throughput Beijing -> Horinger, a backlog of {a.throughput // 8 * 8} jobs: {rate:.0f} jobs/s "
+          f"from peering to the last acceptance ({drain:.0f}/s from the first); target >= 200/s")
     print(f"Offer propagation to both other platforms: p50 {statistics.median(prop):.2f} s, max {max(prop):.2f} s "
           f"over {len(prop)} changes; target <= 2 s")
     print(f"load average at end: {os.getloadavg()[0]:.2f}")

@@ -192,8 +192,8 @@ class RemotePlacement:
                           "remote-placement")
         spec_labels = job.spec.labels or {}
         pin = {t.strip() for t in spec_labels.get("federation.pin", "").split(",") if t.strip()}
-        if pin and not pin & tags:
-            return Status(Code.UNSCHEDULABLE_AND_UNRESOLVABLE, (f"pinned to {sorted(pin)}",), "remote-placement")
+        if pin and not pin & tags:  # a wait, not a failure: the pinned peer's offers may come (back)
+            return Status(Code.UNSCHEDULABLE, (f"pinned to {sorted(pin)}",), "remote-placement")
         forbid = {t.strip() for t in spec_labels.get("federation.forbid", "").split(",") if t.strip()}
         if forbid & tags:
             return Status(Code.UNSCHEDULABLE_AND_UNRESOLVABLE, (f"forbidden: {sorted(forbid & tags)}",),
