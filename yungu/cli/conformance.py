@@ -295,7 +295,13 @@ def run(url: str, admin_key: str | None, out: Callable[[str], None], tester_dir:
     else:
         out(f"register this tester with the target's operator: id {t.identity.platform_id}, "
             f"key {t.identity.public_key_b64}")
-    return Suite(t, other, out).run()
+    try:
+        return Suite(t, other, out).run()
+    finally:
+        if admin_key:  # leave the target as we found it
+            for ident in (t.identity, *([other.identity] if other else [])):
+                httpx.delete(f"{t.url}/api/v1/federation/peers/{ident.platform_id}",
+                             headers={"Authorization": f"Bearer {admin_key}"}, timeout=10, trust_env=False)
 
 
 def _b64(b: bytes) -> str:
