@@ -142,6 +142,9 @@ def describe(jobs: dict[str, dict[str, Any]]) -> list[tuple[Any, ...]]:
 def test_jobs_submitted_in_beijing_run_in_horinger_through_the_delaying_links(world: World) -> None:
     jobs = world.scenario(lambda: None)
     assert all(p.startswith("yungu-horinger/") for p in pools(jobs)), pools(jobs)
+    with world.p["bj"].api() as c:  # explain shows the remote option that won and the local one that lost
+        text = c.get(f"/jobs/{next(iter(jobs))}/explain").text
+    assert "yungu-horinger/horinger-gpu" in text and "beijing-gpu" in text, text[:500]
     world.settle()
 
 

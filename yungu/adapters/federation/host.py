@@ -107,6 +107,7 @@ class FederationHost:
         self._offer_key: object = None
         self._offers: list[PoolOffer] = []
         self._offers_at: datetime | None = None
+        self._jobs_running = 0
 
     # ------------------------------------------------------------- accounts
     def tenant_for(self, origin: str) -> str:
@@ -221,6 +222,7 @@ class FederationHost:
         with self._lock:
             active = self.d.fed.inbound_in_states(["active"], origin)
             used = sum(r.devices for r in active)
+            self._jobs_running = len(active)
             ok = [d for d in parsed if isinstance(d, Delegation)]
             existing_rows = self.d.fed.inbound_many([f"{origin}:{d.request_id}" for d in ok])
             by_job = self.d.fed.inbound_for_jobs(origin, [d.origin_job_id for d in ok])
@@ -259,6 +261,7 @@ class FederationHost:
                     new_jobs.append((tenant, self._spec(d, pool, local, now), local, None))
                     self._claimed[pool.id] = self._claimed.get(pool.id, 0) + devices
                     used += devices
+                    self._jobs_running += 1
                     fence.extend(r.id for r in same_job if r.attempt < d.attempt and getattr(r, "state", "") == "active")
                 new_rows.append(row)
                 results.append({"request_id": d.request_id, "accepted": not reason, "reason": reason,
@@ -320,6 +323,8 @@ class FederationHost:
         devices = self._devices(d, pool)
         if policy is not None and policy.quota_devices is not None and used + devices > policy.quota_devices:
             return f"quota: {used} of {policy.quota_devices} units in use for this peer", None
+        if policy is not None and policy.quota_jobs is not None and self._jobs_running >= policy.quota_jobs:
+            return f"quota: {self._jobs_running} of {policy.quota_jobs} jobs running for this peer", None
         if not self._room(pool.id, d.spec.accelerators * d.spec.replicas, d.spec.cpus * d.spec.replicas):
             return f"no capacity on {pool.id} now (offer stale)", None
         return "", pool

@@ -706,7 +706,13 @@ class PeerLink:
 
     def send(self) -> int:
         f = self.f
-        batch = [o for o in f.open_records(self.peer_id) if o.state in ("queued", "sent")][:500]
+        batch, size = [], 0
+        for o in f.open_records(self.peer_id):
+            if o.state in ("queued", "sent"):
+                size += len(o.delegation.get("spec", {}).get("command", "")) + 600
+                if batch and (len(batch) >= 500 or size > 600_000):  # stay under the peer's 1 MiB body limit
+                    break
+                batch.append(o)
         if not batch:
             return 0
         now = f.clock.now()
