@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -162,6 +164,7 @@ def start(ps: list[fd.Platform], urls: dict[tuple[str, str], str] | None = None)
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the platforms on the way out
     ap = argparse.ArgumentParser()
     ap.add_argument("--jobs", type=int, default=40)
     ap.add_argument("--throughput", type=int, default=2000)

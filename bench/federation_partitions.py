@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -32,6 +34,7 @@ def ts(s: str | None) -> float:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # stop the platforms on the way out
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--lease-ttl", type=float, default=30.0)

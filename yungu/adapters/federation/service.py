@@ -680,15 +680,18 @@ class PeerLink:
             self.reconcile()
         mono = time.monotonic()
         sent = self.send()
-        if mono - self._renewed_at >= self.f.settings.lease.renew_every_s:
-            self.renew()
-            self._renewed_at = mono
         open_ = [o for o in self.f.open_records(self.peer_id) if o.state != "queued" and o.persisted]
         # Poll more slowly when many jobs are out (0.1 s up to 1,000 jobs, 1 s at 10,000).
         every = max(self.f.settings.status_every_s, len(open_) / 10_000)
         if open_ and (sent or mono - self._polled_at >= every):
             self.poll(open_)
             self._polled_at = time.monotonic()
+        # Renew only while the peer answers: each renewal is recorded before it is sent, so renewals
+        # sent into a partition would push back the time the origin may re-place the job.
+        if mono - self._renewed_at >= self.f.settings.lease.renew_every_s and (
+                self.f.health(self.peer_id).failing_since is None):
+            self.renew()
+            self._renewed_at = mono
         if self._to_ack:
             ids, self._to_ack = self._to_ack[:1000], self._to_ack[1000:]
             self.client.call("POST", V1 + "/receipts/ack", {"ids": ids})

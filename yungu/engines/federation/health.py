@@ -65,7 +65,8 @@ def on_success(h: PeerHealth, now: datetime) -> tuple[PeerHealth, HealthChange |
 
 
 def on_failure(h: PeerHealth, now: datetime, why: str, terms: HealthTerms) -> tuple[PeerHealth, HealthChange | None]:
-    failing = h.failing_since or now
+    # The silence began at the last verified answer, not when a call finally timed out.
+    failing = h.failing_since or h.last_ok or now
     new = replace(h, failing_since=failing, reason=why)
     return _advance(new, now, terms)
 
