@@ -197,6 +197,7 @@ def main() -> None:
         finally:
             for p in ps:
                 p.stop()
+            fd.remove_shared(root)
             loop.call_soon_threadsafe(loop.stop)
     root = Path(tempfile.mkdtemp(prefix="yungu-bench-fed-tp-"))
     ps = world(root, big=True)[:2]
@@ -210,6 +211,7 @@ def main() -> None:
     finally:
         for p in ps:
             p.stop()
+        fd.remove_shared(root)
     print("\nDelegation overhead: submit at Beijing -> running (ms), one job at a time")
     print("| link | local p50 | local p99 | delegated p50 | delegated p99 | target p50 (local + 2 RTT + 20) | met |")
     print("|---|---:|---:|---:|---:|---:|---|")

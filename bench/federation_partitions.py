@@ -54,7 +54,7 @@ def main() -> None:
         pipes.append(pipe)
         urls[(src.id, dst.id)] = f"http://127.0.0.1:{port}"
     print(f"load average at start: {os.getloadavg()[0]:.2f}; lease {terms}")
-    ran = root / "ran.txt"
+    ran = fd.ran_file(root)
     rows = []
     try:
         for p in ps:
@@ -115,6 +115,7 @@ def main() -> None:
     finally:
         for p in ps:
             p.stop()
+        fd.remove_shared(root)
     rep = [r["replaced"] for r in rows if r["replaced"] is not None]
     det = [r["suspect"] for r in rows if r["suspect"] is not None]
     print("\n| trials | suspect after (s) p50/max | re-placed after (s) p50/max | bound: lease ttl + margin | "

@@ -22,9 +22,9 @@ from yungu.engines.ledger.rating import period_of
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 SHORT = {"bj": "beijing", "hr": "horinger", "gz": "guizhou"}
-TERMS = {"lease_ttl_s": 8, "renew_every_s": 1, "max_clock_skew_s": 2, "stop_budget_s": 2.5, "kill_grace_s": 1,
+TERMS = {"lease_ttl_s": 10, "renew_every_s": 1, "max_clock_skew_s": 2, "stop_budget_s": 2.5, "kill_grace_s": 1,
          "suspect_after_s": 1.5, "call_timeout_s": 1.5, "replace_margin_s": 0.5}
-JOB_S = 10  # longer than a lease: a job cut off by a partition has not finished
+JOB_S = 15  # longer than a lease: a job cut off by a partition has not finished
 
 
 class World:
@@ -51,7 +51,7 @@ class World:
     def scenario(self, disrupt: Callable[[], None], n: int = 6) -> dict[str, dict[str, Any]]:
         self.runs += 1
         fd.wait_offers(self.all, timeout=60)  # every link healthy, reconciled, offers exchanged
-        ran = self.root / f"ran-{self.runs}.txt"
+        ran = fd.ran_file(self.root, f"ran-{self.runs}.txt")
         origin = self.p["bj"]
         ids = fd.submit_jobs(origin, n, ran, sleep_s=JOB_S, tenant="zgc-lab", prefix=f"s{self.runs}")
         deadline = time.monotonic() + 60
@@ -68,7 +68,7 @@ class World:
             for jid in ids:
                 j = c.get(f"/jobs/{jid}").json()
                 on_hr = (j.get("allocation") or {}).get("pool_id", "").startswith("yungu-horinger/")
-                if on_hr and (now - datetime.fromisoformat(j["started_at"])).total_seconds() < JOB_S - 5:
+                if on_hr and (now - datetime.fromisoformat(j["started_at"])).total_seconds() < JOB_S - 8:
                     self.cut.add(jid)
         disrupt()
         jobs = fd.wait_jobs(origin, ids, timeout=120)
@@ -123,6 +123,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         for p in w.all:
             p.stop()
         lab.close()
+        fd.remove_shared(w.root)
 
 
 def pools(jobs: dict[str, dict[str, Any]]) -> list[str]:
@@ -162,7 +163,7 @@ def test_a_short_partition_heals_before_any_lease_runs_out(world: World) -> None
 def test_a_long_partition_stops_the_peer_copy_then_re_places_once(world: World) -> None:
     def disrupt() -> None:
         world.lab.partition("bj", "hr")
-        time.sleep(14)
+        time.sleep(16)
         world.lab.heal("bj", "hr")
 
     jobs = world.scenario(disrupt)
@@ -188,7 +189,7 @@ def test_origin_restart_during_a_partition(world: World) -> None:
         world.p["bj"].kill9()
         time.sleep(2)
         world.start("bj")
-        time.sleep(12)
+        time.sleep(14)
         world.lab.heal("bj", "hr")
 
     jobs = world.scenario(disrupt)
@@ -203,7 +204,7 @@ def test_a_peer_clock_ahead_by_1_5_s_within_the_skew_bound(world: World) -> None
 
     def disrupt() -> None:
         world.lab.partition("bj", "hr")
-        time.sleep(14)
+        time.sleep(16)
         world.lab.heal("bj", "hr")
 
     world.scenario(disrupt)

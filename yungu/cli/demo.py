@@ -39,7 +39,7 @@ def federation(platforms: int = typer.Option(6, "--platforms", min=2, max=6, hel
             console.print(f"  {p.id:18} {p.url}")
         fd.peer_all(ps)
         fd.wait_offers(ps)
-        ran = root / "ran.txt"
+        ran = fd.ran_file(root)
         ids = fd.submit_jobs(origin, jobs, ran)
         console.print(f"submitted {len(ids)} jobs at {origin.id} / 已在北京提交 {len(ids)} 个作业")
         done = fd.wait_jobs(origin, ids, timeout=max(60.0, jobs * 0.5))
@@ -69,3 +69,4 @@ def federation(platforms: int = typer.Option(6, "--platforms", min=2, max=6, hel
     finally:
         for p in ps:
             p.stop()
+        fd.remove_shared(root)

@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,10 @@ def platform_id(region: str) -> str:
     return f"yungu-{region}"
 
 
-def world_toml(region: str, others: Sequence[str], federation: Mapping[str, float] | None = None) -> str:
+def world_toml(region: str, others: Sequence[str], federation: Mapping[str, float] | None = None,
+               shared: Path | None = None) -> str:
+    """One platform's TOML; ``shared`` is bound read-write into its job sandbox (where demo jobs
+    record that they ran, so the check can count them from outside)."""
     name, zh, _prov, feed, pue, green, elec, nodes, cpus, cpu_price, gpu, gpn, gpu_price = REGIONS[region]
     lines = [f'[platform]\nid = "{platform_id(region)}"\nname = "Yungu {name} 云谷·{zh}"\nhome_region = "{region}"\n',
              "[scheduler]\ndefault_latency_ms = 40\ntime_shift = false\n", "[scheduler.latency_ms]"]
@@ -60,7 +64,10 @@ def world_toml(region: str, others: Sequence[str], federation: Mapping[str, floa
         lines.append("[federation]")
         lines.extend(f"{k} = {v}" for k, v in federation.items())
         lines.append("")
-    lines.append('[executor.local]\ntype = "local"\nmax_processes = 256\n')
+    lines.append('[executor.local]\ntype = "local"\nmax_processes = 256')
+    if shared is not None:
+        lines.append(f'binds = [{{ src = "{shared}", dst = "{shared}", mode = "rw" }}]')
+    lines.append("")
     regions = [region, *others]
     for r in regions:
         rn, rzh, rprov = REGIONS[r][0], REGIONS[r][1], REGIONS[r][2]
@@ -110,10 +117,11 @@ class Platform:
         return httpx.Client(base_url=self.url + "/api/v1", headers={"Authorization": f"Bearer {self.key}"},
                             timeout=timeout, trust_env=False)
 
-    def write_config(self, others: Sequence[str], federation: Mapping[str, float] | None) -> None:
+    def write_config(self, others: Sequence[str], federation: Mapping[str, float] | None,
+                     shared: Path | None = None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.config = self.data_dir.parent / f"{self.region}.toml"
-        self.config.write_text(world_toml(self.region, others, federation))
+        self.config.write_text(world_toml(self.region, others, federation, shared or shared_dir(self.data_dir.parent)))
 
     def start(self) -> None:
         assert self.config is not None
@@ -169,6 +177,35 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+_SHARED: dict[Path, Path] = {}
+
+
+def shared_dir(root: Path) -> Path:
+    """A directory bound into every platform's job sandbox, for demo jobs to record that they ran.
+
+    It lies outside ``root`` (which may be private: the tenants' uids could not reach inside) in
+    the system temp dir, traversable but not listable (0711); removed with ``remove_shared``."""
+    path = _SHARED.get(root)
+    if path is None:
+        path = _SHARED[root] = Path(tempfile.mkdtemp(prefix="yungu-fed-shared-"))
+        path.chmod(0o711)
+    return path
+
+
+def remove_shared(root: Path) -> None:
+    path = _SHARED.pop(root, None)
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def ran_file(root: Path, name: str = "ran.txt") -> Path:
+    """A file every tenant's sandboxed jobs may append to (each platform gives its tenants own uids)."""
+    path = shared_dir(root) / name
+    path.touch()
+    path.chmod(0o666)
+    return path
 
 
 def make_platforms(root: Path, n: int, federation: Mapping[str, float] | None = None) -> list[Platform]:

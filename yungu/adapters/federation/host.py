@@ -421,8 +421,7 @@ class FederationHost:
             if job is True:
                 job = self.d.jobs.get(local_job_id)
             if isinstance(job, Job) and job.allocation is not None:
-                runs = getattr(self.d.executor_for_pool(job.allocation.pool_id), "runs_dir", None)
-                run = Path(runs) / job.request_id if runs else None
+                run = _work_dir(self.d.executor_for_pool(job.allocation.pool_id), job.request_id)
                 if run is not None and run.is_dir():
                     write_lease(run / LOCAL_NAME, stop)
         except (NotFound, OSError, KeyError):
@@ -610,6 +609,19 @@ class FederationHost:
             return _value_at(fc, SignalType.CARBON_INTENSITY, when, 500.0), _value_at(
                 fc, SignalType.RENEWABLE_SHARE, when, 0.0)
         return 500.0, 0.0
+
+
+def _work_dir(executor: Any, request_id: str) -> Path | None:
+    """Where a launch's command runs (its cwd; ``/job`` inside the local executor's sandbox)."""
+    fn = getattr(executor, "work_dir", None)
+    if callable(fn):
+        out = fn(request_id)
+        return Path(out) if out else None
+    sandbox = getattr(executor, "_sandbox", None)  # the local executor with its job sandbox
+    if sandbox is not None and getattr(sandbox, "root", None) is not None:
+        return Path(sandbox.root) / request_id
+    runs = getattr(executor, "runs_dir", None)  # the local executor without a sandbox: the control dir
+    return Path(runs) / request_id if runs else None
 
 
 def _value_at(fc: SiteForecast, kind: SignalType, when: datetime, default: float) -> float:
