@@ -632,6 +632,7 @@ class PeerLink:
         self._renewed_at = 0.0
         self._polled_at = 0.0
         self._to_ack: list[str] = []
+        self._asked: dict[str, float] = {}
 
     def start(self) -> None:
         self._thread.start()
@@ -679,12 +680,15 @@ class PeerLink:
         if self.f.health(self.peer_id).needs_reconcile:
             self.reconcile()
         mono = time.monotonic()
-        sent = self.send()
+        sent = 0
+        for _ in range(10):  # drain a backlog in several batches per round
+            n = self.send()
+            sent += n
+            if n < 100:
+                break
         open_ = [o for o in self.f.open_records(self.peer_id) if o.state != "queued" and o.persisted]
-        # Poll more slowly when many jobs are out (0.1 s up to 1,000 jobs, 1 s at 10,000).
-        every = max(self.f.settings.status_every_s, len(open_) / 10_000)
-        if open_ and (sent or mono - self._polled_at >= every):
-            self.poll(open_)
+        if open_ and (sent or mono - self._polled_at >= self.f.settings.status_every_s):
+            self.poll(self._due(open_))
             self._polled_at = time.monotonic()
         # Renew only while the peer answers: each renewal is recorded before it is sent, so renewals
         # sent into a partition would push back the time the origin may re-place the job.
@@ -713,7 +717,9 @@ class PeerLink:
         for o in f.open_records(self.peer_id):
             if o.state in ("queued", "sent"):
                 size += len(o.delegation.get("spec", {}).get("command", "")) + 600
-                if batch and (len(batch) >= 500 or size > 600_000):  # stay under the peer's 1 MiB body limit
+                # Small batches: each answers well within the call timeout even on a busy peer, and
+                # the body stays under the peer's 1 MiB limit.
+                if batch and (len(batch) >= 100 or size > 600_000):
                     break
                 batch.append(o)
         if not batch:
@@ -759,6 +765,20 @@ class PeerLink:
         answers = doc.get("results", {})
         if any(v != "ok" for v in answers.values()):
             self._polled_at = 0.0  # learn what happened at once
+
+    def _due(self, records: list[Outbound], limit: int = 250) -> list[Outbound]:
+        """Which records to ask about now: those not yet running first (their start matters), then
+        the rest round-robin by when we last asked, so one poll costs the peer at most ``limit`` rows."""
+        waiting = [o for o in records if o.phase == "pending" or o.state in ("sent", "lost")]
+        rest = sorted((o for o in records if o not in waiting), key=lambda o: self._asked.get(o.request_id, 0.0))
+        due = (waiting + rest)[:limit]
+        now = time.monotonic()
+        for o in due:
+            self._asked[o.request_id] = now
+        if len(self._asked) > 4 * len(records) + 1000:
+            live = {o.request_id for o in records}
+            self._asked = {k: v for k, v in self._asked.items() if k in live}
+        return due
 
     def poll(self, records: list[Outbound]) -> None:
         for i in range(0, len(records), 1000):

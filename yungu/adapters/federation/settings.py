@@ -23,7 +23,7 @@ class FederationSettings:
     publish_every_s: float = 0.25  # look for capacity changes this often
     status_every_s: float = 0.1  # poll a peer for its delegated jobs' status this often
     signature_window_s: float = 60.0
-    call_timeout_s: float = 3.0
+    call_timeout_s: float = 5.0  # a busy peer still answers; silence is measured from the last answer
     kill_grace_s: int = 2  # watchdog: TERM, then KILL after this long
     clock_offset_s: float = 0.0  # tests: this platform's clock runs this far ahead (YUNGU_CLOCK_OFFSET_S)
 
