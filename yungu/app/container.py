@@ -16,6 +16,7 @@ from yungu.adapters.config import PlatformConfig, load_catalogue, load_config
 from yungu.adapters.executors.registry import build_executor
 from yungu.adapters.federation.service import Federation, FederationDeps
 from yungu.adapters.federation.settings import load_settings
+from yungu.adapters.files import private_dir, private_sqlite
 from yungu.adapters.signals import LiveSignals
 from yungu.adapters.store import tables as _tables  # noqa: F401  (registers core tables)
 from yungu.adapters.store.batcher import SubmitBatcher
@@ -27,6 +28,7 @@ from yungu.api.routes.telemetry import telemetry_store
 from yungu.control.billing import BillingLoop, budget_admission, release_unused
 from yungu.control.reconciler import Reconciler
 from yungu.domain.catalogue import Catalogue
+from yungu.domain.clock import Clock
 from yungu.domain.world import World
 from yungu.engines.scheduler.green import GreenScheduler
 from yungu.ports.executor import Executor
@@ -43,7 +45,7 @@ class Container:
     store: SqlStore
     executors: dict[str, Executor]
     reconciler: Reconciler
-    clock: SystemClock
+    clock: Clock
     ids: Ids
     extras: dict[str, Any] = field(default_factory=dict)  # area services (ledger, telemetry, ...)
 
@@ -68,17 +70,20 @@ class Container:
 
 
 def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = None,
-          start_loop: bool = True) -> Container:
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+          start_loop: bool = True, clock: Clock | None = None) -> Container:
+    """Wire the platform. ``clock`` is injected by tests that need a fixed instant (default: system)."""
+    data_dir = private_dir(data_dir.resolve())  # 0700: the database, keys and run dirs are the platform's
     catalogue = load_catalogue()
     config = load_config(config_path, catalogue)
-    engine = create_engine(db_url or os.environ.get("YUNGU_DB_URL") or sqlite_url(data_dir))
+    url = db_url or os.environ.get("YUNGU_DB_URL") or sqlite_url(data_dir)
+    if url == sqlite_url(data_dir):
+        private_sqlite(data_dir / "yungu.db")
+    engine = create_engine(url)
     migrate(engine)
     store = SqlStore(engine, config.world.platform_id)
     if store.platform_value("platform_id") is None:
         store.set_platform_value("platform_id", config.world.platform_id)
-    clock, ids = SystemClock(), Ids()
+    clock, ids = clock or SystemClock(), Ids()
     executors: dict[str, Executor] = {
         name: build_executor(str(settings["type"]), name, {k: v for k, v in settings.items() if k != "type"}, data_dir)
         for name, settings in config.executors.items()

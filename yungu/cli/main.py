@@ -49,6 +49,9 @@ from yungu.cli import platform as _platform_cli  # noqa: E402
 app.add_typer(_demo_cli.app, name="demo")
 app.add_typer(_peer_cli.app, name="peer")
 app.add_typer(_platform_cli.app, name="platform")
+from yungu.cli import screen as _screen_cli  # noqa: E402  (issue 13: big screen)
+
+app.command("screen")(_screen_cli.screen)
 app.command("sim")(_sim_cli.sim)
 
 UrlOpt = typer.Option(None, "--url", envvar="YUNGU_URL", help="platform URL (default http://127.0.0.1:8600)")
@@ -277,10 +280,13 @@ def tenant_list(output: Output = OutputOpt, url: str | None = UrlOpt, key: str |
 @api_errors
 def key_create(role: str = typer.Option(..., "--role", help="admin|operator|provider|tenant"),
                tenant: str | None = typer.Option(None, "--tenant", help="tenant id (for tenant keys)"),
+               provider: str | None = typer.Option(None, "--provider",
+                                                   help="provider name as in the sites' config (provider keys)"),
                name: str = typer.Option("", "--name"),
                output: Output = OutputOpt, url: str | None = UrlOpt, key: str | None = KeyOpt) -> None:
     """Create an API key; the secret is shown once / 创建密钥（仅显示一次）."""
-    k = client(url, key).post("/admin/keys", json={"role": role, "tenant_id": tenant, "name": name})
+    body = {"role": role, "tenant_id": tenant, "name": name} | ({"provider": provider} if provider else {})
+    k = client(url, key).post("/admin/keys", json=body)
     if output is Output.json:
         emit_json(k)
     else:
