@@ -71,7 +71,7 @@ class World:
                 if on_hr and (now - datetime.fromisoformat(j["started_at"])).total_seconds() < JOB_S - 8:
                     self.cut.add(jid)
         disrupt()
-        jobs = fd.wait_jobs(origin, ids, timeout=120)
+        jobs = fd.wait_jobs(origin, ids, timeout=240)  # a loaded shared machine is slow to re-place
         names = [ln for ln in ran.read_text().split()] if ran.exists() else []
         assert all(j["state"] == "succeeded" for j in jobs.values()), [(j["state"], j["reason"]) for j in jobs.values()]
         assert sorted(names) == sorted({j["name"] for j in jobs.values()}), (f"lost or duplicated: {sorted(names)}",
