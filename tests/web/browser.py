@@ -32,6 +32,9 @@ class Watch:
         page.on("request", lambda r: self.requests.append(r.url))
         page.on("console", lambda m: self.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: self.errors.append(f"pageerror: {e}"))
+        # Name the failing request beside the console's anonymous "Failed to load resource".
+        page.on("response", lambda r: self.errors.append(f"http {r.status}: {r.request.method} {r.url}")
+                if r.status >= 400 else None)
 
     def outside(self) -> list[str]:
         """Requests to anything but the loopback address (blob: and data: URLs stay in the page)."""

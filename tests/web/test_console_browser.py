@@ -143,9 +143,12 @@ def test_operator_sees_the_tenants_job_and_every_page(demo: Demo, page: tuple[An
     p.wait_for_selector("#topup-tenant")
     p.select_option("#topup-tenant", tenant_id)
     p.fill("#topup-amount", "100.00")
+    p.fill("#topup-reason", "prepayment for the demo lab")  # operator money movements are audited
     p.click("#topup")
     p.wait_for_selector("#page .ok")
     assert "¥ 100.00" in p.inner_text("#page .ok")
+    audit = demo.api.get("/admin/audit").json()["items"]
+    assert any(e["reason"] == "prepayment for the demo lab" for e in audit), audit
     for name in ("capacity", "money", "market", "operator"):
         p.goto(demo.url + f"/#/{name}")
         p.wait_for_selector("#page section")

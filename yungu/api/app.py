@@ -21,11 +21,18 @@ from yungu.api.routes import explain as explain_routes  # issue 3
 from yungu.api.routes import federation as federation_routes  # issue 12
 from yungu.api.routes import ledger as ledger_routes  # issue 5
 from yungu.api.routes import market as market_routes  # issue 5
+from yungu.api.routes import openai as openai_routes  # issue 14: /v1 (OpenAI shape)
 from yungu.api.routes import overview as overview_routes  # issue 13
 from yungu.api.routes import session as session_routes  # issue 13
 from yungu.api.routes import telemetry as telemetry_routes
+from yungu.api.routes import tokens as tokens_routes  # issue 14: /api/v1/tokens
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
+
+
+def _token_gateway(container: Any) -> Any:
+    tokens = getattr(container, "extras", {}).get("tokens")
+    return None if tokens is None else tokens.gateway
 
 
 def create_app(container: Any, limits: RateLimits | None = None) -> FastAPI:
@@ -40,6 +47,10 @@ def create_app(container: Any, limits: RateLimits | None = None) -> FastAPI:
     # outermost last: security headers on every answer, then rate limits, then body/NUL guards
     app.add_middleware(RequestGuard)
     app.add_middleware(RateLimit, limiter=limiter)
+    # issue 14: /v1/... is the OpenAI-compatible token API (pure ASGI in front of FastAPI), inside the
+    # security headers but outside /api/v1's rate limits and problem+json guards: it has its own keys,
+    # limits (RPM/TPM with Retry-After), body limit and OpenAI's error shape (docs/tokens.md).
+    app.add_middleware(openai_routes.OpenAIRoutes, service=lambda: _token_gateway(container))
     app.add_middleware(SecurityHeaders)
 
     @app.get("/api/v1/health", tags=["meta"])
@@ -56,6 +67,7 @@ def create_app(container: Any, limits: RateLimits | None = None) -> FastAPI:
         app.include_router(module.router, prefix="/api/v1")
     app.include_router(federation_routes.router, prefix="/api/v1")  # issue 12: operator API
     app.include_router(federation_routes.protocol)  # issue 12: /federation/v1, signed
+    app.include_router(tokens_routes.router, prefix="/api/v1")  # issue 14
     for module in (session_routes, console_routes, overview_routes):  # issue 13: web console, big screen
         app.include_router(module.router, prefix="/api/v1")
 

@@ -25,6 +25,7 @@ from yungu.adapters.store.job_store import SqlStore
 from yungu.adapters.system import Ids, SystemClock
 from yungu.api.routes.ledger import services as ledger_services
 from yungu.api.routes.telemetry import telemetry_store
+from yungu.app import tokens as tokens_wiring  # issue 14: the token service
 from yungu.control.billing import BillingLoop, budget_admission, release_unused
 from yungu.control.reconciler import Reconciler
 from yungu.domain.catalogue import Catalogue
@@ -54,6 +55,9 @@ class Container:
         return self.config.world
 
     def close(self) -> None:
+        tokens = self.extras.get("tokens")
+        if tokens is not None:
+            tokens.close()
         runner = self.extras.get("billing_runner")
         if runner is not None:
             runner.stop()
@@ -85,7 +89,8 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
         store.set_platform_value("platform_id", config.world.platform_id)
     clock, ids = clock or SystemClock(), Ids()
     executors: dict[str, Executor] = {
-        name: build_executor(str(settings["type"]), name, {k: v for k, v in settings.items() if k != "type"}, data_dir)
+        name: build_executor(str(settings["type"]), name, tokens_wiring.with_runtime_binds(dict(settings), data_dir),
+                             data_dir)  # issue 14: inference replicas run the platform's model server
         for name, settings in config.executors.items()
     }
     scheduler = GreenScheduler(catalogue, config.policy)
@@ -107,6 +112,7 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
         executor_for_pool=reconciler.executor_for_pool))
     fed.register_executors(executors)
     reconciler.federation = fed
+    tokens_wiring.wire(c, ledger, start=start_loop)  # issue 14: gateway, inference jobs, token billing
     if start_loop:
         fed.start()  # stops what expired while we were down before the loop observes anything
         reconciler.start()
@@ -135,6 +141,11 @@ class BillingRunner:
 
     def run_once(self) -> tuple[int, int, int]:
         jobs = self.c.store.finished_since(self._since)
+        for hook in self.c.extras.get("billing_hooks", ()):  # e.g. token usage -> usage records
+            try:
+                hook()
+            except Exception:
+                log.exception("billing hook %s failed", getattr(hook, "__qualname__", hook))
         out = self.loop.run_once(jobs)
         if jobs:
             # Keep the last instant: jobs finishing in the same instant are seen again (harmless).

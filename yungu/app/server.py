@@ -51,6 +51,18 @@ def submit_demo(c: Container) -> list[str]:
     return ids
 
 
+def print_token_demo(c: Container, url: str) -> None:
+    from yungu.app import tokens
+
+    tokens.demo(c)
+    key_file = c.data_dir / "demo-token.key"
+    if key_file.exists():
+        print(f"  Tokens: model {tokens.DEMO_CHAT} starts as an inference job on a CPU pool (about a minute); then\n"
+              f"    curl {url}/v1/chat/completions -H \"Authorization: Bearer $(cat {key_file})\" "
+              f"-d '{{\"model\":\"{tokens.DEMO_CHAT}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'",
+              flush=True)
+
+
 def serve(host: str, port: int, data_dir: Path, config: Path | None, db_url: str | None, demo: bool,
           log_level: str = "warning") -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -78,6 +90,7 @@ def serve(host: str, port: int, data_dir: Path, config: Path | None, db_url: str
           flush=True)
     if demo:
         live_demo.start(c, url)  # node agent for this machine + a trickle of jobs across regions
+        print_token_demo(c, url)  # issue 14
 
     def _term(*_: object) -> None:
         raise SystemExit(0)

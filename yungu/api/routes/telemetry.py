@@ -3,8 +3,11 @@
 Agents authenticate with their node key (``X-Node-Key``), not a user API key: a stolen
 node key can only report samples for that node. A batch without a valid node key is 401 and
 stored nowhere. Bad samples are answered 200 with their quarantine reasons (the agent must
-not resend them); a malformed envelope is a 422. A node reports energy only for jobs placed on
-its own pool (403 for a batch that names another pool's job). Provider keys register and see
+not resend them); a malformed envelope is a 422. A node reports energy only for jobs its own
+executor runs: jobs placed on a pool whose site is served by the same executor as the node's
+pool (403 for a batch that names any other job). In the embedded world one local executor runs
+every site's jobs on this machine, so its node meters them all; with one executor per site
+this is the site's pools. Provider keys register and see
 only the nodes of their own provider's pools.
 """
 
@@ -155,16 +158,25 @@ def _job_ids(body: IngestIn) -> set[str]:
 
 
 def _check_jobs(c: Any, pool_id: str, body: IngestIn) -> None:
-    """A node may attribute energy only to jobs placed on its pool (jobs the platform does not
+    """A node may attribute energy only to jobs its executor runs (jobs the platform does not
     know, e.g. run outside it, are the provider's own business and stay allowed)."""
+    world = c.world
+
+    def executor_of(pid: str) -> str | None:
+        try:
+            return world.site(world.pool(pid).site_id).executor
+        except (KeyError, NotFound, InvalidInput):
+            return None
+
+    mine = executor_of(pool_id)
     for job_id in sorted(_job_ids(body))[:1000]:
         try:
             job = c.store.get(job_id)
         except (NotFound, InvalidInput):
             continue
-        if job.allocation is None or job.allocation.pool_id != pool_id:
-            raise Forbidden(f"job {job_id} does not run on this node's pool {pool_id}; the batch is refused, nothing "
-                            f"stored / 该作业不在本节点资源池上运行")
+        if job.allocation is None or mine is None or executor_of(job.allocation.pool_id) != mine:
+            raise Forbidden(f"job {job_id} does not run on this node's executor (pool {pool_id}); the batch is "
+                            f"refused, nothing stored / 该作业不在本节点的执行器上运行")
 
 
 def _ingest(st: TelemetryStore, body: IngestIn, key: str | None, now: datetime) -> dict[str, Any]:

@@ -38,7 +38,7 @@ addStrings({
   reachable: ["可达", "reachable"], unreachable: ["不可达", "unreachable"], peers: ["对等平台", "Peer platforms"],
   no_peers: ["尚未接入对等平台", "No peer platforms connected yet"], balance: ["余额", "Balance"],
   available: ["可用", "Available"], usage: ["用量", "Usage"], invoices: ["发票", "Invoices"], print: ["打印", "Print"],
-  topup: ["充值", "Top up"], tenant: ["租户", "Tenant"], amount: ["金额 (元)", "Amount (CNY)"],
+  topup: ["充值", "Top up"], topup_reason_hint: ["例如：合同 2026-118 预付款（将记入审计日志）", "e.g. prepayment, contract 2026-118 (audited)"], tenant: ["租户", "Tenant"], amount: ["金额 (元)", "Amount (CNY)"],
   posted_prices: ["挂牌价格", "Posted prices"], orders: ["订单", "Orders"], auctions: ["竞价结果", "Auction results"],
   price_index: ["算力价格指数", "Price index"], tenants: ["租户", "Tenants"], keys: ["API 密钥", "API keys"],
   alerts: ["告警", "Alerts"], policies: ["调度策略", "Policies in force"], admin_only: ["仅管理员可见", "Admins only"],
@@ -400,14 +400,15 @@ PAGES.money = async () => {
     const tenants = (await get("/admin/tenants")).items;
     const sel = h("select", { id: "topup-tenant" }, tenants.map((x) => h("option", { value: x.id }, x.name)));
     const amt = h("input", { id: "topup-amount", value: "100.00", inputmode: "decimal", pattern: "\\d+(\\.\\d{1,2})?" });
+    const why = h("input", { id: "topup-reason", required: true, maxlength: "200", placeholder: t("topup_reason_hint") });
     const res = h("span", {});
     out.push(section(t("topup"), h("form", { class: "row", onsubmit: async (ev) => {
       ev.preventDefault();
       try {
-        const a = await api("POST", `/ledger/tenants/${sel.value}/topup`, { id: "topup:" + uuid(), amount: amt.value.trim() });
+        const a = await api("POST", `/ledger/tenants/${sel.value}/topup`, { id: "topup:" + uuid(), amount: amt.value.trim(), reason: why.value.trim() });
         clear(res).append(h("span", { class: "ok" }, `${t("balance")} ¥ ${a.balance}`));
       } catch (e) { clear(res).append(errorBox(e)); }
-    } }, h("label", {}, t("tenant"), sel), h("label", {}, t("amount"), amt), h("button", { type: "submit", id: "topup" }, t("topup")), res)));
+    } }, h("label", {}, t("tenant"), sel), h("label", {}, t("amount"), amt), h("label", {}, t("reason"), why), h("button", { type: "submit", id: "topup" }, t("topup")), res)));
   }
   return out;
 };
