@@ -1,4 +1,4 @@
-"""Federation tables (issue 12; migration 0005_federation).
+"""Federation tables (issue 12; migration 0006_federation).
 
 ``fed_outbound``: what this platform delegated (origin side), with the lease it granted,
 recorded *before* each send. ``fed_inbound``: what peers delegated here (peer side), unique per

@@ -1,7 +1,7 @@
 """federation tables (issue 12)
 
-Revision ID: 0005_federation
-Revises: 0004_scheduler
+Revision ID: 0006_federation
+Revises: 0005_gateway
 
 The tables are defined once, in ``yungu.adapters.store.federation_tables``; this revision
 creates exactly those.
@@ -11,8 +11,8 @@ from alembic import op
 
 from yungu.adapters.store.federation_tables import FEDERATION_TABLES
 
-revision = "0005_federation"
-down_revision = "0004_scheduler"
+revision = "0006_federation"
+down_revision = "0005_gateway"
 branch_labels = None
 depends_on = None
 
