@@ -6,7 +6,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-APT_PKGS := postgresql slurm-wlm munge bubblewrap util-linux faketime chromium fonts-noto-cjk
+APT_PKGS := postgresql slurm-wlm munge bubblewrap util-linux faketime chromium fonts-noto-cjk iproute2
 # The time-sensitive suites run again with the clock set (libfaketime, UTC) to instants that
 # have broken tests before or could: 06:00 UTC (the hour of issue 10's failure), 02:30 at night
 # in Asia/Shanghai, and the first seconds of a new year, and billing month, in Asia/Shanghai.
@@ -43,6 +43,7 @@ system-deps:
 	command -v munged >/dev/null 2>&1 || missing="$$missing munge"; \
 	command -v bwrap >/dev/null 2>&1 || missing="$$missing bubblewrap"; \
 	command -v setpriv >/dev/null 2>&1 || missing="$$missing util-linux"; \
+	command -v ip >/dev/null 2>&1 || missing="$$missing iproute2"; \
 	command -v faketime >/dev/null 2>&1 || missing="$$missing faketime"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	fc-list 2>/dev/null | grep -qi "Noto Sans CJK" || missing="$$missing fonts-noto-cjk"; \

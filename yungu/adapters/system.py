@@ -5,14 +5,22 @@ from __future__ import annotations
 import os
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from yungu.domain.ids import uuid7
 
 
 class SystemClock:
+    """The machine's clock, optionally offset (``YUNGU_CLOCK_OFFSET_S``: tests of clock skew
+    between federated platforms run one platform ahead or behind without touching the box)."""
+
+    def __init__(self, offset_s: float | None = None) -> None:
+        if offset_s is None:
+            offset_s = float(os.environ.get("YUNGU_CLOCK_OFFSET_S", "0") or 0)
+        self._offset = timedelta(seconds=offset_s)
+
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        return datetime.now(UTC) + self._offset if self._offset else datetime.now(UTC)
 
 
 class Ids:

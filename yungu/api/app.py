@@ -18,6 +18,7 @@ from yungu.api.routes import certs as certs_routes
 from yungu.api.routes import console as console_routes  # issue 13
 from yungu.api.routes import energy as energy_routes
 from yungu.api.routes import explain as explain_routes  # issue 3
+from yungu.api.routes import federation as federation_routes  # issue 12
 from yungu.api.routes import ledger as ledger_routes  # issue 5
 from yungu.api.routes import market as market_routes  # issue 5
 from yungu.api.routes import openai as openai_routes  # issue 14: /v1 (OpenAI shape)
@@ -64,6 +65,8 @@ def create_app(container: Any, limits: RateLimits | None = None) -> FastAPI:
         app.include_router(module.router, prefix="/api/v1")
     for module in (ledger_routes, billing_routes, market_routes):  # issue 5
         app.include_router(module.router, prefix="/api/v1")
+    app.include_router(federation_routes.router, prefix="/api/v1")  # issue 12: operator API
+    app.include_router(federation_routes.protocol)  # issue 12: /federation/v1, signed
     app.include_router(tokens_routes.router, prefix="/api/v1")  # issue 14
     for module in (session_routes, console_routes, overview_routes):  # issue 13: web console, big screen
         app.include_router(module.router, prefix="/api/v1")

@@ -14,6 +14,8 @@ from sqlalchemy.engine import Engine
 
 from yungu.adapters.config import PlatformConfig, load_catalogue, load_config
 from yungu.adapters.executors.registry import build_executor
+from yungu.adapters.federation.service import Federation, FederationDeps
+from yungu.adapters.federation.settings import load_settings
 from yungu.adapters.files import private_dir, private_sqlite
 from yungu.adapters.signals import LiveSignals
 from yungu.adapters.store import tables as _tables  # noqa: F401  (registers core tables)
@@ -59,6 +61,9 @@ class Container:
         runner = self.extras.get("billing_runner")
         if runner is not None:
             runner.stop()
+        fed = self.extras.get("federation")
+        if fed is not None:
+            fed.stop()
         batcher = self.extras.get("submit_batcher")
         if batcher is not None:
             batcher.close()
@@ -100,8 +105,16 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
                                            for r in ledger.market.reservations_at(now)]
     c.extras["billing_runner"] = runner = BillingRunner(c, ledger.loop)
     c.extras["submit_batcher"] = SubmitBatcher(store)
+    c.extras["federation"] = fed = Federation(FederationDeps(  # issue 12: peers as executors, offers as pools
+        me=config.world.platform_id, name=config.world.platform_name, world=config.world, catalogue=catalogue,
+        jobs=store, engine=engine, ledger=ledger.ledger, clock=clock, new_id=ids.new, data_dir=data_dir,
+        settings=load_settings(config_path), signals=signals, wake=reconciler.wake,
+        executor_for_pool=reconciler.executor_for_pool))
+    fed.register_executors(executors)
+    reconciler.federation = fed
     tokens_wiring.wire(c, ledger, start=start_loop)  # issue 14: gateway, inference jobs, token billing
     if start_loop:
+        fed.start()  # stops what expired while we were down before the loop observes anything
         reconciler.start()
         runner.start()
     return c

@@ -46,6 +46,13 @@ from yungu.cli import sim as _sim_cli  # noqa: E402
 
 app.command("explain")(_explain_cli.explain)
 
+from yungu.cli import demo as _demo_cli  # noqa: E402  (issue 12: federation)
+from yungu.cli import peer as _peer_cli  # noqa: E402
+from yungu.cli import platform as _platform_cli  # noqa: E402
+
+app.add_typer(_demo_cli.app, name="demo")
+app.add_typer(_peer_cli.app, name="peer")
+app.add_typer(_platform_cli.app, name="platform")
 from yungu.cli import screen as _screen_cli  # noqa: E402  (issue 13: big screen)
 
 app.command("screen")(_screen_cli.screen)

@@ -167,6 +167,8 @@ def meter(job: Job, world: World, catalogue: Catalogue | None, closed: set[str])
         return None
     if job.allocation is None or job.started_at is None or job.finished_at is None:
         return None
+    if "/" in job.allocation.pool_id:  # a peer's pool (issue 12): booked from the peer's signed usage receipt
+        return None
     try:
         pool = world.pool(job.allocation.pool_id)
     except KeyError:

@@ -14,9 +14,10 @@ def pool_states(world: World, active: Iterable[Job], available: Mapping[str, boo
     because that would be a bug we must not paper over."""
     used: dict[str, dict[int, list[int]]] = {}  # pool -> node -> [cpus, mem, *devices]
     devs_used: dict[tuple[str, int], set[int]] = {}
+    local = {p.id for p in world.pools}
     for job in active:
         a = job.allocation
-        if a is None:
+        if a is None or a.pool_id not in local:  # a peer's pool: its capacity is the peer's to count
             continue
         per_node = used.setdefault(a.pool_id, {})
         for r in a.replicas:

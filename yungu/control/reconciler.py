@@ -31,6 +31,7 @@ from yungu.domain.clock import Clock
 from yungu.domain.job import Event, Job, JobState
 from yungu.domain.status import Code, Status
 from yungu.domain.world import World
+from yungu.engines.federation.offers import executor_name, split_remote
 from yungu.engines.scheduler.types import Plan, PoolState, Scheduler, Snapshot
 from yungu.ports.executor import (
     ExecError,
@@ -41,6 +42,7 @@ from yungu.ports.executor import (
     Launch,
     ReplicaLaunch,
 )
+from yungu.ports.federation import RemoteCapacity
 from yungu.ports.store import Transition
 
 log = logging.getLogger("yungu.control")
@@ -69,6 +71,8 @@ class Reconciler:
         self.admission = admission  # e.g. the budget check; UNSCHEDULABLE holds the job pending
         self.reservations = reservations  # (tenant, pool, devices) in force now: market trades
         self._site_executor = {s.id: s.executor for s in world.sites}
+        self._pool_executor = {p.id: self._site_executor[p.site_id] for p in world.pools}
+        self.federation: RemoteCapacity | None = None  # issue 12: peers' offers as pools
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cancelling: set[str] = set()
@@ -94,8 +98,17 @@ class Reconciler:
         self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ lifecycle
+    def executor_name(self, pool_id: str) -> str:
+        name = self._pool_executor.get(pool_id)
+        if name is None:
+            remote = split_remote(pool_id)
+            if remote is None:
+                raise KeyError(pool_id)
+            name = executor_name(remote[0])  # a peer's pool: its platform is the executor
+        return name
+
     def executor_for_pool(self, pool_id: str) -> Executor:
-        return self.executors[self._site_executor[self.world.pool(pool_id).site_id]]
+        return self.executors[self.executor_name(pool_id)]
 
     def wake(self) -> None:
         """Something changed (a submission, a cancel): schedule in the next round, now."""
@@ -172,7 +185,7 @@ class Reconciler:
         by_exec: dict[str, list[Job]] = defaultdict(list)
         for j in jobs:
             if j.allocation:
-                by_exec[self._site_executor[self.world.pool(j.allocation.pool_id).site_id]].append(j)
+                by_exec[self.executor_name(j.allocation.pool_id)].append(j)
         now = self.clock.now()
         trs: list[Transition] = []
         result: dict[str, Job] = {j.id: j for j in jobs}
@@ -302,8 +315,12 @@ class Reconciler:
         return [j for j in placed if j.state is JobState.SCHEDULED]
 
     def _schedule(self, now: datetime, pending: list[Job], active: list[Job], pools: dict[str, PoolState]) -> Plan:
-        snapshot = Snapshot(now=now, world=self.world, catalogue=self.catalogue, pools=pools, pending=tuple(pending),
-                            running=tuple(active), signals=self.signals(now) if self.signals else {})
+        world = self.world
+        signals: Mapping[str, object] = self.signals(now) if self.signals else {}
+        if self.federation is not None:
+            world, pools, signals = self.federation.extend_snapshot(now, world, pools, signals, active)
+        snapshot = Snapshot(now=now, world=world, catalogue=self.catalogue, pools=pools, pending=tuple(pending),
+                            running=tuple(active), signals=signals)
         plan = self.scheduler.schedule(snapshot)
         self.last_plan, self.last_snapshot = plan, snapshot
         for d in (*plan.starts, *plan.defers, *plan.infeasible):

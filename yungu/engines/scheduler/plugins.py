@@ -185,6 +185,36 @@ class HomeOnly:
         return Status.success("home-only")
 
 
+class RemotePlacement:
+    """A tenant's pin / forbid of remote platforms and regions, and the peering's tenant list.
+
+    Job labels (comma-separated values): ``federation.pin`` — run only on these
+    (``platform:<id>``, ``region:<id>``, ``local`` or ``remote``); ``federation.forbid`` — never
+    on these. Remote pools (a peer's offers, see ``engines/federation/offers.py``) carry the
+    peer in the label ``federation.peer`` and, when the peering limits who may use it, the
+    tenant ids in ``federation.tenants``. A pool without those labels is local.
+    """
+
+    def filter(self, job: Job, pool: PoolView) -> Status:
+        labels = dict(pool.pool.labels)
+        peer = labels.get("federation.peer")
+        tags = {f"region:{pool.site.region_id}", "remote" if peer else "local"}
+        tags.add(f"platform:{peer}" if peer else "platform:local")
+        allowed = labels.get("federation.tenants")
+        if peer and allowed and job.tenant_id not in allowed.split(","):
+            return Status(Code.UNSCHEDULABLE_AND_UNRESOLVABLE, (f"peering with {peer} is not open to this tenant",),
+                          "remote-placement")
+        spec_labels = job.spec.labels or {}
+        pin = {t.strip() for t in spec_labels.get("federation.pin", "").split(",") if t.strip()}
+        if pin and not pin & tags:  # a wait, not a failure: the pinned peer's offers may come (back)
+            return Status(Code.UNSCHEDULABLE, (f"pinned to {sorted(pin)}",), "remote-placement")
+        forbid = {t.strip() for t in spec_labels.get("federation.forbid", "").split(",") if t.strip()}
+        if forbid & tags:
+            return Status(Code.UNSCHEDULABLE_AND_UNRESOLVABLE, (f"forbidden: {sorted(forbid & tags)}",),
+                          "remote-placement")
+        return Status.success("remote-placement")
+
+
 # ---------------------------------------------------------------- scores
 
 
@@ -279,6 +309,7 @@ def default_registry(*, home_only: bool = False) -> Registry:
     reg.add_filter("declared-fit", DeclaredFit())
     reg.add_filter("reachable", Reachable())
     reg.add_filter("max-price", MaxPrice())
+    reg.add_filter("remote-placement", RemotePlacement())  # issue 12: pin/forbid peers and regions
     if home_only:
         reg.add_filter("home-only", HomeOnly())
     reg.add_score("cost", CostScore())
