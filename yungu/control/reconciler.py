@@ -28,7 +28,7 @@ from typing import Any
 from yungu.control.capacity import hold_devices, pool_states
 from yungu.domain.catalogue import Catalogue
 from yungu.domain.clock import Clock
-from yungu.domain.job import Event, Job, JobState
+from yungu.domain.job import PLATFORM_STOP, Event, Job, JobState
 from yungu.domain.status import Code, Status
 from yungu.domain.world import World
 from yungu.engines.scheduler.types import Plan, PoolState, Scheduler, Snapshot
@@ -47,6 +47,40 @@ log = logging.getLogger("yungu.control")
 
 ACTIVE = (JobState.SCHEDULED, JobState.DISPATCHED, JobState.RUNNING)
 WAITING = (JobState.PENDING, JobState.QUEUED)
+
+
+def run_times(j: Job, st: ExecStatus, now: datetime) -> tuple[dict[str, datetime], str]:
+    """When the attempt really ran — the executor's own times, never when this loop noticed
+    (a platform restart would otherwise bill its downtime). Returns job fields and a note.
+
+    Where an executor reports no start, a job that surely ran (running, succeeded, or failed
+    with an exit code) is timed from its dispatch — still metered, exactly once — and the
+    event says so; a cancelled or failed job with no sign of having started gets no start
+    (it is not metered, and its budget hold is released).
+    """
+    note = ""
+    started = st.started_at or j.started_at
+    if started is None:
+        if st.phase is ExecPhase.RUNNING:
+            started = now
+            note = "run times: the executor reported no start; timed from when the platform saw it running"
+        elif st.phase is ExecPhase.SUCCEEDED or (st.phase is ExecPhase.FAILED and st.exit_code is not None):
+            started = j.updated_at if j.state is JobState.DISPATCHED else now
+            note = "run times: the executor reported no start; timed from the dispatch"
+    times: dict[str, datetime] = {} if started is None else {"started_at": started}
+    if st.done:
+        finished = st.finished_at
+        if finished is None:
+            finished = now
+            if started is not None:
+                note = (note + "; " if note else "run times: ") + "the executor reported no end; timed to when seen"
+        times["finished_at"] = max(finished, started) if started is not None else finished
+    return times, note
+
+
+def cancel_reason(j: Job) -> str:
+    """A stop the platform decided (``PLATFORM_STOP``: e.g. a budget ran out) keeps its reason."""
+    return j.reason if j.reason.startswith(PLATFORM_STOP) else "cancelled by request"
 
 
 class Reconciler:
@@ -195,15 +229,22 @@ class Reconciler:
             return None  # unreachable: keep the job where it is and try again
         p = st.phase
         if p is ExecPhase.RUNNING and j.state is JobState.DISPATCHED:
-            return Transition(j, j.apply(Event.START, now), Event.START)
+            times, note = run_times(j, st, now)
+            return Transition(j, j.apply(Event.START, now, **times), Event.START, note)
         if p is ExecPhase.SUCCEEDED:
-            return Transition(j, j.apply(Event.SUCCEED, now, exit_code=st.exit_code or 0, reason=""), Event.SUCCEED)
+            times, note = run_times(j, st, now)
+            return Transition(j, j.apply(Event.SUCCEED, now, exit_code=st.exit_code or 0, reason="", **times),
+                              Event.SUCCEED, note)
         if p is ExecPhase.FAILED:
             why = st.reason or f"exit code {st.exit_code}"
-            return Transition(j, j.apply(Event.FAIL, now, exit_code=st.exit_code, reason=why), Event.FAIL, why)
+            times, note = run_times(j, st, now)
+            return Transition(j, j.apply(Event.FAIL, now, exit_code=st.exit_code, reason=why, **times), Event.FAIL,
+                              f"{why}; {note}" if note else why)
         if p is ExecPhase.CANCELLED:
-            return Transition(j, j.apply(Event.CANCEL, now, exit_code=st.exit_code, reason="cancelled by request"),
-                              Event.CANCEL, "cancelled")
+            times, note = run_times(j, st, now)
+            why = cancel_reason(j)
+            return Transition(j, j.apply(Event.CANCEL, now, exit_code=st.exit_code, reason=why, **times),
+                              Event.CANCEL, f"{why}; {note}" if note else why)
         if p is ExecPhase.LOST:
             why = st.reason or "the engine lost the job"
             if j.cancel_requested:
@@ -215,7 +256,7 @@ class Reconciler:
         """Waiting jobs are cancelled at once. Placed ones go through the executor, even when
         only *scheduled*: a crash may have left a launch the store never recorded."""
         now = self.clock.now()
-        trs = [Transition(j, j.apply(Event.CANCEL, now, reason="cancelled by request"), Event.CANCEL, "cancelled by user")
+        trs = [Transition(j, j.apply(Event.CANCEL, now, reason=cancel_reason(j)), Event.CANCEL, cancel_reason(j))
                for j in waiting if j.cancel_requested]
         done = {a.id for a in self._record(trs)}
         for j in active:
@@ -232,12 +273,12 @@ class Reconciler:
             if isinstance(st, ExecError) and st.code is not ExecErrorCode.NOT_FOUND:
                 log.warning("cancel of %s failed, will retry: %s", job.id, st.message)
                 return
-            if isinstance(st, ExecStatus) and st.phase in (ExecPhase.SUCCEEDED, ExecPhase.FAILED):
-                tr = self._transition_for(job, st, now)  # it finished first: record the truth
+            if isinstance(st, ExecStatus) and st.phase in (ExecPhase.SUCCEEDED, ExecPhase.FAILED, ExecPhase.CANCELLED):
+                tr = self._transition_for(job, st, now)  # the executor's outcome, with its run times
             else:
                 exit_code = st.exit_code if isinstance(st, ExecStatus) else None
-                tr = Transition(job, job.apply(Event.CANCEL, now, exit_code=exit_code, reason="cancelled by request"),
-                                Event.CANCEL, "cancelled by user")
+                why = cancel_reason(job)
+                tr = Transition(job, job.apply(Event.CANCEL, now, exit_code=exit_code, reason=why), Event.CANCEL, why)
             if tr:
                 self._record([tr])
         except Exception:

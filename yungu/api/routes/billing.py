@@ -12,7 +12,6 @@ from yungu.api.deps import ANY_ROLE, container, require
 from yungu.api.routes.ledger import STAFF, money, services
 from yungu.control.billing import UsageRow
 from yungu.domain.errors import Forbidden
-from yungu.domain.job import JobState
 from yungu.domain.tenancy import Principal
 from yungu.engines.ledger.invoice import Invoice, InvoiceLine, Party, render_html
 
@@ -27,7 +26,8 @@ def usage_json(r: UsageRow) -> dict[str, Any]:
             "facility_kwh": str(u.facility_kwh), "tokens_in": u.tokens_in, "tokens_out": u.tokens_out,
             "amount": money(r.gross), "usage_period": r.usage_period, "booked_period": r.booked_period,
             "late_from": r.late_from or None, "booked": r.booked, "transfer_id": f"{u.id}:charge",
-            "invoice": r.invoice_id}
+            "invoice": r.invoice_id, "written_off": money(r.written_off), "booking_attempts": r.attempts,
+            "booking_error": r.error or None}
 
 
 class BudgetIn(BaseModel):
@@ -38,9 +38,7 @@ class BudgetIn(BaseModel):
 @router.post("/billing/run")
 def run(request: Request, p: Principal = Depends(require(*STAFF))) -> dict[str, int]:
     """One metering -> rating -> booking pass over finished jobs (also run by the billing loop)."""
-    c = container(request)
-    jobs = c.store.in_states([JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED])
-    metered, booked, expired = services(c).loop.run_once(jobs)
+    metered, booked, expired = container(request).extras["billing_runner"].run_once()
     return {"metered": metered, "booked": booked, "expired": expired}
 
 

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field
 
+from yungu.adapters.ledger.alerts import TableAlerts
 from yungu.adapters.ledger.billing_store import BillingStore
 from yungu.adapters.ledger.market_store import MarketStore
 from yungu.adapters.ledger.store import (
@@ -54,8 +55,9 @@ def services(c: Any) -> LedgerServices:
             return Party(t.name, t.social_credit_code)
 
         seller = Party(c.world.platform_name, getattr(c.config, "social_credit_code", "") or "")
-        loop = BillingLoop(ledger, billing, c.world, c.clock, c.catalogue, seller, buyers)
-        s = c.extras["ledger"] = LedgerServices(ledger, billing, MarketStore(c.engine, c.clock), Budgets(ledger), loop)
+        loop = BillingLoop(ledger, billing, c.world, c.clock, c.catalogue, seller, buyers,
+                           is_prepaid=c.store.is_prepaid, alerts=TableAlerts(c.engine))
+        s = c.extras["ledger"] = LedgerServices(ledger, billing, MarketStore(c.engine, c.clock), loop.budgets, loop)
     return s  # type: ignore[no-any-return]
 
 
