@@ -87,8 +87,7 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
     reconciler.on_transition = release_unused(ledger.budgets)
     reconciler.reservations = lambda now: [(r.tenant_id, r.pool_id, r.devices)
                                            for r in ledger.market.reservations_at(now)]
-    enforcer = BudgetEnforcer(ledger.budgets, LoopJobs(store, clock, reconciler.wake), config.world, clock,
-                              stop_latency_s=reconciler.cancel_grace_s + 3.0)
+    enforcer = BudgetEnforcer(ledger.budgets, LoopJobs(store, clock, reconciler.wake), config.world, clock)
 
     def housekeeping() -> None:  # telemetry rollups and retention, about once a minute
         tstore = telemetry_store(c)

@@ -141,10 +141,14 @@ class BillingLoop:
         self.is_prepaid = is_prepaid or (lambda tenant_id: False)
         self.alerts = alerts
         self.budgets = Budgets(ledger, currency)
-        self._lock = threading.Lock()  # one booker at a time (the runner and POST /billing/run)
+        self._lock = threading.Lock()  # one pass at a time (the runner and POST /billing/run)
 
     # --- metering -------------------------------------------------------------------
     def meter_jobs(self, jobs: Iterable[Job]) -> Metered:
+        with self._lock:
+            return self._meter_jobs(jobs)
+
+    def _meter_jobs(self, jobs: Iterable[Job]) -> Metered:
         closed = self.usage.closed_periods()
         out = Metered()
         rows = []

@@ -1,10 +1,12 @@
-"""The billing runner: the loop that keeps money in step with the jobs.
+"""The billing runner: the loops that keep money in step with the jobs.
 
-Every second it checks running prepaid jobs against their holds (``BudgetEnforcer``); every
-few seconds it meters the finished jobs the store has not marked, books what is due and
-expires stale holds; about once a minute it runs the platform's housekeeping hook (telemetry
-rollups and retention). Every step is idempotent by id, so a restart that repeats one books
-nothing twice; the first pass after a start also retries jobs whose metering was parked.
+Two threads. **Budgets**: every second, running prepaid jobs are checked against their holds
+(``BudgetEnforcer``), on a thread of their own so a long billing pass never delays a stop.
+**Billing**: every few seconds, the finished jobs the store has not marked are metered, what
+is due is booked and stale holds expire; about once a minute the platform's housekeeping
+hook runs (telemetry rollups and retention). Every step is idempotent by id, so a restart
+that repeats one books nothing twice; the first pass after a start also retries jobs whose
+metering was parked.
 """
 
 from __future__ import annotations
@@ -30,15 +32,18 @@ class BillingRunner:
         self.housekeeping_interval_s = housekeeping_interval_s
         self._unparked = False
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="yungu-billing", daemon=True)
+        self._threads = [threading.Thread(target=self._run, name="yungu-billing", daemon=True),
+                         threading.Thread(target=self._run_budgets, name="yungu-budgets", daemon=True)]
 
     def start(self) -> None:
-        self._thread.start()
+        for t in self._threads:
+            t.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
+        for t in self._threads:
+            if t.is_alive():
+                t.join(timeout=10)
 
     def run_once(self) -> tuple[int, int, int]:
         """Meter every unmetered finished job, book what is due, expire stale holds."""
@@ -54,16 +59,19 @@ class BillingRunner:
         return self.enforcer.run_once() if self.enforcer else []
 
     def _run(self) -> None:
-        bill_every = max(1, round(self.interval_s / self.budget_interval_s))  # in budget ticks
-        house_every = max(1, round(self.housekeeping_interval_s / self.budget_interval_s))
-        tick = 0
-        while not self._stop.wait(self.budget_interval_s):
-            tick += 1
-            self._guard("budget check", self.enforce_budgets)
-            if tick % bill_every == 0:
-                self._guard("billing pass", self.run_once)
-            if self.housekeeping is not None and tick % house_every == 0:
+        house_every = max(1, round(self.housekeeping_interval_s / self.interval_s))  # in passes
+        passes = 0
+        while not self._stop.wait(self.interval_s):
+            passes += 1
+            self._guard("billing pass", self.run_once)
+            if self.housekeeping is not None and passes % house_every == 0:
                 self._guard("housekeeping", self.housekeeping)
+
+    def _run_budgets(self) -> None:
+        if self.enforcer is None:
+            return
+        while not self._stop.wait(self.budget_interval_s):
+            self._guard("budget check", self.enforce_budgets)
 
     @staticmethod
     def _guard(what: str, step: Callable[[], object]) -> None:

@@ -2,20 +2,24 @@
 
 A prepaid tenant can never spend more than its wallet's balance plus its credit line:
 
-1. **admission** reserves the job's estimated cost as a pending hold ``budget:<job>`` from the
-   wallet to escrow (the wallet's limit is checked under the ledger's row lock, so concurrent
-   admissions can never reserve more than it holds). A job **without an estimate** is priced
-   at ``DEFAULT_ESTIMATE_S`` (10 minutes) on the dearest pool it may land on; if the wallet
-   holds less, it starts on what the wallet holds, provided that covers ``MIN_START_S``.
-   A wallet that cannot pay holds the job (``UNSCHEDULABLE``) until it is topped up.
-2. **while it runs**, the ``BudgetEnforcer`` checks every second that the job's holds cover
-   its cost up to the next check plus the time a stop takes (the cancel grace period and a
-   margin): if not, it extends the reservation from the wallet (``budget:<job>:x<n>``, a
-   minute's worth at a time, or whatever the wallet still has); if the wallet is empty, it
-   stops the job with a clear reason. The job therefore ends before its holds run out.
+1. **admission** reserves the job's estimated cost — its estimate plus ``HOLD_MARGIN_S``
+   (one check and a stop's margin, so an honest estimate is never cut short) on the dearest
+   pool it may land on — as a pending hold ``budget:<job>`` from the wallet to escrow. The
+   wallet's limit is checked under the ledger's row lock, so concurrent admissions can never
+   reserve more than it holds. A job **without an estimate** is priced at
+   ``DEFAULT_ESTIMATE_S`` (10 minutes); if the wallet holds less, it starts on what the
+   wallet holds, provided that covers ``MIN_START_S`` (10 seconds). A wallet that cannot pay
+   holds the job (``UNSCHEDULABLE``, "budget exhausted") until it is topped up.
+2. **while it runs**, the ``BudgetEnforcer`` checks every ``CHECK_INTERVAL_S`` that the job's
+   holds cover its cost up to the next check plus ``STOP_MARGIN_S``. If not, it extends the
+   reservation from the wallet (``budget:<job>:x<n>``: as long again as the job has run, at
+   most ``EXTEND_S``, or whatever the wallet still has); if the wallet cannot cover even
+   that, it stops the job, with the reason on the job ("预算用尽 prepaid budget exhausted").
 3. **booking** posts the holds up to the metered charge and voids the rest
-   (``yungu.engines.ledger.booking``). A prepaid tenant is never sent into arrears: an
-   overrun the platform failed to stop (it was down while the job ran on) is written off.
+   (``yungu.engines.ledger.booking``). A prepaid tenant is never sent into arrears: what a
+   stop took beyond ``STOP_MARGIN_S`` to end (a job that ignores SIGTERM runs until its
+   grace period ends), or what ran while the platform itself was down, is written off by
+   the platform and raised as an alert — the tenant's spend stays within its budget.
 """
 
 from __future__ import annotations
@@ -41,17 +45,21 @@ log = logging.getLogger("yungu.budgets")
 
 BUDGET_TIMEOUT_S = 30 * 86400  # a hold that is never settled is released after 30 days
 DEFAULT_ESTIMATE_S = 600  # a job without an estimate is priced at 10 minutes at admission
-MIN_START_S = 30  # ... and starts on a smaller wallet only if it covers 30 seconds
-EXTEND_S = 60  # a running job's reservation grows a minute's worth at a time
+MIN_START_S = 10  # ... and starts on a smaller wallet only if it covers 10 seconds
+CHECK_INTERVAL_S = 1.0  # how often running prepaid jobs are checked against their holds
+STOP_MARGIN_S = 2.0  # holds must cover this much beyond the next check (a stop takes time)
+HOLD_MARGIN_S = int(CHECK_INTERVAL_S + STOP_MARGIN_S) + 1  # added to an estimate at admission
+EXTEND_S = 60.0  # the most a running job's reservation grows by at a time
 
 
-def estimate_fen(spec: JobSpec, world: World, default_s: int | None = None) -> int | None:
+def estimate_fen(spec: JobSpec, world: World, default_s: int | None = None, margin_s: int = 0) -> int | None:
     """A conservative cost estimate for admission: the estimated duration (or ``default_s``)
-    on the dearest pool the job may land on (its pinned pool, else any pool). None when the
-    job gives no duration and no default is asked for."""
+    plus ``margin_s`` on the dearest pool the job may land on (its pinned pool, else any
+    pool). None when the job gives no duration and no default is asked for."""
     seconds = spec.estimated_duration_s or default_s
     if seconds is None:
         return None
+    seconds += margin_s
     pools = [world.pool(spec.pool)] if spec.pool else list(world.pools)
     if spec.resources.accelerators:
         units = spec.resources.accelerators * spec.replicas
@@ -177,8 +185,8 @@ class Budgets:
 def budget_admission(budgets: Budgets, world: World, is_prepaid: Callable[[str], bool]) -> Callable[[Job], Status]:
     """The admission hook for the job loop.
 
-    Prepaid tenants get the job's estimated cost (``DEFAULT_ESTIMATE_S`` without an estimate)
-    reserved from their wallet; an exhausted (or never topped-up) wallet holds the job
+    Prepaid tenants get the job's estimated cost (plus ``HOLD_MARGIN_S``; ``DEFAULT_ESTIMATE_S``
+    without an estimate) reserved from their wallet; an exhausted (or never topped-up) wallet holds the job
     (``UNSCHEDULABLE``) until it is topped up. Post-paid tenants are admitted; their usage is
     booked and invoiced (arrears if unpaid).
     """
@@ -186,7 +194,7 @@ def budget_admission(budgets: Budgets, world: World, is_prepaid: Callable[[str],
     def check(job: Job) -> Status:
         if not is_prepaid(job.tenant_id):
             return Status(Code.SKIP, ("post-paid tenant",), "budget")
-        est = estimate_fen(job.spec, world)
+        est = estimate_fen(job.spec, world, margin_s=HOLD_MARGIN_S)
         if est is None:
             wanted = estimate_fen(job.spec, world, DEFAULT_ESTIMATE_S) or 0
             minimum = estimate_fen(job.spec, world, MIN_START_S) or 0
@@ -214,18 +222,14 @@ def release_unused(budgets: Budgets) -> Callable[[list[Job]], None]:
 
 
 class BudgetEnforcer:
-    """Keeps every running prepaid job inside its holds (module docstring, step 2).
-
-    ``stop_latency_s`` is the longest a stop may take to end the job's processes (the cancel
-    grace period plus a margin); the check looks that far ahead, plus one check interval, so a
-    job is stopped while its holds still cover every second it will have run.
-    """
+    """Keeps every running prepaid job inside its holds (module docstring, step 2)."""
 
     def __init__(self, budgets: Budgets, jobs: BudgetJobsPort, world: World, clock: Clock,
-                 interval_s: float = 1.0, stop_latency_s: float = 8.0, extend_s: float = EXTEND_S) -> None:
+                 interval_s: float = CHECK_INTERVAL_S, stop_margin_s: float = STOP_MARGIN_S,
+                 extend_s: float = EXTEND_S) -> None:
         self.budgets, self.jobs, self.world, self.clock = budgets, jobs, world, clock
+        self.lookahead_s = interval_s + stop_margin_s
         self.interval_s = interval_s
-        self.lookahead_s = interval_s + stop_latency_s
         self.extend_s = extend_s
         self._held: dict[str, int] = {}  # job -> fen held (only this enforcer extends holds)
         self._stopped: set[str] = set()
@@ -258,21 +262,22 @@ class BudgetEnforcer:
             units, price = job_price(j, self.world)
         except KeyError:
             return ""  # the pool left the configuration: metering will raise the alert
-        elapsed = (now - j.started_at).total_seconds()
+        elapsed = max(0.0, (now - j.started_at).total_seconds())
         need = cost_of_seconds(elapsed + self.lookahead_s, units, price)
         held = self._held.get(j.id)
         if held is None:
             held = self._held[j.id] = sum(h.amount for h in self.budgets.holds(j.id))
         if need <= held:
             return ""
-        wanted = cost_of_seconds(elapsed + self.lookahead_s + self.extend_s, units, price) - held
+        step = min(self.extend_s, max(self.interval_s, elapsed))  # grow as long again as it has run
+        wanted = cost_of_seconds(elapsed + self.lookahead_s + step, units, price) - held
         held = self._held[j.id] = held + self.budgets.extend(j.tenant_id, j.id, wanted)
         if need <= held:
             return ""
         spent = cost_of_seconds(elapsed, units, price)
-        log.warning("stopping job %s: prepaid budget exhausted (held %s, cost so far %s fen)", j.id, held, spent)
+        log.warning("stopping job %s: prepaid budget exhausted (held %s fen, about %s fen used)", j.id, held, spent)
         return (f"{PLATFORM_STOP}预算用尽 prepaid budget exhausted: reserved {from_minor(held)} CNY, "
-                f"about {from_minor(spent)} CNY used; top up the wallet to run more / 请充值")
+                f"about {from_minor(spent)} CNY used; top up the wallet to run more / 请充值后重新提交")
 
 
 class LoopJobs:

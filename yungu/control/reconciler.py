@@ -78,6 +78,12 @@ def run_times(j: Job, st: ExecStatus, now: datetime) -> tuple[dict[str, datetime
     return times, note
 
 
+def stopping(st: ExecStatus) -> bool:
+    """A cancel the executor has accepted whose processes have not ended yet (it reports the
+    start but no end): the job is still running, and billed, until they do."""
+    return st.phase is ExecPhase.CANCELLED and st.started_at is not None and st.finished_at is None
+
+
 def cancel_reason(j: Job) -> str:
     """A stop the platform decided (``PLATFORM_STOP``: e.g. a budget ran out) keeps its reason."""
     return j.reason if j.reason.startswith(PLATFORM_STOP) else "cancelled by request"
@@ -194,6 +200,7 @@ class Reconciler:
         for j in self._dispatch([j for j in active if j.state is JobState.SCHEDULED] + placed):
             after[j.id] = j
         self._active = {k: j for k, j in after.items() if j.state in ACTIVE}
+        self._cancelling.intersection_update(self._active)  # stops that ended (see ``stopping``)
         return bool(active or placed)
 
     def _record(self, trs: list[Transition]) -> list[Job]:
@@ -240,6 +247,8 @@ class Reconciler:
             times, note = run_times(j, st, now)
             return Transition(j, j.apply(Event.FAIL, now, exit_code=st.exit_code, reason=why, **times), Event.FAIL,
                               f"{why}; {note}" if note else why)
+        if stopping(st):
+            return None  # cancelled, processes still in their grace period: bill them until they end
         if p is ExecPhase.CANCELLED:
             times, note = run_times(j, st, now)
             why = cancel_reason(j)
@@ -266,12 +275,16 @@ class Reconciler:
         return [j for j in waiting if j.id not in done]
 
     def _cancel_placed(self, job: Job) -> None:
+        stopping_now = False
         try:
             assert job.allocation is not None
             now = self.clock.now()
             st = self.executor_for_pool(job.allocation.pool_id).cancel(job.request_id, self.cancel_grace_s)
             if isinstance(st, ExecError) and st.code is not ExecErrorCode.NOT_FOUND:
                 log.warning("cancel of %s failed, will retry: %s", job.id, st.message)
+                return
+            if isinstance(st, ExecStatus) and stopping(st):
+                stopping_now = True  # its processes are in their grace period: observe records the end
                 return
             if isinstance(st, ExecStatus) and st.phase in (ExecPhase.SUCCEEDED, ExecPhase.FAILED, ExecPhase.CANCELLED):
                 tr = self._transition_for(job, st, now)  # the executor's outcome, with its run times
@@ -284,7 +297,8 @@ class Reconciler:
         except Exception:
             log.exception("cancel of %s failed", job.id)
         finally:
-            self._cancelling.discard(job.id)
+            if not stopping_now:  # a stopping job stays claimed until it leaves the active set
+                self._cancelling.discard(job.id)
             self.wake()
 
     def _admit(self, waiting: list[Job]) -> tuple[list[Transition], list[Job]]:
