@@ -183,7 +183,7 @@ class BillingMachine(RuleBasedStateMachine):
                 provider_due += split_charge(self.rated[uid]).provider
         assert self.ledger.account(receivable("acme-idc"))[1].posted == provider_due
         for t, prepaid in self.tenants.items():
-            acc, w = self.ledger.account(wallet(t))
+            w = self.ledger.account(wallet(t))[1]
             arr = self.ledger.account(arrears(t))[1].posted
             assert w.posted - w.debits_pending >= -self.credit[t]
             if prepaid:
