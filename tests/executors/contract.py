@@ -113,6 +113,28 @@ class ExecutorContract:
         assert "7" in done.reason
         assert b"oops" in read_all(ex, la.request_id, "stderr")
 
+    run_time_tolerance_s = 1.0  # how far reported run times may be from the job's own clock
+
+    def test_reports_when_the_run_started_and_ended(
+        self, make_executor: MakeExecutor, engine_timeout: float, tmp_path: Path
+    ) -> None:
+        """Billing meters these times (docs/ledger.md): the run itself, not when anyone looked,
+        and the same after a platform restart."""
+        ex = make_executor()
+        own = tmp_path / "own"
+        la = make_launch(f"date +%s.%N > {own}.start; sleep 1; date +%s.%N > {own}.end")
+        ok(ex.submit(la))
+        done = wait_done(ex, la.request_id, engine_timeout)
+        assert done.phase is ExecPhase.SUCCEEDED
+        assert done.started_at is not None and done.finished_at is not None, done
+        start, end = float((tmp_path / "own.start").read_text()), float((tmp_path / "own.end").read_text())
+        tol = self.run_time_tolerance_s
+        assert abs(done.started_at.timestamp() - start) <= tol, (done.started_at.timestamp(), start)
+        assert abs(done.finished_at.timestamp() - end) <= tol, (done.finished_at.timestamp(), end)
+        again = ok(make_executor().status(la.request_id))
+        assert again.started_at is not None and again.finished_at is not None, again
+        assert abs((again.finished_at - again.started_at) - (done.finished_at - done.started_at)).total_seconds() < tol
+
     def test_cancel_while_running_stops_it(
         self, make_executor: MakeExecutor, engine_timeout: float, tmp_path: Path
     ) -> None:
