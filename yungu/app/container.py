@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +90,12 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
                                            for r in ledger.market.reservations_at(now)]
     enforcer = BudgetEnforcer(ledger.budgets, LoopJobs(store, clock, reconciler.wake), config.world, clock)
 
-    def housekeeping() -> None:  # telemetry rollups and retention, about once a minute
+    def housekeeping(now: datetime) -> None:  # telemetry rollups and retention, about once a minute
         tstore = telemetry_store(c)
-        now = clock.now()
         tstore.rollup(now)
         tstore.enforce_retention(now)
 
-    c.extras["billing_runner"] = runner = BillingRunner(ledger.loop, store, enforcer, housekeeping)
+    c.extras["billing_runner"] = runner = BillingRunner(store, ledger.loop, clock, housekeeping, enforcer)
     c.extras["submit_batcher"] = SubmitBatcher(store)
     if start_loop:
         reconciler.start()

@@ -14,19 +14,23 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 
 from yungu.control.billing import BillingLoop
 from yungu.control.budgets import BudgetEnforcer
+from yungu.domain.clock import Clock
 from yungu.ports.billing import MeteringPort
 
 log = logging.getLogger("yungu.billing")
 
 
 class BillingRunner:
-    def __init__(self, loop: BillingLoop, metering: MeteringPort, enforcer: BudgetEnforcer | None = None,
-                 housekeeping: Callable[[], None] | None = None, interval_s: float = 5.0,
-                 budget_interval_s: float = 1.0, housekeeping_interval_s: float = 60.0) -> None:
-        self.loop, self.metering, self.enforcer, self.housekeeping = loop, metering, enforcer, housekeeping
+    def __init__(self, metering: MeteringPort, loop: BillingLoop, clock: Clock,
+                 housekeeping: Callable[[datetime], None] | None = None, enforcer: BudgetEnforcer | None = None,
+                 interval_s: float = 5.0, budget_interval_s: float = 1.0,
+                 housekeeping_interval_s: float = 60.0) -> None:
+        self.metering, self.loop, self.clock = metering, loop, clock
+        self.housekeeping, self.enforcer = housekeeping, enforcer
         self.interval_s = interval_s
         self.budget_interval_s = budget_interval_s
         self.housekeeping_interval_s = housekeeping_interval_s
@@ -55,6 +59,10 @@ class BillingRunner:
         expired = len(self.loop.ledger.expire_due())
         return metered, booked, expired
 
+    def run_housekeeping(self) -> None:
+        if self.housekeeping is not None:
+            self.housekeeping(self.clock.now())
+
     def enforce_budgets(self) -> list[str]:
         return self.enforcer.run_once() if self.enforcer else []
 
@@ -64,8 +72,8 @@ class BillingRunner:
         while not self._stop.wait(self.interval_s):
             passes += 1
             self._guard("billing pass", self.run_once)
-            if self.housekeeping is not None and passes % house_every == 0:
-                self._guard("housekeeping", self.housekeeping)
+            if passes % house_every == 0:
+                self._guard("housekeeping", self.run_housekeeping)
 
     def _run_budgets(self) -> None:
         if self.enforcer is None:
