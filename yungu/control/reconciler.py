@@ -283,8 +283,10 @@ class Reconciler:
             if isinstance(st, ExecError) and st.code is not ExecErrorCode.NOT_FOUND:
                 log.warning("cancel of %s failed, will retry: %s", job.id, st.message)
                 return
-            if isinstance(st, ExecStatus) and stopping(st):
-                stopping_now = True  # its processes are in their grace period: observe records the end
+            if isinstance(st, ExecStatus) and job.state is not JobState.SCHEDULED and (stopping(st) or not st.done):
+                # Asked to stop; its processes run on through their grace period (and are billed):
+                # the observation that sees them gone records the end, at the executor's time.
+                stopping_now = True
                 return
             if isinstance(st, ExecStatus) and st.phase in (ExecPhase.SUCCEEDED, ExecPhase.FAILED, ExecPhase.CANCELLED):
                 tr = self._transition_for(job, st, now)  # the executor's outcome, with its run times
