@@ -131,6 +131,14 @@ def test_jobs_recorded_out_of_order_are_each_metered_once(db_url: str) -> None:
     assert loop.meter_from(store) == 0
     ids = sorted(r.usage.job_id for r in usage.usage())
     assert ids == sorted(["j0", "j1", "j2", "j3", "late4", "older"])
+    # ... and booked on the same backend; a parked row waits for its retry time, blocking none.
+    ensure_system_accounts(loop.ledger)  # type: ignore[arg-type]
+    usage.park("usage:j0.0", "held back by the test", T0 + timedelta(minutes=5))
+    assert loop.book_due(limit=2) == 5
+    assert [r.usage.id for r in usage.unbooked()] == ["usage:j0.0"]
+    clock.advance(300)
+    assert loop.book_due() == 1 and usage.unbooked() == []
+    assert all(r.booked and r.attempts == 1 and r.error == "" for r in usage.usage() if r.usage.job_id == "j0")
     engine.dispose()
 
 
