@@ -62,7 +62,7 @@ def test_after_50_kill_9s_every_job_is_billed_once_for_its_real_run_time(tmp_pat
     out = tmp_path / "ran.txt"
     out.touch()
     t0 = time.monotonic()
-    srv = ServerProcess(data).start()
+    srv = ServerProcess(data).start(timeout=120)
     boot = time.monotonic() - t0  # how long a start takes on this machine, now
     admin = {"Authorization": f"Bearer {srv.admin_key}"}
     tenant = httpx.post(srv.url + "/api/v1/admin/tenants", json={"name": "billing-crash-lab"}, headers=admin,
