@@ -11,8 +11,9 @@ jobs start, run and end while no platform is watching. Each job writes its own s
 - its billed duration is within 1 s of the run time the job itself measured — the platform's
   downtime is never billed.
 
-Jobs write to a host path of the test's own: once the sandbox confines jobs, this test passes
-that path in with the sandbox's operator-level bind mount (docs/security.md).
+Jobs run in the sandbox, which shows them nothing of the host but what the operator binds:
+the world is the embedded default one plus an operator bind of the file's directory
+(docs/security.md, "Operator binds").
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import ServerProcess, default_world_with
+from tests.executors.sandbox_env import binds_toml, shared_dir
 
 pytestmark = [pytest.mark.slow]
 
@@ -59,10 +61,12 @@ def test_after_50_kill_9s_every_job_is_billed_once_for_its_real_run_time(tmp_pat
     rng = random.Random(int(os.environ.get("YUNGU_CRASH_SEED", "20261201")))
     data = tmp_path / "data"
     data.mkdir()
-    out = tmp_path / "ran.txt"
+    out = shared_dir("billing-crash") / "ran.txt"
     out.touch()
+    out.chmod(0o666)
+    world = ["--config", str(default_world_with(tmp_path / "world.toml", binds_toml()))]
     t0 = time.monotonic()
-    srv = ServerProcess(data).start(timeout=120)
+    srv = ServerProcess(data, extra=world).start(timeout=120)
     boot = time.monotonic() - t0  # how long a start takes on this machine, now
     admin = {"Authorization": f"Bearer {srv.admin_key}"}
     tenant = httpx.post(srv.url + "/api/v1/admin/tenants", json={"name": "billing-crash-lab"}, headers=admin,
@@ -80,14 +84,14 @@ def test_after_50_kill_9s_every_job_is_billed_once_for_its_real_run_time(tmp_pat
             assert srv.proc is not None and srv.proc.poll() is None, "the server died on its own: see its log"
             srv.kill9()
             kills += 1
-            srv = ServerProcess(data, port=srv.port)
+            srv = ServerProcess(data, port=srv.port, extra=world)
             if kills % 5 == 0:
                 srv.start(timeout=120)  # now and then, wait until it serves (and catches up)
             else:
                 _start_nowait(srv)
         submitter.join(timeout=600)
         srv.stop()
-        srv = ServerProcess(data, port=srv.port).start(timeout=120)
+        srv = ServerProcess(data, port=srv.port, extra=world).start(timeout=120)
         states: dict[str, str] = {}
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
@@ -151,8 +155,8 @@ def _start_nowait(srv: ServerProcess) -> None:
     from tests.e2e.server import yungu_exe
 
     log = open(srv.data_dir.parent / f"server-{srv.port}.log", "ab")  # noqa: SIM115
-    srv.proc = subprocess.Popen([yungu_exe(), "server", "--port", str(srv.port), "--data-dir", str(srv.data_dir)],
-                                stdout=log, stderr=subprocess.STDOUT)
+    srv.proc = subprocess.Popen([yungu_exe(), "server", "--port", str(srv.port), "--data-dir", str(srv.data_dir),
+                                 *srv.extra], stdout=log, stderr=subprocess.STDOUT)
 
 
 def _noticed(events: list[dict[str, object]]) -> float | None:

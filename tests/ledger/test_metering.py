@@ -14,6 +14,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tests.executors.sandbox_env import BINDS, shared_dir
 from yungu.adapters.config import load_catalogue, load_config
 from yungu.adapters.executors.local import LocalExecutor
 from yungu.adapters.ledger.alerts import TableAlerts
@@ -49,10 +50,11 @@ def test_a_job_that_finished_unseen_is_metered_over_the_executors_times(tmp_path
     migrate(engine)
     store = SqlStore(engine, WORLD.platform_id)
     store.create_tenant("t1", "lab", T0)
-    own = tmp_path / "own"
+    shared = shared_dir("metering")  # bound into the sandbox by the operator's setting
+    own = shared / "own"
     scheduled(store, "j1", f"date +%s.%N > {own}.start; sleep 0.6; date +%s.%N > {own}.end", T0)
     job = store.get("j1")
-    ex = LocalExecutor("local", {}, tmp_path / "data")
+    ex = LocalExecutor("local", {"binds": BINDS}, tmp_path / "data")
     try:
         launch = Launch(job.request_id, job.id, job.tenant_id, "horinger-cpu", job.spec.command, (ReplicaLaunch(0),))
         assert isinstance(ex.submit(launch), ExecStatus)  # "before the crash"
@@ -68,7 +70,7 @@ def test_a_job_that_finished_unseen_is_metered_over_the_executors_times(tmp_path
     done = store.get("j1")
     assert done.state is JobState.SUCCEEDED
     assert [e["event"] for e in store.events("j1")] == ["admit", "place", "dispatch", "succeed"]  # no start
-    real = float((tmp_path / "own.end").read_text()) - float((tmp_path / "own.start").read_text())
+    real = float((shared / "own.end").read_text()) - float((shared / "own.start").read_text())
     ledger = LedgerStore(engine, SystemClock())
     ensure_system_accounts(ledger)
     usage = BillingStore(engine, SystemClock())

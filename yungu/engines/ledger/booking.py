@@ -15,7 +15,8 @@ not charged to the tenant; the platform pays the provider's share of it out of i
 revenue (``<usage>:writeoff``), so the provider is paid for every second it ran.
 
 Every transfer id derives from the usage id or the hold id, and all legs are linked (all or
-nothing), so an entry is either wholly in the ledger or not at all.
+nothing), so an entry is either wholly in the ledger or not at all; and no two different
+entries for one usage can both be (see the provider leg below).
 """
 
 from __future__ import annotations
@@ -83,19 +84,31 @@ def plan_booking(usage_id: str, job_id: str, rated: int, holds: Sequence[Hold], 
                             memo="usage charge beyond the wallet (owed)"))
     charged = rated - left
     split = split_charge(charged, vat)
-    for suffix, account, amount in (("vat", sys_account("vat", currency), split.tax),
-                                    ("fee", sys_account("revenue", currency), split.commission),
-                                    ("provider", receivable(provider_id), split.provider)):
+    # The provider's leg is in every entry that moves money, and it names where the money came
+    # from: an entry planned differently (other holds, another payer) for the same usage can
+    # therefore never be applied beside this one — the ledger answers its provider leg with
+    # ``exists_with_different_fields`` and the linked entry fails as a whole.
+    sources = (f"rated {rated}: holds {rated - left - from_wallet - from_arrears}, wallet {from_wallet}, "
+               f"arrears {from_arrears}, written off {left}")
+    revenue = sys_account("revenue", currency)
+    for suffix, account, amount, memo in (("vat", sys_account("vat", currency), split.tax, ""),
+                                          ("fee", revenue, split.commission, ""),
+                                          ("provider", receivable(provider_id), split.provider, sources)):
         if amount > 0:
-            out.append(Transfer(f"{usage_id}:{suffix}", escrow, account, amount, currency, ref=usage_id))
+            out.append(Transfer(f"{usage_id}:{suffix}", escrow, account, amount, currency, ref=usage_id, memo=memo))
     if left:  # written off: the provider still gets its share of the whole run, from the platform
         top_up = split_charge(rated, vat).provider - split.provider
-        if top_up > 0:
-            out.append(Transfer(f"{usage_id}:writeoff", sys_account("revenue", currency), receivable(provider_id),
-                                top_up, currency, ref=usage_id, memo="prepaid overrun written off by the platform"))
+        if top_up > 0 and charged == 0:  # nothing charged: the provider's leg comes from revenue
+            out.append(Transfer(f"{usage_id}:provider", revenue, receivable(provider_id), top_up, currency,
+                                ref=usage_id, memo=f"written off by the platform; {sources}"))
+        elif top_up > 0:
+            out.append(Transfer(f"{usage_id}:writeoff", revenue, receivable(provider_id), top_up, currency,
+                                ref=usage_id, memo=f"prepaid overrun written off by the platform; {sources}"))
     return Booking(tuple(out), charged, left)
 
 
-def charged_of(legs: Sequence[Transfer]) -> int:
-    """What the tenant paid, from the legs of an entry already in the ledger (``ref`` = usage)."""
-    return sum(t.amount for t in legs if t.id.rsplit(":", 1)[-1] in ("vat", "fee", "provider"))
+def charged_of(legs: Sequence[Transfer], currency: str = "CNY") -> int:
+    """What the tenant paid, from the legs of an entry already in the ledger (``ref`` = usage):
+    everything the entry paid out of escrow."""
+    escrow = sys_account("escrow", currency)
+    return sum(t.amount for t in legs if t.debit_account == escrow and t.id.rsplit(":", 1)[-1] in ("vat", "fee", "provider"))
