@@ -227,8 +227,13 @@ class BillingLoop:
                 self.usage.mark_booked(done)
             return len(rows), len(done)
 
+    def _provider(self, name_or_id: str) -> str:
+        """The provider's stable id: usage from other areas (token batches) may carry a site's
+        display name; one that names no site (a peer's provider id) is kept as it is."""
+        return self.world.provider_id_of(name_or_id) or name_or_id
+
     def _open_accounts(self, rows: Sequence[UsageRow]) -> None:
-        providers = sorted({r.usage.provider for r in rows})
+        providers = sorted({self._provider(r.usage.provider) for r in rows})
         tenants = sorted({r.usage.tenant_id for r in rows})
         self.ledger.open_accounts(
             [Account(receivable(p), AccountKind.PROVIDER_RECEIVABLE, self.currency, None, p,
@@ -247,8 +252,8 @@ class BillingLoop:
         why = ""
         for _attempt in range(3):  # the wallet or the holds may change under us: plan again
             payer = Payer(wallet(u.tenant_id), self.budgets.room(u.tenant_id), "" if prepaid else arrears(u.tenant_id))
-            plan = plan_booking(u.id, u.job_id, row.gross, self.budgets.holds(u.job_id), payer, u.provider,
-                                self.currency)
+            plan = plan_booking(u.id, u.job_id, row.gross, self.budgets.holds(u.job_id), payer,
+                                self._provider(u.provider), self.currency)
             outs = self.ledger.submit(list(plan.transfers), linked=True) if plan.transfers else []
             if all(o.ok for o in outs):
                 return Booked(u.id, plan.charged, plan.written_off)
@@ -301,12 +306,15 @@ class BillingLoop:
         return out
 
     def _builder(self, tenant: str, period: str) -> InvoiceBuilder:
+        from yungu.engines.gateway.invoice import is_token_usage, token_line
         from yungu.engines.ledger.invoice import build_invoice, line_for
 
         buyer = self.buyers(tenant)  # looked up before the store opens its write transaction
 
         def build(number: str, rows: Sequence[UsageRow]) -> Invoice:
-            lines = [line_for(r.usage.id, f"{r.usage.id}:charge", r.spec, r.usage.device_seconds, r.gross,
+            lines = [token_line(r.usage, f"{r.usage.id}:charge", r.gross, DEFAULT_VAT, period, r.late_from)
+                     if is_token_usage(r.usage) else  # issue 14: token usage is priced per million tokens
+                     line_for(r.usage.id, f"{r.usage.id}:charge", r.spec, r.usage.device_seconds, r.gross,
                               DEFAULT_VAT, period, r.late_from) for r in rows if r.gross > 0]
             return build_invoice(number, period, self.clock.now(), buyer, self.seller, lines)
 

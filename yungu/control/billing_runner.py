@@ -2,8 +2,9 @@
 
 Two threads. **Budgets**: every second, running prepaid jobs are checked against their holds
 (``BudgetEnforcer``), on a thread of their own so a long billing pass never delays a stop.
-**Billing**: every few seconds, the finished jobs the store has not marked are metered, what
-is due is booked and stale holds expire; about once a minute the platform's housekeeping
+**Billing**: every few seconds, the hooks of other areas run (token usage becomes usage
+records), the finished jobs the store has not marked are metered, what is due is booked and
+stale holds expire; about once a minute the platform's housekeeping
 hook runs (telemetry rollups and retention). Every step is idempotent by id, so a restart
 that repeats one books nothing twice; the first pass after a start also retries jobs whose
 metering was parked.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from yungu.control.billing import BillingLoop
@@ -27,10 +28,11 @@ log = logging.getLogger("yungu.billing")
 class BillingRunner:
     def __init__(self, metering: MeteringPort, loop: BillingLoop, clock: Clock,
                  housekeeping: Callable[[datetime], None] | None = None, enforcer: BudgetEnforcer | None = None,
-                 interval_s: float = 5.0, budget_interval_s: float = 1.0,
-                 housekeeping_interval_s: float = 60.0) -> None:
+                 interval_s: float = 5.0, budget_interval_s: float = 1.0, housekeeping_interval_s: float = 60.0,
+                 hooks: Callable[[], Iterable[Callable[[], object]]] | None = None) -> None:
         self.metering, self.loop, self.clock = metering, loop, clock
         self.housekeeping, self.enforcer = housekeeping, enforcer
+        self.hooks = hooks or (lambda: ())  # run before each pass: e.g. token usage -> usage records
         self.interval_s = interval_s
         self.budget_interval_s = budget_interval_s
         self.housekeeping_interval_s = housekeeping_interval_s
@@ -54,6 +56,11 @@ class BillingRunner:
         if not self._unparked:  # once per start: jobs parked earlier may be meterable now
             self.metering.unpark_metering()
             self._unparked = True
+        for hook in self.hooks():
+            try:
+                hook()
+            except Exception:  # one area's hook failing never stops billing
+                log.exception("billing hook %s failed", getattr(hook, "__qualname__", hook))
         metered = self.loop.meter_from(self.metering)
         booked = self.loop.book_due()
         expired = len(self.loop.ledger.expire_due())
