@@ -86,8 +86,8 @@ def _tenant(p: Platform, name: str, balance: str, credit: str) -> str:
                                                      "credit_limit": credit, "owner": tid, "name": "wallet"},
                     headers=p.admin)
     assert r.status_code == 201, r.text
-    r = p.http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": f"bank-{name}", "amount": balance},
-                    headers=p.admin)
+    r = p.http.post(f"/api/v1/ledger/tenants/{tid}/topup",
+                    json={"id": f"bank-{name}", "amount": balance, "reason": "bank transfer"}, headers=p.admin)
     assert r.status_code == 201, r.text
     return tid
 

@@ -81,7 +81,8 @@ def test_the_shipped_providers_have_stable_ids_fit_for_ledger_accounts() -> None
 
 def test_a_prepaid_reservation_settles_against_the_charge(http: httpx.Client) -> None:
     tenant = http.post("/admin/tenants", json={"name": "prepaid-shipped", "prepaid": True}).json()["id"]
-    assert http.post(f"/ledger/tenants/{tenant}/topup", json={"id": "bank-shipped-1", "amount": "20.00"}).status_code == 201
+    assert http.post(f"/ledger/tenants/{tenant}/topup", json={"id": "bank-shipped-1", "amount": "20.00",
+                                                                     "reason": "bank transfer 1"}).status_code == 201
     # 8 H100 x (60 s + a 4 s margin) x 12.00 CNY/h = 1.71 CNY reserved; the job runs about a second.
     [job] = run_jobs(http, tenant, [{"pool": "suzhou-h100", "estimated_duration_s": 60}])
     [u] = usage_of(http, tenant, [job])
@@ -137,7 +138,8 @@ def test_an_sla_credit_named_by_the_providers_display_name_books(http: httpx.Cli
     tenant = http.post("/admin/tenants", json={"name": "sla-shipped"}).json()["id"]
     before = _balance(http, receivable("suzhou-cloud"))
     sla = {"id": "res-shipped", "tenant_id": tenant, "provider": "Suzhou Cloud", "period": "2026-06",
-           "up_seconds": 980, "total_seconds": 1000, "charge": "180.00", "target": "0.999"}
+           "up_seconds": 980, "total_seconds": 1000, "charge": "180.00", "target": "0.999",
+           "reason": "availability below the contract"}
     r = http.post("/market/sla-credits", json=sla)
     assert r.status_code == 200 and r.json()["result"] == "ok", r.text
     assert _balance(http, receivable("suzhou-cloud")) - before == -45_00
