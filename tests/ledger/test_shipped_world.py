@@ -111,7 +111,9 @@ def test_usage_is_booked_to_stable_provider_accounts_and_the_invoice_closes(http
     total = sum(fen(str(u["amount"])) for u in rows)
     assert _balance(http, f"tenant:{tenant}:arrears") == -total  # post-paid, nothing in the wallet: owed
 
-    period = period_of(datetime.now(UTC))
+    [period] = {str(u["booked_period"]) for u in rows}  # the month the runs ended in (China time)
+    if period > period_of(datetime.now(UTC)):  # only under `make test-times`: see _faked_behind
+        pytest.skip(_faked_behind(period))
     closed = http.post(f"/billing/periods/{period}/close").json()
     invoices = [i for i in http.get("/billing/invoices", params={"tenant": tenant}).json() if i["period"] == period]
     assert len(invoices) == 1 and invoices[0]["number"] in closed["invoices"]
@@ -144,3 +146,9 @@ def test_an_sla_credit_named_by_the_providers_display_name_books(http: httpx.Cli
     assert r.status_code == 200 and r.json()["result"] == "ok", r.text
     assert _balance(http, receivable("suzhou-cloud")) - before == -45_00
     assert _balance(http, f"tenant:{tenant}:wallet") == 45_00
+
+
+def _faked_behind(period: str) -> str:
+    return (f"the platform's clock is faked into a month before {period}, while the sandboxed jobs' own "
+            "start and end records (and so their usage) keep the real time: a month that has not begun on "
+            "the platform's clock cannot be closed. This test ran at the real time in the main pass.")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from yungu.domain.clock import Clock
@@ -262,7 +262,7 @@ class BudgetEnforcer:
             units, price = job_price(j, self.world)
         except KeyError:
             return ""  # the pool left the configuration: metering will raise the alert
-        elapsed = max(0.0, (now - j.started_at).total_seconds())
+        elapsed = _elapsed(j, now)
         need = cost_of_seconds(elapsed + self.lookahead_s, units, price)
         held = self._held.get(j.id)
         if held is None:
@@ -278,6 +278,20 @@ class BudgetEnforcer:
         log.warning("stopping job %s: prepaid budget exhausted (held %s fen, about %s fen used)", j.id, held, spent)
         return (f"{PLATFORM_STOP}预算用尽 prepaid budget exhausted: reserved {from_minor(held)} CNY, "
                 f"about {from_minor(spent)} CNY used; top up the wallet to run more / 请充值后重新提交")
+
+
+CLOCK_SKEW_S = 60.0  # an engine whose clock is further off than this from ours is not trusted for budgets
+
+
+def _elapsed(j: Job, now: datetime) -> float:
+    """How long the job has run: the executor's start against our clock. An engine whose
+    clock disagrees with ours (a start before the job was even submitted, or in the future)
+    is timed from our own record of the start instead (the job's last transition)."""
+    assert j.started_at is not None
+    skew = timedelta(seconds=CLOCK_SKEW_S)
+    if j.started_at < j.submitted_at - skew or j.started_at > now + skew:
+        return max(0.0, (now - j.updated_at).total_seconds())
+    return max(0.0, (now - j.started_at).total_seconds())
 
 
 class LoopJobs:
