@@ -113,6 +113,31 @@ class ExecutorContract:
         assert "7" in done.reason
         assert b"oops" in read_all(ex, la.request_id, "stderr")
 
+    # How far the reported start and end may be from the job's own clock (seconds).
+    start_tolerance_s = 1.0
+    end_tolerance_s = 1.0
+
+    def test_reports_when_the_run_started_and_ended(
+        self, make_executor: MakeExecutor, engine_timeout: float, tmp_path: Path
+    ) -> None:
+        """Billing meters these times (docs/ledger.md): the run itself, not when anyone looked,
+        and the same after a platform restart."""
+        ex = make_executor()
+        own = tmp_path / "own"
+        la = make_launch(f"date +%s.%N > {own}.start; sleep 1; date +%s.%N > {own}.end")
+        ok(ex.submit(la))
+        done = wait_done(ex, la.request_id, engine_timeout)
+        assert done.phase is ExecPhase.SUCCEEDED
+        assert done.started_at is not None and done.finished_at is not None, done
+        start, end = float((tmp_path / "own.start").read_text()), float((tmp_path / "own.end").read_text())
+        print(f"run times vs the job's own: start {done.started_at.timestamp() - start:+.3f} s, "
+              f"end {done.finished_at.timestamp() - end:+.3f} s")
+        assert abs(done.started_at.timestamp() - start) <= self.start_tolerance_s, (done.started_at, start)
+        assert abs(done.finished_at.timestamp() - end) <= self.end_tolerance_s, (done.finished_at, end)
+        again = ok(make_executor().status(la.request_id))
+        assert again.started_at is not None and again.finished_at is not None, again
+        assert abs((again.finished_at - again.started_at) - (done.finished_at - done.started_at)).total_seconds() < 1
+
     def test_cancel_while_running_stops_it(
         self, make_executor: MakeExecutor, engine_timeout: float, tmp_path: Path
     ) -> None:

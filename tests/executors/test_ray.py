@@ -49,6 +49,10 @@ def engine_timeout() -> float:
 
 
 class TestRayContract(ExecutorContract):
+    # Ray's start_time is when the Jobs server accepted the job: it includes the supervisor's
+    # start-up (ray.py, "run times"): 4.1 s early measured on the 2-core VM at load 16.
+    start_tolerance_s = 10.0
+
     def test_failure_reports_the_exit_code(self, make_executor: MakeExecutor, engine_timeout: float) -> None:
         """As the shared case, except that Ray merges stderr into stdout (a declared capability gap)."""
         ex = make_executor()

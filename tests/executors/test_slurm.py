@@ -23,7 +23,14 @@ from tests.executors.contract import (
     wait_until,
 )
 from tests.executors.slurm_cluster import ClusterStartError, SlurmCluster, start_cluster
-from yungu.adapters.executors.slurm import SlurmConfig, SlurmExecutor, parse_sacct, parse_squeue
+from yungu.adapters.executors.slurm import (
+    SlurmConfig,
+    SlurmExecutor,
+    _read_epoch,
+    parse_sacct,
+    parse_scontrol_times,
+    parse_squeue,
+)
 from yungu.ports.executor import ExecError, ExecErrorCode, ExecPhase, ExecStatus
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -186,6 +193,22 @@ def test_sacct_rows_parse_exit_codes_and_signals() -> None:
     assert (rows["21"].state, rows["21"].exit_code) == ("COMPLETED", 0)
     assert (rows["22"].state, rows["22"].exit_code) == ("FAILED", 3)
     assert (rows["23"].state, rows["23"].exit_code) == ("CANCELLED", 128 + 15)
+
+
+def test_scontrol_and_wrapper_times_parse(tmp_path: Path) -> None:
+    text = ("JobId=31 JobName=yungu-a.1 JobState=COMPLETED Reason=None StartTime=1795357776 "
+            "EndTime=1795357780 Deadline=N/A\n")
+    start, end = parse_scontrol_times(text)
+    assert start is not None and end is not None and (end - start).total_seconds() == 4
+    assert parse_scontrol_times("JobId=32 StartTime=Unknown EndTime=Unknown") == (None, None)
+    f = tmp_path / "started_at"
+    f.write_text("1795357776.123456789\n")
+    got = _read_epoch(f)
+    assert got is not None and got.timestamp() == 1795357776.123456
+    f.write_text("1795357776.N\n")  # a date(1) without %N
+    assert _read_epoch(f) is not None and _read_epoch(f).microsecond == 0  # type: ignore[union-attr]
+    f.write_text("")
+    assert _read_epoch(f) is None
 
 
 def test_more_gpus_than_any_node_is_rejected_with_slurms_reason(make_executor: MakeExecutor) -> None:

@@ -147,3 +147,83 @@ def test_admission_estimate_uses_the_dearest_eligible_pool() -> None:
     spec = JobSpec("train", "python t.py", resources=Resources(8, 64, 2), replicas=2, estimated_duration_s=1800)
     assert estimate_fen(spec, WORLD) == 2 * 2 * 1250 // 2  # 4 device x 0.5 h x 12.50 CNY = 25.00
     assert estimate_fen(JobSpec("x", "true"), WORLD) is None
+
+
+def test_a_failing_booking_is_parked_alerted_retried_with_back_off_and_never_blocks_the_rest(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from yungu.adapters.ledger.alerts import TableAlerts
+    from yungu.engines.ledger import Outcome, Result
+
+    ledger, usage, _, clock = setup(f"sqlite:///{tmp_path / 'b.db'}")
+    alerts = TableAlerts(ledger.engine)
+    failing = {"usage:job0000.0"}  # the first row in id order: today it would block every other
+
+    class Flaky:  # the real ledger, refusing one usage's entry until "the operator fixes it"
+        def __getattr__(self, name: str) -> object:
+            return getattr(ledger, name)
+
+        def submit(self, transfers, *, linked=False):  # type: ignore[no-untyped-def]
+            if any(t.ref in failing for t in transfers):
+                return [Outcome(t.id, Result.UNKNOWN_ACCOUNT, "receivable missing") for t in transfers]
+            return ledger.submit(transfers, linked=linked)
+
+    loop = BillingLoop(Flaky(), usage, WORLD, clock, alerts=alerts)  # type: ignore[arg-type]
+    jobs = march_jobs(6)
+    loop.meter(jobs)
+    assert loop.book_due() == 5  # the others book at once
+    [parked] = usage.unbooked()
+    assert parked.usage.id == "usage:job0000.0" and parked.attempts == 1 and "unknown_account" in parked.error
+    [alert] = alerts.open_alerts("billing_unbooked")
+    assert alert["subject"] == parked.usage.id and "receivable missing" in str(alert["message"])
+    assert loop.book_due() == 0 and usage.unbooked()[0].attempts == 1  # not due before its back-off
+    clock.advance(5)
+    assert loop.book_due() == 0 and usage.unbooked()[0].attempts == 2  # retried, 10 s next
+    clock.advance(5)
+    assert loop.book_due() == 0 and usage.unbooked()[0].attempts == 2
+    failing.clear()
+    clock.advance(5)
+    assert loop.book_due() == 1 and usage.unbooked() == []
+    assert alerts.open_alerts("billing_unbooked") == []  # resolved once booked
+    loop.close_period("2026-03")
+    check_books(ledger, usage, jobs, 5_000_00)
+    assert replace(parked, attempts=0).usage == parked.usage
+
+
+def test_a_world_whose_providers_have_only_display_names_books_into_derived_ids(tmp_path: Path) -> None:
+    """The shape of every shipped site before provider ids were declared: a name with a space."""
+    from dataclasses import replace
+
+    from yungu.adapters.config import parse_config
+    from yungu.domain.catalogue import Catalogue
+
+    doc = {"executor": {"local": {"type": "local"}},
+           "region": [{"id": "bj", "name": "Beijing"}],
+           "site": [{"id": "bj-1", "region": "bj", "name": "B1", "provider": "Acme IDC 北京", "lat": 0, "lon": 0},
+                    {"id": "bj-2", "region": "bj", "name": "B2", "provider": "北京云", "lat": 0, "lon": 0}],
+           "pool": [{"id": "bj-1/a100", "site": "bj-1", "compute_class": "intelligent", "nodes": 4,
+                     "cpus_per_node": 64, "memory_gb_per_node": 512, "accelerator": "A100",
+                     "accelerators_per_node": 8, "price_cny_per_device_hour": "12.50"}]}
+    from yungu.adapters.config import load_catalogue
+
+    cat: Catalogue = load_catalogue()
+    world = parse_config(doc, "test.toml", cat).world
+    assert [s.provider_id for s in world.sites] == ["acme-idc", "bj-2"]
+    ledger, usage, _, clock = setup(f"sqlite:///{tmp_path / 'b.db'}")
+    loop = BillingLoop(ledger, usage, replace(world, platform_id="yungu-test"), clock)
+    loop.run_once(march_jobs(3))
+    assert all(r.booked for r in usage.usage())
+    assert ledger.account(receivable("acme-idc"))[0].name == "Acme IDC 北京 receivable"
+
+
+def test_a_provider_id_that_cannot_key_an_account_is_refused_at_load() -> None:
+    from yungu.adapters.config import load_catalogue, parse_config
+    from yungu.domain.errors import InvalidInput
+
+    doc = {"executor": {"local": {"type": "local"}}, "region": [{"id": "bj", "name": "Beijing"}],
+           "site": [{"id": "bj-1", "region": "bj", "name": "B1", "provider": "Acme", "provider_id": "Acme IDC",
+                     "lat": 0, "lon": 0}],
+           "pool": [{"id": "p", "site": "bj-1", "compute_class": "general", "nodes": 1, "cpus_per_node": 1,
+                     "memory_gb_per_node": 1}]}
+    with pytest.raises(InvalidInput, match="provider_id 'Acme IDC'"):
+        parse_config(doc, "test.toml", load_catalogue())

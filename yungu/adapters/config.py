@@ -17,7 +17,7 @@ from typing import Any
 from yungu.domain.catalogue import Catalogue, Precision, parse_catalogue
 from yungu.domain.errors import InvalidInput
 from yungu.domain.job import Objective
-from yungu.domain.world import ComputeClass, Pool, Region, Site, World
+from yungu.domain.world import PROVIDER_ID, ComputeClass, Pool, Region, Site, World
 from yungu.engines.energy.signals import ForecastErrorModel
 from yungu.engines.scheduler.green import PolicyConfig, TenantPolicy
 
@@ -86,12 +86,16 @@ def parse_config(doc: Mapping[str, Any], source: str, catalogue: Catalogue) -> P
             pue = float(s.get("pue", 1.3))
             if not 1.0 <= pue <= 3.0:
                 raise InvalidInput(f"{where}: PUE must be between 1.0 and 3.0, got {pue}")
+            provider_id = str(s.get("provider_id", ""))
+            if provider_id and not PROVIDER_ID.match(provider_id):
+                raise InvalidInput(f"{where}: provider_id {provider_id!r} must be 1..64 of [a-z0-9._-], "
+                                   "starting with a letter or digit (it keys the provider's ledger account)")
             sites.append(Site(
                 id=s["id"], region_id=s["region"], name=s["name"], name_zh=s.get("name_zh", s["name"]),
                 provider=s.get("provider", ""), lat=float(s["lat"]), lon=float(s["lon"]), pue=pue,
                 electricity_price_cny_per_kwh=_dec(s.get("electricity_price_cny_per_kwh", "0.5"), where),
                 executor=executor, energy_feed=s.get("energy_feed"),
-                green_contract_share=float(s.get("green_contract_share", 0.0)),
+                green_contract_share=float(s.get("green_contract_share", 0.0)), provider_id=provider_id,
             ))
         site_ids = {s.id for s in sites}
         for p in doc.get("pool", []):
@@ -124,6 +128,12 @@ def parse_config(doc: Mapping[str, Any], source: str, catalogue: Catalogue) -> P
             raise InvalidInput(f"{source}: duplicate {kind} ids: {sorted(dupes)}")
     if not pools:
         raise InvalidInput(f"{source}: no pools defined")
+    names: dict[str, str] = {}
+    for site in sites:  # one provider id is one company: it may not carry two display names
+        other = names.setdefault(site.provider_id, site.provider)
+        if other != site.provider:
+            raise InvalidInput(f"{source}: site {site.id!r}: provider_id {site.provider_id!r} is already used by "
+                               f"provider {other!r}; give each provider its own provider_id")
     world = World(
         platform_id=str(platform.get("id", "yungu")),
         platform_name=str(platform.get("name", "Yungu")),

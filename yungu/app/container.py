@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +25,8 @@ from yungu.adapters.system import Ids, SystemClock
 from yungu.api.routes.ledger import services as ledger_services
 from yungu.api.routes.telemetry import telemetry_store
 from yungu.app import tokens as tokens_wiring  # issue 14: the token service
-from yungu.control.billing import BillingLoop, budget_admission, release_unused
+from yungu.control.billing_runner import BillingRunner
+from yungu.control.budgets import BudgetEnforcer, LoopJobs, budget_admission, release_unused
 from yungu.control.reconciler import Reconciler
 from yungu.domain.catalogue import Catalogue
 from yungu.domain.clock import Clock
@@ -103,7 +103,15 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
     reconciler.on_transition = release_unused(ledger.budgets)
     reconciler.reservations = lambda now: [(r.tenant_id, r.pool_id, r.devices)
                                            for r in ledger.market.reservations_at(now)]
-    c.extras["billing_runner"] = runner = BillingRunner(c, ledger.loop)
+    enforcer = BudgetEnforcer(ledger.budgets, LoopJobs(store, clock, reconciler.wake), config.world, clock)
+
+    def housekeeping(now: datetime) -> None:  # telemetry rollups and retention, about once a minute
+        tstore = telemetry_store(c)
+        tstore.rollup(now)
+        tstore.enforce_retention(now)
+
+    c.extras["billing_runner"] = runner = BillingRunner(store, ledger.loop, clock, housekeeping, enforcer,
+                                                        hooks=lambda: c.extras.get("billing_hooks", ()))
     c.extras["submit_batcher"] = SubmitBatcher(store)
     c.extras["federation"] = fed = Federation(FederationDeps(  # issue 12: peers as executors, offers as pools
         me=config.world.platform_id, name=config.world.platform_name, world=config.world, catalogue=catalogue,
@@ -118,53 +126,3 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
         reconciler.start()
         runner.start()
     return c
-
-
-class BillingRunner:
-    """Housekeeping: meters finished jobs and books their usage every few seconds (idempotent
-    by usage id, so a restart that meters the same jobs again books nothing twice), and about
-    once a minute folds telemetry into rollups and applies retention."""
-
-    def __init__(self, c: Container, loop: BillingLoop, interval_s: float = 5.0) -> None:
-        self.c, self.loop, self.interval_s = c, loop, interval_s
-        self._since: datetime | None = None  # first pass after a start rescans everything
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="yungu-billing", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=10)
-
-    def run_once(self) -> tuple[int, int, int]:
-        jobs = self.c.store.finished_since(self._since)
-        for hook in self.c.extras.get("billing_hooks", ()):  # e.g. token usage -> usage records
-            try:
-                hook()
-            except Exception:
-                log.exception("billing hook %s failed", getattr(hook, "__qualname__", hook))
-        out = self.loop.run_once(jobs)
-        if jobs:
-            # Keep the last instant: jobs finishing in the same instant are seen again (harmless).
-            self._since = jobs[-1].finished_at
-        return out
-
-    def _run(self) -> None:
-        passes = 0
-        while not self._stop.wait(self.interval_s):
-            passes += 1
-            try:
-                self.run_once()
-            except Exception:  # a bug: log it and keep the platform serving
-                log.exception("billing pass failed")
-            if passes % 12 == 0:  # about once a minute: telemetry rollups and retention
-                try:
-                    store = telemetry_store(self.c)
-                    now = self.c.clock.now()
-                    store.rollup(now)
-                    store.enforce_retention(now)
-                except Exception:
-                    log.exception("telemetry housekeeping failed")

@@ -1,4 +1,4 @@
-"""Metering -> rating -> booking -> invoicing, and budgets at admission.
+"""Metering -> rating -> booking -> invoicing.
 
 Exactly-once by construction, not by care: every id is derived from the job attempt
 (``usage:<job>.<attempt>``), so a retry after a crash at any point re-derives the same usage
@@ -8,178 +8,91 @@ and period. The loop is therefore safe to kill -9 and restart at any point.
 
 Steps (each a separate, atomic, re-runnable transaction):
 
-1. **meter**: a finished job attempt becomes a usage record, rated at its pool's posted price.
+1. **meter**: a finished job attempt becomes a usage record, rated at its pool's posted price,
+   over the run's real times (the executor's start and end, recorded by the job loop).
    If the usage's own period is already closed, it is booked into the first open period and
    keeps ``late_from`` as its reference (never lost, never rewritten into a closed invoice).
-2. **book**: one linked ledger entry per usage record: settle the job's budget reservation
-   (post up to the charge; the rest is released), charge any excess to the wallet (or, if the
-   wallet cannot cover it, to the tenant's arrears receivable), then split the charge from
-   escrow to VAT payable, platform commission and the provider's receivable.
+   A job that cannot be metered (its pool left the configuration, bad token labels) is
+   parked, logged and raised as an alert, and retried at the next start.
+2. **book**: one linked ledger entry per usage record (``yungu.engines.ledger.booking``).
+   Before planning it, the loop asks the ledger whether the entry is already there (every
+   leg carries the usage id as ``ref``), so a crash between booking and marking books nothing
+   twice. A row that fails is never silent: it is logged with its reason, raised as an
+   alert, and parked with back-off (5 s, doubling, at most an hour) so it never blocks the
+   rows behind it; it is retried until it books, and the alert resolves when it does.
 3. **invoice**: closing a period issues one invoice per tenant over the usage booked into it.
-
-Budgets: ``reserve`` places a pending transfer ``budget:<job>`` from the tenant's wallet to
-escrow; the wallet's limit is checked under the ledger's row lock, so concurrent admissions
-can never reserve more than the wallet holds.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Protocol
 
+from yungu.control.budgets import Budgets, budget_admission, estimate_fen, release_unused
 from yungu.domain.catalogue import Catalogue
 from yungu.domain.clock import Clock
-from yungu.domain.errors import InvalidInput, NotFound
-from yungu.domain.job import Job, JobSpec, JobState
-from yungu.domain.status import Code, Status
+from yungu.domain.errors import InvalidInput
+from yungu.domain.job import Job, JobState
 from yungu.domain.world import World
-from yungu.engines.ledger import Account, AccountKind, Outcome, Recorded, Result, Transfer, TransferKind
+from yungu.engines.ledger import Account, AccountKind, Result
+from yungu.engines.ledger.accounts import arrears, receivable, sys_account, wallet
+from yungu.engines.ledger.booking import Payer, charged_of, plan_booking
 from yungu.engines.ledger.invoice import Invoice, Party
 from yungu.engines.ledger.rating import (
     DEFAULT_VAT,
     Usage,
+    job_price,
     next_period,
     period_of,
     rate_device_time,
-    split_charge,
+    unit_seconds,
     usage_id,
 )
+from yungu.ports.billing import (
+    AlertPort,
+    Booked,
+    InvoiceBuilder,
+    LedgerPort,
+    MeteringPort,
+    UsagePort,
+    UsageRow,
+)
+
+__all__ = [  # the account helpers and budget names are re-exported for the API and tests
+    "BillingLoop", "Budgets", "UsageRow", "arrears", "budget_admission", "estimate_fen", "meter", "receivable",
+    "release_unused", "sys_account", "wallet",
+]
 
 log = logging.getLogger("yungu.billing")
 
-BUDGET_TIMEOUT_S = 30 * 86400  # an admission that never settles is released after 30 days
+RETRY_S = 5.0  # a failed booking is retried after 5 s, then 10, 20, ... at most an hour
+MAX_RETRY_S = 3600.0
+ALERT_BOOKING = "billing_unbooked"
+ALERT_METERING = "billing_unmetered"
+ALERT_OVERRUN = "budget_overrun"
 
-
-class LedgerPort(Protocol):
-    def submit(self, transfers: Sequence[Transfer], *, linked: bool = False) -> list[Outcome]: ...
-    def open_accounts(self, accounts: Sequence[Account]) -> list[Outcome]: ...
-    def get_transfer(self, transfer_id: str) -> Recorded: ...
-
-
-@dataclass(frozen=True)
-class UsageRow:
-    usage: Usage
-    gross: int
-    usage_period: str
-    booked_period: str
-    late_from: str
-    booked: bool
-    invoice_id: str | None
-    spec: str = ""
-
-
-class UsagePort(Protocol):
-    def add_usage(self, rows: Sequence[UsageRow]) -> int: ...
-    def unbooked(self, limit: int) -> list[UsageRow]: ...
-    def mark_booked(self, usage_ids: Sequence[str]) -> None: ...
-    def closed_periods(self) -> set[str]: ...
-    def close_period(self, period: str) -> None: ...
-    def tenants_to_invoice(self, period: str) -> list[str]: ...
-    def issue_invoice(self, tenant_id: str, period: str, build: InvoiceBuilder) -> Invoice | None: ...
-
-
-class InvoiceBuilder(Protocol):
-    def __call__(self, number: str, rows: Sequence[UsageRow]) -> Invoice: ...
-
-
-def wallet(tenant_id: str) -> str:
-    return f"tenant:{tenant_id}:wallet"
-
-
-def arrears(tenant_id: str) -> str:
-    return f"tenant:{tenant_id}:arrears"
-
-
-def receivable(provider: str) -> str:
-    return f"provider:{provider}:receivable"
-
-
-def sys_account(name: str, currency: str = "CNY") -> str:
-    return f"sys:{currency.lower()}:{name}"
-
-
-# --- budgets -------------------------------------------------------------------------
-
-def estimate_fen(spec: JobSpec, world: World) -> int | None:
-    """A conservative cost estimate for admission: the estimated duration on the dearest pool
-    the job may land on (its pinned pool, else any pool). None when no duration is given."""
-    if spec.estimated_duration_s is None:
-        return None
-    pools = [world.pool(spec.pool)] if spec.pool else list(world.pools)
-    if spec.resources.accelerators:
-        units = spec.resources.accelerators * spec.replicas
-        price = max((p.price_cny_per_device_hour for p in pools if p.accelerators_per_node), default=Decimal(0))
-    else:
-        units = spec.resources.cpus * spec.replicas
-        price = max((p.price_cny_per_cpu_hour for p in pools), default=Decimal(0))
-    return rate_device_time(spec.estimated_duration_s * units, price)
-
-
-class Budgets:
-    """The admission-time budget check: ``reserve`` / ``settle`` / ``release`` by job id."""
-
-    def __init__(self, ledger: LedgerPort, currency: str = "CNY") -> None:
-        self.ledger = ledger
-        self.currency = currency
-
-    def reserve(self, tenant_id: str, job_id: str, estimated_fen: int) -> Status:
-        t = Transfer(f"budget:{job_id}", wallet(tenant_id), sys_account("escrow", self.currency), estimated_fen,
-                     self.currency, TransferKind.PENDING, timeout_s=BUDGET_TIMEOUT_S, ref=f"job:{job_id}",
-                     memo="budget reservation at admission")
-        out = self.ledger.submit([t])[0]
-        if out.ok:
-            return Status.success("budget")
-        if out.result is Result.EXCEEDS_LIMIT:
-            return Status(Code.UNSCHEDULABLE, (f"预算不足 budget exhausted: {out.detail}",), "budget")
-        return Status(Code.ERROR, (f"{out.result.value}: {out.detail}",), "budget")
-
-    def settle(self, job_id: str, actual_fen: int) -> Status:
-        """Post up to the actual cost; the rest of the reservation is released."""
-        try:
-            pending = self.ledger.get_transfer(f"budget:{job_id}")
-        except NotFound:  # nothing was reserved for this job
-            return Status(Code.SKIP, ("no reservation",), "budget")
-        amount = min(actual_fen, pending.amount)
-        kind = TransferKind.POST if amount > 0 else TransferKind.VOID
-        t = Transfer(f"budget:{job_id}:settle", "", "", amount, self.currency, kind, pending_id=f"budget:{job_id}",
-                     ref=f"job:{job_id}")
-        out = self.ledger.submit([t])[0]
-        return Status.success("budget") if out.ok else Status(Code.ERROR, (out.result.value, out.detail), "budget")
-
-    def release(self, job_id: str) -> Status:
-        t = Transfer(f"budget:{job_id}:settle", "", "", 0, self.currency, TransferKind.VOID,
-                     pending_id=f"budget:{job_id}", ref=f"job:{job_id}")
-        out = self.ledger.submit([t])[0]
-        if out.ok:
-            return Status.success("budget")
-        return Status(Code.SKIP, (out.result.value, out.detail), "budget")
-
-
-# --- the loop ---------------------------------------------------------------------------
 
 def meter(job: Job, world: World, catalogue: Catalogue | None, closed: set[str]) -> UsageRow | None:
-    """A finished job attempt -> its rated usage record (None if it never held devices)."""
+    """A finished job attempt -> its rated usage record (None if it never ran).
+
+    Raises ``KeyError`` (pool not in the world) or ``InvalidInput`` (bad labels): the caller
+    parks the job and raises an alert.
+    """
     if job.state not in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED):
         return None
     if job.allocation is None or job.started_at is None or job.finished_at is None:
         return None
     if "/" in job.allocation.pool_id:  # a peer's pool (issue 12): booked from the peer's signed usage receipt
         return None
-    try:
-        pool = world.pool(job.allocation.pool_id)
-    except KeyError:
-        # The pool left the configuration: keep the job unmetered (it is retried every pass)
-        # rather than guessing a price; the operator sees it in the log.
-        log.warning("job %s ran on unknown pool %s: not metered", job.id, job.allocation.pool_id)
-        return None
+    pool = world.pool(job.allocation.pool_id)
     site = world.site(pool.site_id)
-    seconds = max(0, int((job.finished_at - job.started_at).total_seconds()))
-    devices = job.allocation.devices or len(job.allocation.replicas) * job.allocation.cpus_per_replica
-    dev_s = seconds * devices
+    units, price = job_price(job, world)
+    ended = max(job.finished_at, job.started_at)  # an executor's clock may step back a little
+    dev_s = unit_seconds(job.started_at, ended, units)
     rel = Decimal("1")
     power_w = Decimal("0")
     if catalogue is not None and pool.accelerator:
@@ -191,15 +104,11 @@ def meter(job: Job, world: World, catalogue: Catalogue | None, closed: set[str])
             pass
     cu = (Decimal(dev_s) / 3600 * rel).quantize(Decimal("0.000001"))
     kwh = (Decimal(dev_s) / 3600 * power_w / 1000 * Decimal(str(site.pue))).quantize(Decimal("0.000001"))
-    tokens_in = int(job.spec.labels.get("tokens_in", "0") or 0) if job.spec.labels else 0
-    tokens_out = int(job.spec.labels.get("tokens_out", "0") or 0) if job.spec.labels else 0
-    u = Usage(usage_id(job.id, job.attempt), job.tenant_id, job.id, pool.id, site.provider, job.started_at,
-              job.finished_at, dev_s, cu, kwh, tokens_in, tokens_out)
+    u = Usage(usage_id(job.id, job.attempt), job.tenant_id, job.id, pool.id, site.provider_id, job.started_at,
+              ended, dev_s, cu, kwh, _tokens(job, "tokens_in"), _tokens(job, "tokens_out"))
     u.validate()
-    # Accelerator pools price device-hours; CPU-only pools price CPU-hours.
-    price = pool.price_cny_per_device_hour if job.allocation.devices else pool.price_cny_per_cpu_hour
     gross = rate_device_time(dev_s, price)
-    up = period_of(job.finished_at)
+    up = period_of(ended)
     booked = up
     while booked in closed:
         booked = next_period(booked)
@@ -207,95 +116,187 @@ def meter(job: Job, world: World, catalogue: Catalogue | None, closed: set[str])
                     f"{pool.id} {pool.accelerator or 'cpu'}")
 
 
-def booking_entry(row: UsageRow, reserved: int | None, excess_from: str, currency: str = "CNY") -> list[Transfer]:
-    """The linked ledger entry that books one usage record (ids derived from the usage id)."""
-    u = row.usage
-    uid = u.id
-    escrow = sys_account("escrow", currency)
-    out: list[Transfer] = []
-    posted = 0
-    if reserved is not None:
-        posted = min(row.gross, reserved)
-        kind = TransferKind.POST if posted > 0 else TransferKind.VOID
-        out.append(Transfer(f"budget:{u.job_id}:settle", "", "", posted, currency, kind,
-                            pending_id=f"budget:{u.job_id}", ref=f"job:{u.job_id}"))
-    excess = row.gross - posted
-    if excess > 0:
-        out.append(Transfer(f"{uid}:charge", excess_from, escrow, excess, currency, ref=uid, memo="usage charge"))
-    s = split_charge(row.gross, DEFAULT_VAT)
-    for suffix, account, amount in (("vat", sys_account("vat", currency), s.tax),
-                                    ("fee", sys_account("revenue", currency), s.commission),
-                                    ("provider", receivable(u.provider), s.provider)):
-        if amount > 0:
-            out.append(Transfer(f"{uid}:{suffix}", escrow, account, amount, currency, ref=uid))
-    return out
+def _tokens(job: Job, label: str) -> int:
+    raw = (job.spec.labels or {}).get(label, "") or "0"
+    if not raw.isascii() or not raw.isdigit():
+        raise InvalidInput(f"job {job.id}: label {label}={raw!r} is not a whole number of tokens")
+    return int(raw)
+
+
+@dataclass
+class Metered:
+    added: int = 0  # new usage records
+    done: list[str] = field(default_factory=list)  # jobs metered (or with nothing to meter)
+    parked: dict[str, str] = field(default_factory=dict)  # job -> why it could not be metered
 
 
 class BillingLoop:
     def __init__(self, ledger: LedgerPort, usage: UsagePort, world: World, clock: Clock,
                  catalogue: Catalogue | None = None, seller: Party | None = None,
-                 buyers: Callable[[str], Party] | None = None, currency: str = "CNY") -> None:
+                 buyers: Callable[[str], Party] | None = None, currency: str = "CNY",
+                 is_prepaid: Callable[[str], bool] | None = None, alerts: AlertPort | None = None) -> None:
         self.ledger, self.usage, self.world, self.clock = ledger, usage, world, clock
         self.catalogue = catalogue
         self.currency = currency
         self.seller = seller or Party(world.platform_name, "")
         self.buyers = buyers or (lambda tenant_id: Party(tenant_id, ""))  # name + 统一社会信用代码 per tenant
+        self.is_prepaid = is_prepaid or (lambda tenant_id: False)
+        self.alerts = alerts
+        self.budgets = Budgets(ledger, currency)
+        self._lock = threading.Lock()  # one pass at a time (the runner and POST /billing/run)
+
+    # --- metering -------------------------------------------------------------------
+    def meter_jobs(self, jobs: Iterable[Job]) -> Metered:
+        with self._lock:
+            return self._meter_jobs(jobs)
+
+    def _meter_jobs(self, jobs: Iterable[Job]) -> Metered:
+        closed = self.usage.closed_periods()
+        out = Metered()
+        rows = []
+        for j in jobs:
+            try:
+                row = meter(j, self.world, self.catalogue, closed)
+            except (KeyError, InvalidInput) as exc:
+                why = (f"pool {exc.args[0]!r} is not in the configuration" if isinstance(exc, KeyError)
+                       else str(exc))
+                out.parked[j.id] = why
+                log.error("job %s not metered: %s", j.id, why)
+                self._alert(ALERT_METERING, j.id, "critical", f"作业未计量 job {j.id} (tenant {j.tenant_id}) could not "
+                            f"be metered: {why}; it is retried at the next start")
+                continue
+            if row is not None:
+                rows.append(row)
+            out.done.append(j.id)
+        out.added = self.usage.add_usage(rows) if rows else 0
+        return out
 
     def meter(self, jobs: Iterable[Job]) -> int:
-        closed = self.usage.closed_periods()
-        rows = [r for j in jobs if (r := meter(j, self.world, self.catalogue, closed)) is not None]
-        return self.usage.add_usage(rows) if rows else 0
+        """Meter these jobs (new usage records only); returns how many records were new."""
+        return self.meter_jobs(jobs).added
 
+    def meter_from(self, source: MeteringPort, batch: int = 1000) -> int:
+        """Meter every finished job the store has not marked, in batches; returns new records."""
+        added = 0
+        while True:
+            jobs = source.unmetered(batch)
+            if not jobs:
+                return added
+            m = self.meter_jobs(jobs)
+            source.mark_metered(m.done, list(m.parked))
+            added += m.added
+            if len(jobs) < batch:
+                return added
+
+    # --- booking --------------------------------------------------------------------
     def book(self, limit: int = 500) -> int:
-        rows = self.usage.unbooked(limit)
-        done: list[str] = []
-        providers = sorted({r.usage.provider for r in rows})
+        """Book one batch of due usage records; returns how many were booked."""
+        return self._book_batch(limit)[1]
+
+    def book_due(self, limit: int = 500) -> int:
+        """Book every due usage record (parked ones wait for their retry time)."""
+        total = 0
+        while True:
+            handled, booked = self._book_batch(limit)
+            total += booked
+            if handled < limit:
+                return total
+
+    def _book_batch(self, limit: int) -> tuple[int, int]:
+        with self._lock:
+            now = self.clock.now()
+            rows = self.usage.due(limit, now)
+            if not rows:
+                return 0, 0
+            self._open_accounts(rows)
+            done: list[Booked] = []
+            for row in rows:
+                result: Booked | str
+                try:
+                    result = self._book_one(row)
+                except Exception as exc:  # a bug or the database: park the row, keep the others going
+                    log.exception("booking %s failed", row.usage.id)
+                    result = f"internal error: {type(exc).__name__}"
+                if isinstance(result, Booked):
+                    done.append(result)
+                    if row.attempts:
+                        self._resolve(ALERT_BOOKING, row.usage.id)
+                    if result.written_off:
+                        self._overrun(row, result)
+                else:
+                    self._park(row, result, now)
+            if done:
+                self.usage.mark_booked(done)
+            return len(rows), len(done)
+
+    def _provider(self, name_or_id: str) -> str:
+        """The provider's stable id: usage from other areas (token batches) may carry a site's
+        display name; one that names no site (a peer's provider id) is kept as it is."""
+        return self.world.provider_id_of(name_or_id) or name_or_id
+
+    def _open_accounts(self, rows: Sequence[UsageRow]) -> None:
+        providers = sorted({self._provider(r.usage.provider) for r in rows})
         tenants = sorted({r.usage.tenant_id for r in rows})
         self.ledger.open_accounts(
-            [Account(receivable(p), AccountKind.PROVIDER_RECEIVABLE, self.currency, None, p, "provider receivable")
-             for p in providers]
+            [Account(receivable(p), AccountKind.PROVIDER_RECEIVABLE, self.currency, None, p,
+                     f"{self.world.provider_name(p)} receivable") for p in providers]
             + [Account(wallet(t), AccountKind.TENANT_WALLET, self.currency, 0, t, "wallet") for t in tenants]
             + [Account(arrears(t), AccountKind.TENANT_ARREARS, self.currency, None, t, "arrears") for t in tenants])
-        for row in rows:
-            if row.gross == 0:  # nothing to charge, but a budget reservation must not linger
-                self._release_reservation(row.usage.job_id)
-                done.append(row.usage.id)
-            elif self._book_one(row):
-                done.append(row.usage.id)
-        if done:
-            self.usage.mark_booked(done)
-        return len(done)
 
-    def _release_reservation(self, job_id: str) -> None:
-        """Void the job's admission reservation (same id as ``Budgets.release``: idempotent)."""
-        self.ledger.submit([Transfer(f"budget:{job_id}:settle", "", "", 0, self.currency, TransferKind.VOID,
-                                     pending_id=f"budget:{job_id}", ref=f"job:{job_id}")])
+    def _book_one(self, row: UsageRow) -> Booked | str:
+        """Book one usage record; a ``Booked`` or why it could not be booked (nothing changed)."""
+        u = row.usage
+        legs = self.ledger.by_ref(u.id)
+        if legs:  # booked before a crash (or by a concurrent pass): the entry stands as it is
+            charged = charged_of([r.transfer for r in legs])
+            return Booked(u.id, charged, max(0, row.gross - charged))
+        prepaid = self.is_prepaid(u.tenant_id)
+        why = ""
+        for _attempt in range(3):  # the wallet or the holds may change under us: plan again
+            payer = Payer(wallet(u.tenant_id), self.budgets.room(u.tenant_id), "" if prepaid else arrears(u.tenant_id))
+            plan = plan_booking(u.id, u.job_id, row.gross, self.budgets.holds(u.job_id), payer,
+                                self._provider(u.provider), self.currency)
+            outs = self.ledger.submit(list(plan.transfers), linked=True) if plan.transfers else []
+            if all(o.ok for o in outs):
+                return Booked(u.id, plan.charged, plan.written_off)
+            bad = next((o for o in outs if not o.ok and o.result is not Result.LINKED_FAILED), outs[0])
+            why = f"{bad.id}: {bad.result.value}" + (f" ({bad.detail})" if bad.detail else "")
+            if bad.result not in (Result.EXCEEDS_LIMIT, Result.PENDING_ALREADY_CLOSED, Result.PENDING_NOT_FOUND):
+                break
+        return why
 
-    def _book_one(self, row: UsageRow) -> bool:
-        reserved: int | None
+    def _park(self, row: UsageRow, why: str, now: datetime) -> None:
+        attempts = row.attempts + 1
+        retry_at = now + timedelta(seconds=min(MAX_RETRY_S, RETRY_S * 2 ** (attempts - 1)))
+        self.usage.park(row.usage.id, why, retry_at)
+        log.error("usage %s (tenant %s, %s fen) not booked, attempt %d, retry at %s: %s", row.usage.id,
+                  row.usage.tenant_id, row.gross, attempts, retry_at.isoformat(), why)
+        self._alert(ALERT_BOOKING, row.usage.id, "critical",
+                    f"计费入账失败 usage {row.usage.id} of tenant {row.usage.tenant_id} could not be booked "
+                    f"(attempt {attempts}; next try {retry_at.isoformat()}): {why}")
+
+    def _overrun(self, row: UsageRow, b: Booked) -> None:
+        log.warning("usage %s: %s fen over the prepaid budget written off", row.usage.id, b.written_off)
+        self._alert(ALERT_OVERRUN, row.usage.id, "warning",
+                    f"预付超支核销 job {row.usage.job_id} of prepaid tenant {row.usage.tenant_id} ran past its budget; "
+                    f"{b.written_off} fen were not charged (the platform pays the provider's share)")
+
+    def _alert(self, kind: str, subject: str, severity: str, message: str) -> None:
+        if self.alerts is None:
+            return
         try:
-            pending = self.ledger.get_transfer(f"budget:{row.usage.job_id}")
-            reserved = pending.amount
-        except NotFound:  # the job was admitted without a budget reservation
-            reserved = None
-        for excess_from in (wallet(row.usage.tenant_id), arrears(row.usage.tenant_id)):
-            entry = booking_entry(row, reserved, excess_from, self.currency)
-            outs = self.ledger.submit(entry, linked=True)
-            if all(o.ok for o in outs):
-                return True
-            failed = [o for o in outs if o.result is not Result.LINKED_FAILED]
-            if failed and failed[0].result is Result.PENDING_ALREADY_CLOSED and reserved is not None:
-                reserved = None  # the reservation expired or was released: charge in full
-                return self._book_one_unreserved(row)
-        return False
+            self.alerts.raise_alert(kind, subject, severity, message, self.clock.now())
+        except Exception:  # the alert is a courtesy: the log line above already says it all
+            log.exception("could not raise alert %s %s", kind, subject)
 
-    def _book_one_unreserved(self, row: UsageRow) -> bool:
-        for excess_from in (wallet(row.usage.tenant_id), arrears(row.usage.tenant_id)):
-            outs = self.ledger.submit(booking_entry(row, None, excess_from, self.currency), linked=True)
-            if all(o.ok for o in outs):
-                return True
-        return False
+    def _resolve(self, kind: str, subject: str) -> None:
+        if self.alerts is not None:
+            try:
+                self.alerts.resolve_alert(kind, subject, self.clock.now())
+            except Exception:
+                log.exception("could not resolve alert %s %s", kind, subject)
 
+    # --- invoicing ------------------------------------------------------------------
     def close_period(self, period: str) -> list[Invoice]:
         """Close a period and invoice every tenant with usage booked into it (idempotent)."""
         self.usage.close_period(period)
@@ -317,55 +318,13 @@ class BillingLoop:
                      if is_token_usage(r.usage) else  # issue 14: token usage is priced per million tokens
                      line_for(r.usage.id, f"{r.usage.id}:charge", r.spec, r.usage.device_seconds, r.gross,
                               DEFAULT_VAT, period, r.late_from) for r in rows if r.gross > 0]
-            return build_invoice(number, period, self.clock.now(), buyer,
-                                 self.seller, lines)
+            return build_invoice(number, period, self.clock.now(), buyer, self.seller, lines)
 
         return build
 
     def run_once(self, jobs: Iterable[Job]) -> tuple[int, int, int]:
-        """One reconcile pass: meter finished jobs, book what is unbooked, expire stale holds."""
+        """One pass over the given jobs: meter them, book what is due, expire stale holds."""
         metered = self.meter(jobs)
-        booked = 0
-        while (n := self.book()) > 0:
-            booked += n
-        expire = getattr(self.ledger, "expire_due", None)
-        expired = len(expire()) if expire else 0
+        booked = self.book_due()
+        expired = len(self.ledger.expire_due())
         return metered, booked, expired
-
-
-def now_of(clock: Clock) -> datetime:
-    return clock.now()
-
-
-def budget_admission(budgets: Budgets, world: World, is_prepaid: Callable[[str], bool]) -> Callable[[Job], Status]:
-    """The admission hook for the job loop.
-
-    Prepaid tenants get the job's estimated cost reserved from their wallet; an exhausted (or
-    never topped-up) wallet holds the job (``UNSCHEDULABLE``) until the wallet is topped up.
-    Post-paid tenants are admitted; their usage is booked and invoiced (arrears if unpaid).
-    Jobs without a duration estimate cannot be priced in advance and are admitted.
-    """
-
-    def check(job: Job) -> Status:
-        if not is_prepaid(job.tenant_id):
-            return Status(Code.SKIP, ("post-paid tenant",), "budget")
-        est = estimate_fen(job.spec, world)
-        if not est:
-            return Status(Code.SKIP, ("no cost estimate",), "budget")
-        st = budgets.reserve(job.tenant_id, job.id, est)
-        if st.code is Code.ERROR and any("unknown_account" in r for r in st.reasons):
-            return Status(Code.UNSCHEDULABLE, ("钱包未充值 the tenant's wallet has not been topped up",), "budget")
-        return st
-
-    return check
-
-
-def release_unused(budgets: Budgets) -> Callable[[list[Job]], None]:
-    """The transition hook: a job that ends without ever running gets its reservation back."""
-
-    def on_transition(jobs: list[Job]) -> None:
-        for j in jobs:
-            if j.state.terminal and j.started_at is None:
-                budgets.release(j.id)
-
-    return on_transition

@@ -28,7 +28,7 @@ from typing import Any
 from yungu.control.capacity import hold_devices, pool_states
 from yungu.domain.catalogue import Catalogue
 from yungu.domain.clock import Clock
-from yungu.domain.job import Event, Job, JobState
+from yungu.domain.job import PLATFORM_STOP, Event, Job, JobState
 from yungu.domain.status import Code, Status
 from yungu.domain.world import World
 from yungu.engines.federation.offers import executor_name, split_remote
@@ -49,6 +49,46 @@ log = logging.getLogger("yungu.control")
 
 ACTIVE = (JobState.SCHEDULED, JobState.DISPATCHED, JobState.RUNNING)
 WAITING = (JobState.PENDING, JobState.QUEUED)
+
+
+def run_times(j: Job, st: ExecStatus, now: datetime) -> tuple[dict[str, datetime], str]:
+    """When the attempt really ran — the executor's own times, never when this loop noticed
+    (a platform restart would otherwise bill its downtime). Returns job fields and a note.
+
+    Where an executor reports no start, a job that surely ran (running, succeeded, or failed
+    with an exit code) is timed from its dispatch — still metered, exactly once — and the
+    event says so; a cancelled or failed job with no sign of having started gets no start
+    (it is not metered, and its budget hold is released).
+    """
+    note = ""
+    started = st.started_at or j.started_at
+    if started is None:
+        if st.phase is ExecPhase.RUNNING:
+            started = now
+            note = "run times: the executor reported no start; timed from when the platform saw it running"
+        elif st.phase is ExecPhase.SUCCEEDED or (st.phase is ExecPhase.FAILED and st.exit_code is not None):
+            started = j.updated_at if j.state is JobState.DISPATCHED else now
+            note = "run times: the executor reported no start; timed from the dispatch"
+    times: dict[str, datetime] = {} if started is None else {"started_at": started}
+    if st.done:
+        finished = st.finished_at
+        if finished is None:
+            finished = now
+            if started is not None:
+                note = (note + "; " if note else "run times: ") + "the executor reported no end; timed to when seen"
+        times["finished_at"] = max(finished, started) if started is not None else finished
+    return times, note
+
+
+def stopping(st: ExecStatus) -> bool:
+    """A cancel the executor has accepted whose processes have not ended yet (it reports the
+    start but no end): the job is still running, and billed, until they do."""
+    return st.phase is ExecPhase.CANCELLED and st.started_at is not None and st.finished_at is None
+
+
+def cancel_reason(j: Job) -> str:
+    """A stop the platform decided (``PLATFORM_STOP``: e.g. a budget ran out) keeps its reason."""
+    return j.reason if j.reason.startswith(PLATFORM_STOP) else "cancelled by request"
 
 
 class Reconciler:
@@ -173,6 +213,7 @@ class Reconciler:
         for j in self._dispatch([j for j in active if j.state is JobState.SCHEDULED] + placed):
             after[j.id] = j
         self._active = {k: j for k, j in after.items() if j.state in ACTIVE}
+        self._cancelling.intersection_update(self._active)  # stops that ended (see ``stopping``)
         return bool(active or placed)
 
     def _record(self, trs: list[Transition]) -> list[Job]:
@@ -208,15 +249,24 @@ class Reconciler:
             return None  # unreachable: keep the job where it is and try again
         p = st.phase
         if p is ExecPhase.RUNNING and j.state is JobState.DISPATCHED:
-            return Transition(j, j.apply(Event.START, now), Event.START)
+            times, note = run_times(j, st, now)
+            return Transition(j, j.apply(Event.START, now, **times), Event.START, note)
         if p is ExecPhase.SUCCEEDED:
-            return Transition(j, j.apply(Event.SUCCEED, now, exit_code=st.exit_code or 0, reason=""), Event.SUCCEED)
+            times, note = run_times(j, st, now)
+            return Transition(j, j.apply(Event.SUCCEED, now, exit_code=st.exit_code or 0, reason="", **times),
+                              Event.SUCCEED, note)
         if p is ExecPhase.FAILED:
             why = st.reason or f"exit code {st.exit_code}"
-            return Transition(j, j.apply(Event.FAIL, now, exit_code=st.exit_code, reason=why), Event.FAIL, why)
+            times, note = run_times(j, st, now)
+            return Transition(j, j.apply(Event.FAIL, now, exit_code=st.exit_code, reason=why, **times), Event.FAIL,
+                              f"{why}; {note}" if note else why)
+        if stopping(st):
+            return None  # cancelled, processes still in their grace period: bill them until they end
         if p is ExecPhase.CANCELLED:
-            return Transition(j, j.apply(Event.CANCEL, now, exit_code=st.exit_code, reason="cancelled by request"),
-                              Event.CANCEL, "cancelled")
+            times, note = run_times(j, st, now)
+            why = cancel_reason(j)
+            return Transition(j, j.apply(Event.CANCEL, now, exit_code=st.exit_code, reason=why, **times),
+                              Event.CANCEL, f"{why}; {note}" if note else why)
         if p is ExecPhase.LOST:
             why = st.reason or "the engine lost the job"
             if j.cancel_requested:
@@ -228,7 +278,7 @@ class Reconciler:
         """Waiting jobs are cancelled at once. Placed ones go through the executor, even when
         only *scheduled*: a crash may have left a launch the store never recorded."""
         now = self.clock.now()
-        trs = [Transition(j, j.apply(Event.CANCEL, now, reason="cancelled by request"), Event.CANCEL, "cancelled by user")
+        trs = [Transition(j, j.apply(Event.CANCEL, now, reason=cancel_reason(j)), Event.CANCEL, cancel_reason(j))
                for j in waiting if j.cancel_requested]
         done = {a.id for a in self._record(trs)}
         for j in active:
@@ -238,6 +288,7 @@ class Reconciler:
         return [j for j in waiting if j.id not in done]
 
     def _cancel_placed(self, job: Job) -> None:
+        stopping_now = False
         try:
             assert job.allocation is not None
             now = self.clock.now()
@@ -245,18 +296,24 @@ class Reconciler:
             if isinstance(st, ExecError) and st.code is not ExecErrorCode.NOT_FOUND:
                 log.warning("cancel of %s failed, will retry: %s", job.id, st.message)
                 return
-            if isinstance(st, ExecStatus) and st.phase in (ExecPhase.SUCCEEDED, ExecPhase.FAILED):
-                tr = self._transition_for(job, st, now)  # it finished first: record the truth
+            if isinstance(st, ExecStatus) and job.state is not JobState.SCHEDULED and (stopping(st) or not st.done):
+                # Asked to stop; its processes run on through their grace period (and are billed):
+                # the observation that sees them gone records the end, at the executor's time.
+                stopping_now = True
+                return
+            if isinstance(st, ExecStatus) and st.phase in (ExecPhase.SUCCEEDED, ExecPhase.FAILED, ExecPhase.CANCELLED):
+                tr = self._transition_for(job, st, now)  # the executor's outcome, with its run times
             else:
                 exit_code = st.exit_code if isinstance(st, ExecStatus) else None
-                tr = Transition(job, job.apply(Event.CANCEL, now, exit_code=exit_code, reason="cancelled by request"),
-                                Event.CANCEL, "cancelled by user")
+                why = cancel_reason(job)
+                tr = Transition(job, job.apply(Event.CANCEL, now, exit_code=exit_code, reason=why), Event.CANCEL, why)
             if tr:
                 self._record([tr])
         except Exception:
             log.exception("cancel of %s failed", job.id)
         finally:
-            self._cancelling.discard(job.id)
+            if not stopping_now:  # a stopping job stays claimed until it leaves the active set
+                self._cancelling.discard(job.id)
             self.wake()
 
     def _admit(self, waiting: list[Job]) -> tuple[list[Transition], list[Job]]:

@@ -108,6 +108,11 @@ TRANSITIONS: Mapping[tuple[JobState, Event], JobState] = {
 }
 
 
+# The reason of a stop the platform itself decided (e.g. a prepaid budget ran out) starts
+# with this; the loop records it on the cancel instead of "cancelled by request".
+PLATFORM_STOP = "平台停止 stopped by the platform: "
+
+
 def next_state(state: JobState, event: Event) -> JobState:
     """The state after ``event``; raises ``InvalidTransition`` if not allowed."""
     try:

@@ -8,6 +8,7 @@ which may later be a peer platform.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
@@ -34,8 +35,27 @@ class Region:
     province: str = ""
 
 
+PROVIDER_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def provider_slug(name: str, fallback: str) -> str:
+    """A stable provider id derived from a display name: "Yungu Horinger" -> "yungu-horinger".
+
+    Names with nothing ASCII to keep (e.g. only Chinese) fall back to ``fallback`` (the site id).
+    """
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:64].rstrip("-")
+    if slug:
+        return slug
+    fb = re.sub(r"[^a-z0-9._-]+", "-", fallback.lower()).strip("-._")[:64]
+    return fb or "provider"
+
+
 @dataclass(frozen=True)
 class Site:
+    """A data centre. ``provider`` is the operating company's display name; ``provider_id`` is
+    its stable id (ledger accounts, usage records, settlement), declared in the config or
+    derived from the name. Renaming a provider never moves its money."""
+
     id: str
     region_id: str
     name: str
@@ -48,6 +68,11 @@ class Site:
     executor: str = "local"
     energy_feed: str | None = None
     green_contract_share: float = 0.0  # market-based: contracted green power share, 0..1
+    provider_id: str = ""  # "" = derived from ``provider`` (or the site id)
+
+    def __post_init__(self) -> None:
+        if not self.provider_id:
+            object.__setattr__(self, "provider_id", provider_slug(self.provider, self.id))
 
 
 @dataclass(frozen=True)
@@ -96,6 +121,20 @@ class World:
             if p.id == pool_id:
                 return p
         raise KeyError(pool_id)
+
+    def provider_name(self, provider_id: str) -> str:
+        """The display name of a provider id (the id itself when no site names it)."""
+        for s in self.sites:
+            if s.provider_id == provider_id:
+                return s.provider or provider_id
+        return provider_id
+
+    def provider_id_of(self, name_or_id: str) -> str | None:
+        """A provider's stable id from its id or its display name; None if no site has it."""
+        for s in self.sites:
+            if name_or_id in (s.provider_id, s.provider):
+                return s.provider_id
+        return None
 
     def region_of_pool(self, pool_id: str) -> str:
         return self.site(self.pool(pool_id).site_id).region_id

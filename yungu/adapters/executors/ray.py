@@ -25,6 +25,12 @@ logs                        ``get_job_logs``: stdout and stderr merged by Ray; w
                             prefix Ray puts on a gang replica's lines
 cancel                      ``stop_job`` (SIGTERM to the entrypoint, SIGKILL after
                             ``RAY_JOB_STOP_WAIT_TIME_S``, 3 s by default)
+run times (billing)         the job info's ``start_time`` and ``end_time`` (ms). Ray has no
+                            "running since": ``start_time`` is when the Jobs server accepted
+                            the job, so it includes the entrypoint's start-up (typically
+                            well under a second on a cluster with room; the platform only
+                            places onto free capacity, so Ray does not queue the job).
+                            A job stopped for its time limit ends when the stop was issued.
 ==========================  ==========================================================
 
 Ray queues a job whose resources no node has forever; so submit compares the request with

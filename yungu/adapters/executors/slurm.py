@@ -16,15 +16,18 @@ accelerators per replica    GRES, ``--gpus-per-task=N`` (``select/cons_tres``)
 time limit                  ``--time`` (whole minutes, rounded up)
 status                      ``squeue`` (one call for all our jobs), then ``sacct`` when
                             accounting is on, then the exit-code file our wrapper writes
+run times (billing)         the wrapper's own start (``started_at``, epoch with ns) and the
+                            exit-code file's mtime; else Slurm's StartTime/EndTime from
+                            ``squeue``/``sacct``, else ``scontrol show job`` (whole seconds)
 logs                        ``--output`` / ``--error`` files in the job directory
 cancel                      ``scancel`` (Slurm sends SIGTERM, then SIGKILL after KillWait)
 ==========================  ==========================================================
 
 Every request gets a directory ``<workdir>/<request id>/`` that must be visible to the
 submitting host and the compute nodes (a shared filesystem on a real cluster): the batch
-script, ``stdout``, ``stderr``, ``exitcode`` (written by the wrapper when the command
-ends), ``slurm_job_id`` and ``cancelled`` (our intent, so a cancel is reported as such
-after Slurm has forgotten the job).
+script, ``stdout``, ``stderr``, ``started_at`` (written by the wrapper when the allocation
+starts it), ``exitcode`` (written by the wrapper when the command ends), ``slurm_job_id`` and
+``cancelled`` (our intent, so a cancel is reported as such after Slurm has forgotten the job).
 
 Idempotency: submit takes an exclusive ``flock`` on the request directory, then looks for
 an earlier submission (recorded job id, a job of that name in ``squeue``, or an exit-code
@@ -384,6 +387,7 @@ class SlurmExecutor(BaseExecutor):
         }
         exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
         exitcode = shlex.quote(str(jdir / "exitcode"))
+        started = shlex.quote(str(jdir / "started_at"))
         if n > 1:
             # One task per replica; --kill-on-bad-exit makes the gang fail as a whole.
             run = ("srun --kill-on-bad-exit=1 --ntasks=\"$YUNGU_REPLICAS\" /bin/sh -c "
@@ -397,6 +401,7 @@ class SlurmExecutor(BaseExecutor):
             "# of the job; the wrapper outlives SIGTERM (a handler, which children do not inherit,\n"
             "# unlike an ignored signal) so it can record how the command ended.\n"
             "trap : TERM\n"
+            f"date +%s.%N > {started}.tmp && mv -f {started}.tmp {started}\n"
             f"{exports}\n"
             f"{run}\n"
             "rc=$?\n"
@@ -480,20 +485,31 @@ class SlurmExecutor(BaseExecutor):
             return {}
         return {r.job_id: r for r in parse_sacct(run.out)}
 
+    def _scontrol_start(self, job_id: str) -> datetime | None:
+        """Slurm's StartTime of a job (kept by slurmctld for MinJobAge after it ends), for a run
+        whose wrapper left no ``started_at`` (written by an older wrapper, or lost)."""
+        if not job_id.isdigit():
+            return None
+        run = self._run(["scontrol", "-o", "show", "job", job_id])
+        if isinstance(run, ExecError) or run.rc != 0:
+            return None
+        return parse_scontrol_times(run.out)[0]
+
     def _from_row(self, rid: str, row: QueueRow) -> ExecStatus:
         """Slurm's view, for a job whose command has left no exit-code file (yet)."""
         ours = _SAFE_ID.match(rid) is not None and (self._dir(rid) / "cancelled").exists()
         state = row.state.split()[0] if row.state else ""
-        base = ExecStatus(rid, ExecPhase.PENDING, native_id=row.job_id, started_at=row.start)
+        started = (_read_epoch(self._dir(rid) / "started_at") if _SAFE_ID.match(rid) else None) or row.start
+        base = ExecStatus(rid, ExecPhase.PENDING, native_id=row.job_id, started_at=started)
         if state in _PENDING_STATES:
-            return replace(base, reason=row.reason if row.reason != "None" else "")
+            return replace(base, reason=row.reason if row.reason != "None" else "", started_at=None)
         if state in _RUNNING_STATES:
             return replace(base, phase=ExecPhase.RUNNING)
         if ours:
             return replace(base, phase=ExecPhase.CANCELLED, exit_code=row.exit_code, reason="cancelled (scancel)",
                            finished_at=row.end)
         if state == "COMPLETED":
-            return _finished(rid, row.job_id, row.exit_code or 0, row.start, row.end)
+            return _finished(rid, row.job_id, row.exit_code or 0, started, row.end)
         if state == "CANCELLED":
             reason = "cancelled outside the platform (scancel by an operator or by Slurm)"
         else:  # FAILED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY, PREEMPTED, BOOT_FAIL, DEADLINE, ...
@@ -510,10 +526,11 @@ class SlurmExecutor(BaseExecutor):
         if code is None:
             return None
         finished = _mtime(ec_path)
+        started = _read_epoch(jdir / "started_at") or self._scontrol_start(job_id)
         if (jdir / "cancelled").exists() and code != 0:
             return ExecStatus(rid, ExecPhase.CANCELLED, exit_code=code, reason="cancelled (scancel)",
-                              native_id=job_id, finished_at=finished)
-        st = _finished(rid, job_id, code, None, finished)
+                              native_id=job_id, started_at=started, finished_at=finished)
+        st = _finished(rid, job_id, code, started, finished)
         if code > 128:
             st = replace(st, reason=f"exited with {code} (killed by signal {code - 128})")
         return st
@@ -630,6 +647,21 @@ def parse_sacct(text: str) -> list[QueueRow]:
                              start=_epoch(start), end=_epoch(end), reason=parts[6] if len(parts) > 6 else "",
                              exit_code=code))
     return rows
+
+
+def parse_scontrol_times(text: str) -> tuple[datetime | None, datetime | None]:
+    """(StartTime, EndTime) from ``scontrol -o show job`` (SLURM_TIME_FORMAT=%s or ISO)."""
+    fields = dict(tok.split("=", 1) for tok in text.split() if "=" in tok)
+    return _epoch(fields.get("StartTime", "")), _epoch(fields.get("EndTime", ""))
+
+
+def _read_epoch(path: Path) -> datetime | None:
+    """An epoch time written by ``date +%s.%N`` (a date without %N writes a literal "N")."""
+    whole, _, frac = _read(path).partition(".")
+    if not whole.isdigit() or int(whole) <= 0:
+        return None
+    return datetime.fromtimestamp(int(whole), UTC).replace(microsecond=int(frac[:6].ljust(6, "0"))
+                                                           if frac[:6].isdigit() else 0)
 
 
 def _finished(rid: str, job_id: str, code: int, start: datetime | None, end: datetime | None) -> ExecStatus:

@@ -31,12 +31,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from yungu.adapters.gateway.store import Batch, TokenStore
 from yungu.adapters.ledger.signing import canonical, public_b64
-from yungu.control.billing import LedgerPort, UsagePort, UsageRow
 from yungu.domain.clock import Clock
 from yungu.domain.errors import InvalidInput
 from yungu.engines.gateway.receipts import TokenReceipt, book_batch, clearing_account, peer_provider
 from yungu.engines.ledger import Account, AccountKind
 from yungu.engines.ledger.rating import Usage, next_period
+from yungu.ports.billing import LedgerPort, UsagePort, UsageRow
 
 
 def usage_row(b: Batch, closed: set[str]) -> UsageRow:

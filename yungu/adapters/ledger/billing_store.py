@@ -1,28 +1,31 @@
-"""Usage records, billing periods and invoices in the SQL store (the billing loop's port).
+"""Usage records, billing periods and invoices in the SQL store (``ports.billing.UsagePort``).
 
 Every write is idempotent: a usage record is inserted only if its id is new; an invoice is
 unique per (tenant, period) and is written in the same transaction that stamps its usage
-lines, so a crash leaves either the whole invoice or none of it.
+lines, so a crash leaves either the whole invoice or none of it. A row whose booking failed
+is parked (``retry_at``, ``book_error``) and is not due again before its retry time, so it
+never holds up the rows behind it.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 
 from yungu.adapters.store.ledger_tables import billing_periods as P
 from yungu.adapters.store.ledger_tables import invoices as I
 from yungu.adapters.store.ledger_tables import usage_records as U
-from yungu.control.billing import InvoiceBuilder, UsageRow
 from yungu.domain.clock import Clock
 from yungu.domain.errors import InvalidInput, NotFound
 from yungu.engines.ledger.invoice import Invoice, invoice_number
 from yungu.engines.ledger.rating import Usage
+from yungu.ports.billing import Booked, InvoiceBuilder, UsageRow
 
 CHUNK = 500
 
@@ -33,7 +36,7 @@ def _row(r: object) -> UsageRow:
               m["device_seconds"], Decimal(m["compute_units"]), Decimal(m["facility_kwh"]), m["tokens_in"],
               m["tokens_out"])
     return UsageRow(u, m["gross"], m["usage_period"], m["booked_period"], m["late_from"], bool(m["booked"]),
-                    m["invoice_id"], m["pool_id"])
+                    m["invoice_id"], m["pool_id"], m["written_off"], m["book_attempts"], m["book_error"])
 
 
 class BillingStore:
@@ -62,20 +65,42 @@ class BillingStore:
                             "facility_kwh": u.facility_kwh, "tokens_in": u.tokens_in, "tokens_out": u.tokens_out,
                             "gross": r.gross, "usage_period": r.usage_period, "booked_period": r.booked_period,
                             "late_from": r.late_from, "transfer_id": f"{u.id}:charge", "booked": 0,
-                            "invoice_id": None, "created_at": now})
+                            "invoice_id": None, "created_at": now, "written_off": 0, "book_attempts": 0,
+                            "book_error": "", "retry_at": None})
             if new:
                 conn.execute(insert(U), new)
                 added = len(new)
         return added
 
-    def unbooked(self, limit: int) -> list[UsageRow]:
+    def due(self, limit: int, now: datetime) -> list[UsageRow]:
+        """Unbooked rows whose (re)try time has come, by id."""
+        q = (select(U).where(U.c.booked == 0, or_(U.c.retry_at.is_(None), U.c.retry_at <= now))
+             .order_by(U.c.id).limit(limit))
+        with self.engine.connect() as conn:
+            return [_row(r) for r in conn.execute(q)]
+
+    def unbooked(self, limit: int = 1000) -> list[UsageRow]:
+        """Every unbooked row, parked ones included (for operators and tests)."""
         with self.engine.connect() as conn:
             return [_row(r) for r in conn.execute(select(U).where(U.c.booked == 0).order_by(U.c.id).limit(limit))]
 
-    def mark_booked(self, usage_ids: Sequence[str]) -> None:
+    _BOOKED = (update(U).where(U.c.id == bindparam("b_id"))
+               .values(booked=1, gross=bindparam("b_gross"), written_off=bindparam("b_off"), book_error="",
+                       retry_at=None))
+
+    def mark_booked(self, booked: Sequence[Booked]) -> None:
+        """Stamp rows booked with what the tenant was charged (gross) and what was written off."""
+        if not booked:
+            return
         with self.engine.begin() as conn:
-            for i in range(0, len(usage_ids), CHUNK):
-                conn.execute(update(U).where(U.c.id.in_(usage_ids[i : i + CHUNK])).values(booked=1))
+            conn.execute(self._BOOKED, [{"b_id": b.usage_id, "b_gross": b.charged, "b_off": b.written_off}
+                                        for b in booked])
+
+    def park(self, usage_id: str, error: str, retry_at: datetime) -> None:
+        """Record a failed booking attempt; the row is due again at ``retry_at``."""
+        with self.engine.begin() as conn:
+            conn.execute(update(U).where(U.c.id == usage_id, U.c.booked == 0)
+                         .values(book_attempts=U.c.book_attempts + 1, book_error=error[:2000], retry_at=retry_at))
 
     def closed_periods(self) -> set[str]:
         with self.engine.connect() as conn:

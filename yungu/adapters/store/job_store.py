@@ -332,6 +332,28 @@ class SqlStore:
         with self.reads.connect() as c:
             return [self._job(r) for r in c.execute(q).all()]
 
+    # ---------------------------------------------------------------- metering (ports.billing.MeteringPort)
+    _FINISHED = (JobState.SUCCEEDED.value, JobState.FAILED.value, JobState.CANCELLED.value)
+
+    def unmetered(self, limit: int) -> list[Job]:
+        """Finished jobs billing has not marked yet, oldest first (a partial index finds them)."""
+        q = (select(t.jobs).where(t.jobs.c.metered == 0, t.jobs.c.finished_at.is_not(None),
+                                  t.jobs.c.state.in_(self._FINISHED))
+             .order_by(t.jobs.c.finished_at, t.jobs.c.id).limit(limit))
+        with self.reads.connect() as c:
+            return [self._job(r) for r in c.execute(q).all()]
+
+    def mark_metered(self, job_ids: Sequence[str], parked: Sequence[str] = ()) -> None:
+        stmt = update(t.jobs).where(t.jobs.c.id == bindparam("b_id")).values(metered=bindparam("b_m"))
+        rows = [{"b_id": j, "b_m": 1} for j in job_ids] + [{"b_id": j, "b_m": 2} for j in parked]
+        if rows:
+            with self.engine.begin() as c:
+                c.execute(stmt, rows)
+
+    def unpark_metering(self) -> None:
+        with self.engine.begin() as c:
+            c.execute(update(t.jobs).where(t.jobs.c.metered == 2).values(metered=0))
+
     def counts(self) -> dict[str, int]:
         with self.reads.connect() as c:
             rows = c.execute(select(t.jobs.c.state, func.count()).group_by(t.jobs.c.state)).all()
@@ -422,9 +444,12 @@ class SqlStore:
         with self.engine.begin() as c:
             c.execute(stmt, [{"b_id": k, "b_reason": v} for k, v in reasons.items()])
 
-    def request_cancel(self, job_id: str, now: datetime) -> Job:
+    def request_cancel(self, job_id: str, now: datetime, reason: str = "") -> Job:
+        """Ask the loop to cancel a job; ``reason`` is a stop the platform decided (it is kept
+        on the job and recorded on the cancel, see ``domain.job.PLATFORM_STOP``)."""
+        values: dict[str, Any] = {"cancel_requested": True, "updated_at": now}
+        if reason:
+            values["reason"] = reason
         with self.engine.begin() as c:
-            c.execute(
-                update(t.jobs).where(t.jobs.c.id == job_id).values(cancel_requested=True, updated_at=now)
-            )
+            c.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(**values))
         return self.get(job_id)

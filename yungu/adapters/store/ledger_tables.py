@@ -73,7 +73,7 @@ usage_records = Table(
     Column("facility_kwh", Amount, nullable=False),
     Column("tokens_in", BigInteger, nullable=False, default=0),
     Column("tokens_out", BigInteger, nullable=False, default=0),
-    Column("gross", BigInteger, nullable=False),  # fen, tax inclusive
+    Column("gross", BigInteger, nullable=False),  # fen, tax inclusive: rated; once booked, what was charged
     Column("usage_period", String(7), nullable=False),
     Column("booked_period", String(7), nullable=False),
     Column("late_from", String(7), nullable=False, default=""),
@@ -81,8 +81,15 @@ usage_records = Table(
     Column("booked", Integer, nullable=False, default=0),
     Column("invoice_id", String(32), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("written_off", BigInteger, nullable=False, default=0),  # fen of a prepaid overrun not charged
+    Column("book_attempts", Integer, nullable=False, default=0),  # failed booking attempts
+    Column("book_error", Text, nullable=False, default=""),  # why the last attempt failed
+    Column("retry_at", UTCDateTime, nullable=True),  # a parked row is not due before then
     Index("ix_usage_records_tenant_period", "tenant_id", "booked_period"),
-    Index("ix_usage_records_booked", "booked"),
+    Index("ix_usage_records_job", "job_id"),
+    # Only unbooked rows are ever looked up by due time: a partial index keeps the rest out.
+    Index("ix_usage_records_due", "retry_at", "id", sqlite_where=text("booked = 0"),
+          postgresql_where=text("booked = 0")),
 )
 
 billing_periods = Table(

@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
 
 from yungu.adapters.store.db import metadata
 from yungu.adapters.store.types import UTCDateTime
@@ -61,10 +72,15 @@ jobs = Table(
     Column("not_before", UTCDateTime, nullable=True),  # deferred by the scheduler until then
     Column("idempotency_key", String(200), nullable=True),
     Column("body_hash", String(64), nullable=True),
+    # Billing's mark (added by migration 0002_ledger): 0 = to meter once finished, 1 = metered
+    # (or nothing to meter), 2 = parked (could not be metered; retried at the next start).
+    Column("metered", Integer, nullable=False, default=0, server_default="0"),
     UniqueConstraint("tenant_id", "idempotency_key", name="uq_jobs_tenant_idem"),
     Index("ix_jobs_state", "state"),
     Index("ix_jobs_state_not_before", "state", "not_before"),
     Index("ix_jobs_tenant_id_id", "tenant_id", "id"),
+    Index("ix_jobs_unmetered", "finished_at", sqlite_where=text("metered = 0 AND finished_at IS NOT NULL"),
+          postgresql_where=text("metered = 0 AND finished_at IS NOT NULL")),
 )
 
 job_events = Table(

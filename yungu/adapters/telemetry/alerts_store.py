@@ -16,6 +16,8 @@ from yungu.domain.ids import uuid7
 from yungu.domain.world import World
 from yungu.engines.energy.alerts import NodeState, PoolLimit, evaluate
 
+RULE_KINDS = ("node_silent", "power_anomaly", "pool_over_capacity")  # what ``evaluate`` raises
+
 
 def pool_limits(world: World, catalogue: Catalogue) -> dict[str, PoolLimit]:
     out = {}
@@ -51,7 +53,9 @@ def refresh(
     with store.engine.begin() as c:
         open_rows = {
             (r.kind, r.subject): r
-            for r in c.execute(select(telemetry_alerts).where(t.resolved_at.is_(None))).all()
+            # Only the kinds these rules raise: other areas' alerts (billing) resolve themselves.
+            for r in c.execute(select(telemetry_alerts).where(t.resolved_at.is_(None),
+                                                              t.kind.in_(RULE_KINDS))).all()
         }
         for key, a in current.items():
             if key in open_rows:

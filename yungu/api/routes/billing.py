@@ -13,7 +13,6 @@ from yungu.api.routes.ledger import STAFF, Reason, audit, money, services
 from yungu.api.schemas import PERIOD_PATTERN, Money
 from yungu.control.billing import UsageRow
 from yungu.domain.errors import Conflict, Forbidden
-from yungu.domain.job import JobState
 from yungu.domain.tenancy import Principal
 from yungu.engines.ledger.invoice import Invoice, InvoiceLine, Party, render_html
 
@@ -28,7 +27,8 @@ def usage_json(r: UsageRow) -> dict[str, Any]:
             "facility_kwh": str(u.facility_kwh), "tokens_in": u.tokens_in, "tokens_out": u.tokens_out,
             "amount": money(r.gross), "usage_period": r.usage_period, "booked_period": r.booked_period,
             "late_from": r.late_from or None, "booked": r.booked, "transfer_id": f"{u.id}:charge",
-            "invoice": r.invoice_id}
+            "invoice": r.invoice_id, "written_off": money(r.written_off), "booking_attempts": r.attempts,
+            "booking_error": r.error or None}
 
 
 class BudgetIn(BaseModel):
@@ -46,9 +46,7 @@ TenantQuery = Query(None, max_length=64)
 @router.post("/billing/run")
 def run(request: Request, p: Principal = Depends(require(*STAFF))) -> dict[str, int]:
     """One metering -> rating -> booking pass over finished jobs (also run by the billing loop)."""
-    c = container(request)
-    jobs = c.store.in_states([JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED])
-    metered, booked, expired = services(c).loop.run_once(jobs)
+    metered, booked, expired = container(request).extras["billing_runner"].run_once()
     return {"metered": metered, "booked": booked, "expired": expired}
 
 

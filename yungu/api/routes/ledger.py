@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from yungu.adapters.ledger.alerts import TableAlerts
 from yungu.adapters.ledger.billing_store import BillingStore
 from yungu.adapters.ledger.market_store import MarketStore
 from yungu.adapters.ledger.store import (
@@ -59,8 +60,9 @@ def services(c: Any) -> LedgerServices:
             return Party(t.name, t.social_credit_code)
 
         seller = Party(c.world.platform_name, getattr(c.config, "social_credit_code", "") or "")
-        loop = BillingLoop(ledger, billing, c.world, c.clock, c.catalogue, seller, buyers)
-        s = c.extras["ledger"] = LedgerServices(ledger, billing, MarketStore(c.engine, c.clock), Budgets(ledger), loop)
+        loop = BillingLoop(ledger, billing, c.world, c.clock, c.catalogue, seller, buyers,
+                           is_prepaid=c.store.is_prepaid, alerts=TableAlerts(c.engine))
+        s = c.extras["ledger"] = LedgerServices(ledger, billing, MarketStore(c.engine, c.clock), loop.budgets, loop)
     return s  # type: ignore[no-any-return]
 
 

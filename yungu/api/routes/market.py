@@ -185,13 +185,14 @@ def sla(request: Request, body: SlaIn, p: Principal = Depends(require(*STAFF))) 
     measured = availability(body.up_seconds, body.total_seconds)
     credit = sla_credit(SlaContract(Decimal(body.target)), measured, minor(body.charge, "CNY"))
     result = "none"
+    provider = c.world.provider_id_of(body.provider) or body.provider  # a display name keys nothing
 
     def book() -> Any:
-        s.ledger.open_accounts([Account(receivable(body.provider), AccountKind.PROVIDER_RECEIVABLE, "CNY", None,
-                                        body.provider, "provider receivable"),
+        s.ledger.open_accounts([Account(receivable(provider), AccountKind.PROVIDER_RECEIVABLE, "CNY", None,
+                                        provider, f"{c.world.provider_name(provider)} receivable"),
                                 Account(wallet(body.tenant_id), AccountKind.TENANT_WALLET, "CNY", 0, body.tenant_id,
                                         "wallet")])
-        out = s.ledger.submit([Transfer(f"sla:{body.id}:{body.period}", receivable(body.provider),
+        out = s.ledger.submit([Transfer(f"sla:{body.id}:{body.period}", receivable(provider),
                                         wallet(body.tenant_id), credit, ref=f"sla:{body.id}", memo="SLA credit")])[0]
         raise_for(out)
         return out

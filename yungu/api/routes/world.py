@@ -33,6 +33,7 @@ async def sites(request: Request, _p: Principal = Depends(require(*ANY_ROLE))) -
         pools = [p for p in c.world.pools if p.site_id == s.id]
         items.append({
             "id": s.id, "region_id": s.region_id, "name": s.name, "name_zh": s.name_zh, "provider": s.provider,
+            "provider_id": s.provider_id,
             "lat": s.lat, "lon": s.lon, "pue": s.pue, "executor": s.executor,
             "electricity_price_cny_per_kwh": str(s.electricity_price_cny_per_kwh),
             "green_contract_share": s.green_contract_share, "energy_feed": s.energy_feed,

@@ -8,11 +8,14 @@ at the end.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from datetime import datetime
-from decimal import ROUND_HALF_EVEN, Decimal
+from datetime import datetime, timedelta
+from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal
 
 from yungu.domain.errors import InvalidInput
+from yungu.domain.job import Job
+from yungu.domain.world import World
 
 SECONDS_PER_HOUR = 3600
 DEFAULT_VAT = Decimal("0.06")  # 信息技术服务 / 现代服务业 VAT rate
@@ -20,13 +23,14 @@ DEFAULT_VAT = Decimal("0.06")  # 信息技术服务 / 现代服务业 VAT rate
 
 @dataclass(frozen=True)
 class Usage:
-    """What one job attempt consumed. Quantities are measured, never estimated."""
+    """What one job attempt consumed. Quantities are measured, never estimated: the times
+    are the executor's (when the processes started and ended), not when the platform noticed."""
 
     id: str
     tenant_id: str
     job_id: str
     pool_id: str
-    provider: str
+    provider: str  # the provider's stable id (``Site.provider_id``), never its display name
     started_at: datetime
     ended_at: datetime
     device_seconds: int  # accelerator-seconds (CPU-seconds for CPU-only pools)
@@ -101,3 +105,32 @@ def period_of(when: datetime) -> str:
 def next_period(period: str) -> str:
     y, m = int(period[:4]), int(period[5:7])
     return f"{y + (m == 12):04d}-{m % 12 + 1:02d}"
+
+
+def job_price(job: Job, world: World) -> tuple[int, Decimal]:
+    """How a job attempt is priced on its pool: (billed units, CNY per unit-hour).
+
+    Accelerator pools price device-hours; CPU-only pools (and CPU jobs on them) price
+    CPU-hours. Raises ``KeyError`` when the pool is not in the world (any more).
+    """
+    a = job.allocation
+    if a is None:
+        raise KeyError(job.id)
+    pool = world.pool(a.pool_id)
+    if a.devices:
+        return a.devices, pool.price_cny_per_device_hour
+    return len(a.replicas) * a.cpus_per_replica, pool.price_cny_per_cpu_hour
+
+
+def unit_seconds(started: datetime, finished: datetime, units: int) -> int:
+    """Billed unit-seconds of a run: its exact duration (to the microsecond) times the units,
+    rounded half-even once — so a 0.2 s run on 8 devices bills 2 device-seconds, not 0."""
+    us = max(0, (finished - started) // timedelta(microseconds=1))
+    return int((Decimal(us) * units / 1_000_000).quantize(Decimal(1), ROUND_HALF_EVEN))
+
+
+def cost_of_seconds(seconds: float, units: int, price_per_unit_hour: Decimal) -> int:
+    """An upper bound, in fen, of what ``seconds`` of running costs (budgets: rounded up)."""
+    unit_s = math.ceil(max(0.0, seconds) * units)
+    yuan = Decimal(unit_s) * price_per_unit_hour / SECONDS_PER_HOUR
+    return int((yuan * 100).to_integral_value(ROUND_CEILING))
