@@ -86,8 +86,8 @@ def meter(job: Job, world: World, catalogue: Catalogue | None, closed: set[str])
         return None
     if job.allocation is None or job.started_at is None or job.finished_at is None:
         return None
-    if "/" in job.allocation.pool_id:  # a peer's pool (issue 12): booked from the peer's signed usage receipt
-        return None
+    if "/" in job.allocation.pool_id and not world.has_pool(job.allocation.pool_id):
+        return None  # a peer's pool ("platform/pool", issue 12): booked from the peer's signed usage receipt
     pool = world.pool(job.allocation.pool_id)
     site = world.site(pool.site_id)
     units, price = job_price(job, world)

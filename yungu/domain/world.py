@@ -122,6 +122,9 @@ class World:
                 return p
         raise KeyError(pool_id)
 
+    def has_pool(self, pool_id: str) -> bool:
+        return any(p.id == pool_id for p in self.pools)
+
     def provider_name(self, provider_id: str) -> str:
         """The display name of a provider id (the id itself when no site names it)."""
         for s in self.sites:
