@@ -133,7 +133,7 @@ def test_registry_rejects_duplicates_across_kinds():
 
 def test_default_registry_names():
     reg = default_registry(home_only=True)
-    assert [n for n, _ in reg.filters()] == ["declared-fit", "reachable", "max-price", "home-only"]
+    assert [n for n, _ in reg.filters()] == ["declared-fit", "reachable", "supported", "max-price", "home-only"]
     assert set(reg.scores()) == {"cost", "carbon", "green", "latency", "wait", "finish", "deadline_risk"}
 
 

@@ -10,8 +10,16 @@ from yungu.domain.ids import uuid7
 
 
 class SystemClock:
+    """The machine's clocks: UTC wall time, ``time.monotonic`` and a real sleep."""
+
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 class Ids:
@@ -27,6 +35,8 @@ class Ids:
         if ms <= self._last_ms:
             ms = self._last_ms
             self._seq += 1
+            if self._seq > 0xFF:  # 8 bits of sequence per millisecond: borrow the next one
+                ms, self._seq = ms + 1, 0
         else:
             self._seq = 0
         self._last_ms = ms

@@ -3,18 +3,24 @@
 Every state change goes through ``record``: a compare-and-set on (id, state, attempt) plus
 an append to ``job_events`` in the same transaction, so the log and the state never
 disagree, and a stale writer (a crashed-and-restarted loop) cannot overwrite newer state.
+
+Fencing (``fenced(fence)``): the control loop's writes (``record``, ``rest``,
+``set_reasons``) first read the lease row's token in the same transaction (``FOR SHARE`` on
+PostgreSQL, so a takeover waits for the write or the write sees the takeover) and refuse
+with ``Fenced`` when another process has taken the lease since.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.engine import Engine, Row
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 
 from yungu.adapters.store import tables as t
@@ -23,7 +29,7 @@ from yungu.adapters.store.db import reader
 from yungu.domain.errors import Conflict, InvalidInput, NotFound
 from yungu.domain.job import Job, JobSpec, JobState
 from yungu.domain.tenancy import ApiKey, Principal, Role, Tenant
-from yungu.ports.store import Transition
+from yungu.ports.store import Fence, Fenced, Transition
 
 KEY_PREFIX = "yg_"
 
@@ -40,6 +46,27 @@ class SqlStore:
         self.platform_id = platform_id
         self._spec_cache: dict[str, JobSpec] = {}
         self._prepaid: dict[str, bool] = {}
+        self._fence: Fence | None = None
+
+    def fenced(self, fence: Fence | None) -> SqlStore:
+        """This store (same engine and caches) with the loop's writes made under ``fence``."""
+        view = copy.copy(self)
+        view._fence = fence
+        return view
+
+    def blocks_event_loop(self) -> bool:
+        """SQLite is in-process (a thread hop costs more than the query); a server is not."""
+        return self.engine.dialect.name != "sqlite"
+
+    def _check_fence(self, c: Connection) -> None:
+        f = self._fence
+        if f is None:
+            return
+        token = c.execute(select(t.control_lease.c.token).where(t.control_lease.c.name == f.lease)
+                          .with_for_update(read=True)).scalar()
+        if token != f.token:
+            raise Fenced(f"lease {f.lease!r} moved on (token {token}, this writer holds {f.token}): "
+                         "another process leads the control loop now")
 
     # ---------------------------------------------------------------- platform
     def platform_value(self, key: str) -> str | None:
@@ -298,13 +325,14 @@ class SqlStore:
         with self.reads.connect() as c:
             return [self._job(r) for r in c.execute(q).all()]
 
-    def rest(self, until: dict[str, datetime]) -> None:
+    def rest(self, until: Mapping[str, datetime]) -> None:
         """Record deferrals: these queued jobs are left out of rounds until the given time."""
         if not until:
             return
         stmt = (update(t.jobs).where(and_(t.jobs.c.id == bindparam("b_id"), t.jobs.c.state == JobState.QUEUED.value))
                 .values(not_before=bindparam("nb")))
         with self.engine.begin() as c:
+            self._check_fence(c)
             c.execute(stmt, [{"b_id": k, "nb": v} for k, v in until.items()])
 
     def finished_since(self, since: datetime | None, limit: int = 5000) -> list[Job]:
@@ -373,6 +401,7 @@ class SqlStore:
         applied: list[Job] = []
         events: list[dict[str, Any]] = []
         with self.engine.begin() as c:
+            self._check_fence(c)
             for chain in chains:
                 b, a = chain[0].before, chain[-1].after
                 res = c.execute(self._CAS, {
@@ -393,11 +422,7 @@ class SqlStore:
                 c.execute(self._EVENT, events)
         return applied
 
-    def set_reason(self, job_id: str, reason: str) -> None:
-        with self.engine.begin() as c:
-            c.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(reason=reason))
-
-    def set_reasons(self, reasons: dict[str, str]) -> None:
+    def set_reasons(self, reasons: Mapping[str, str]) -> None:
         if not reasons:
             return
         # One executemany (a pipeline on PostgreSQL): a round can defer thousands of jobs, and
@@ -405,6 +430,7 @@ class SqlStore:
         stmt = (update(t.jobs).where(and_(t.jobs.c.id == bindparam("b_id"), t.jobs.c.reason != bindparam("b_reason")))
                 .values(reason=bindparam("b_reason")))
         with self.engine.begin() as c:
+            self._check_fence(c)
             c.execute(stmt, [{"b_id": k, "b_reason": v} for k, v in reasons.items()])
 
     def request_cancel(self, job_id: str, now: datetime) -> Job:

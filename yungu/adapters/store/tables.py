@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Boolean, Column, ForeignKey, Index, Integer, String, Table, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 from yungu.adapters.store.db import metadata
 from yungu.adapters.store.types import UTCDateTime
@@ -79,3 +91,18 @@ job_events = Table(
     Column("reason", Text, nullable=False, default=""),
     Index("ix_job_events_job_id", "job_id"),
 )
+
+# The control plane's leases (``yungu.adapters.store.lease_store``): one row per role ("loop").
+# ``token`` grows by one at every change of holder: the fencing token that every write of
+# the loop carries. ``expires_at`` is in seconds since the epoch *on the database's clock*,
+# so processes on machines with different clocks agree on when a lease ran out.
+control_lease = Table(
+    "control_lease",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("token", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("address", String(200), nullable=False, default=""),
+)
+

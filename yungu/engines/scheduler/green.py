@@ -555,7 +555,8 @@ class _Round:
         rejected: dict[str, Status] = {}
         for pool in self.snap.world.pools:
             st = self.snap.pools.get(pool.id)
-            view = PoolView(pool, self.sites[pool.site_id], st is not None and st.available, self.hourly_price(job, pool))
+            view = PoolView(pool, self.sites[pool.site_id], st is not None and st.available, self.hourly_price(job, pool),
+                            st.unsupported if st is not None else {})
             for _, plugin in self.s.registry.filters():
                 status = plugin.filter(job, view)
                 if not status.ok:

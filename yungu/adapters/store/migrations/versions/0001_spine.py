@@ -1,4 +1,4 @@
-"""Core tables: platform identity, tenants, API keys, jobs, job events.
+"""Core tables: platform identity, tenants, API keys, jobs, job events, control leases.
 
 Revision ID: 0001_spine
 Revises:
@@ -79,8 +79,16 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text, nullable=False),
     )
     op.create_index("ix_job_events_job_id", "job_events", ["job_id"])
+    op.create_table(
+        "control_lease",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("holder", sa.String(200), nullable=False),
+        sa.Column("token", sa.BigInteger, nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+        sa.Column("address", sa.String(200), nullable=False, server_default=""),
+    )
 
 
 def downgrade() -> None:
-    for t in ("job_events", "jobs", "api_keys", "tenants", "platform_kv"):
+    for t in ("control_lease", "job_events", "jobs", "api_keys", "tenants", "platform_kv"):
         op.drop_table(t)
