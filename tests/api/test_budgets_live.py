@@ -41,8 +41,8 @@ def test_prepaid_budget_holds_jobs_until_topped_up_and_books_usage_once(sqlite_p
     assert sorted(s["state"] for s in states.values()) == ["pending", "succeeded", "succeeded"], states
     assert float(wallet(p, tid)["available"]) >= 0
 
-    p.c.extras["billing_runner"].run_once()  # what the runner does every few seconds
-    p.c.extras["billing_runner"].run_once()  # and again: nothing is booked twice
+    p.c.billing_runner.run_once()  # what the runner does every few seconds
+    p.c.billing_runner.run_once()  # and again: nothing is booked twice
     usage = p.http.get("/api/v1/billing/usage", params={"tenant_id": tid}, headers=p.admin).json()
     items = usage["items"] if isinstance(usage, dict) else usage
     assert len([u for u in items if u["job_id"] in (first, second, third)]) == 2

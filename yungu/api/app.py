@@ -8,6 +8,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from yungu.api import problems
+from yungu.api.deps import Platform
 from yungu.api.routes import admin, jobs, world
 from yungu.api.routes import alerts as alerts_routes
 from yungu.api.routes import billing as billing_routes  # issue 5
@@ -39,7 +40,7 @@ class BodyLimit:
         await self.app(scope, receive, send)
 
 
-def create_app(container: Any) -> FastAPI:
+def create_app(container: Platform) -> FastAPI:
     app = FastAPI(title="Yungu 云谷 API", version="0.1.0",
                   description="Federated compute-power network: monitor, schedule and trade capacity.",
                   openapi_url="/api/v1/openapi.json", docs_url="/api/v1/docs", redoc_url=None)
@@ -52,7 +53,7 @@ def create_app(container: Any) -> FastAPI:
     async def health() -> JSONResponse:
         c = app.state.container
         return JSONResponse({"status": "ok", "platform_id": c.world.platform_id,
-                             "platform_name": c.world.platform_name, "reconciler_rounds": c.reconciler.rounds})
+                             "platform_name": c.world.platform_name, "reconciler_rounds": c.reconciler.rounds, "role": c.role})
 
     for module in (jobs, world, admin, explain_routes):
         app.include_router(module.router, prefix="/api/v1")

@@ -1,19 +1,92 @@
-"""Request-scoped dependencies: the container and the authenticated principal."""
+"""Request-scoped dependencies: the platform's services and the authenticated principal."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import Request
 
 from yungu.domain.errors import Forbidden, Unauthorized
 from yungu.domain.tenancy import Principal, Role
 
+if TYPE_CHECKING:
+    from pathlib import Path
 
-def container(request: Request) -> Any:
-    """The composition root's ``Container`` (typed loosely: the api layer sits below ``app``)."""
-    return request.app.state.container
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from yungu.adapters.certs import CertSigner
+    from yungu.adapters.config import PlatformConfig
+    from yungu.adapters.telemetry.store import TelemetryStore
+    from yungu.control.reconciler import Reconciler
+    from yungu.domain.catalogue import Catalogue
+    from yungu.domain.clock import Clock
+    from yungu.domain.world import World
+    from yungu.ports.executor import Executor
+    from yungu.ports.records import CertificateStore, IdSource, StatementStore, Submitter
+    from yungu.ports.store import PlatformStore
+
+
+class Platform(Protocol):
+    """What the API needs from the composition root (``yungu.app.container.Container``
+    implements it; the api layer sits below ``app``, so it names the services, not the class).
+    Every service is built by ``yungu.app.container.build``; no route builds one."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    @property
+    def config(self) -> PlatformConfig: ...
+
+    @property
+    def catalogue(self) -> Catalogue: ...
+
+    @property
+    def store(self) -> PlatformStore: ...
+
+    @property
+    def executors(self) -> Mapping[str, Executor]: ...
+
+    @property
+    def reconciler(self) -> Reconciler: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def ids(self) -> IdSource: ...
+
+    @property
+    def ledger(self) -> Any: ...  # LedgerServices (ledger, billing, market, budgets, loop): ports to come
+
+    @property
+    def telemetry(self) -> TelemetryStore: ...
+
+    @property
+    def certificates(self) -> CertificateStore: ...
+
+    @property
+    def statements(self) -> StatementStore: ...
+
+    @property
+    def submit_batcher(self) -> Submitter: ...
+
+    @property
+    def world(self) -> World: ...
+
+    @property
+    def signer(self) -> CertSigner: ...
+
+    @property
+    def statement_key(self) -> Ed25519PrivateKey: ...
+
+    @property
+    def role(self) -> str: ...
+
+
+def container(request: Request) -> Platform:
+    """The platform's services (the composition root's ``Container``, seen as a :class:`Platform`)."""
+    return request.app.state.container  # type: ignore[no-any-return]
 
 
 def principal(request: Request) -> Principal:

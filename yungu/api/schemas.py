@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from yungu.adapters.store.codec import allocation_to_dict, spec_to_dict
+from yungu.adapters.codec import allocation_to_dict, spec_to_dict
 from yungu.domain.job import Job, JobKind, JobSpec, Objective, Resources
 
 

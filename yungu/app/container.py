@@ -1,35 +1,65 @@
-"""The composition root: config -> objects. Everything is wired here and only here."""
+"""The composition root: config -> objects. Everything is wired here and only here.
+
+``build()`` makes every service the platform runs — stores, executors, the scheduler, the
+control loop with its hooks (budget admission, budget release, market reservations), the
+ledger and billing services, telemetry, certificate and statement stores, the submission
+batcher, the billing runner — and the ``Leadership`` that decides whether *this* process
+runs the control loop and the billing runner (it holds the ``loop`` lease) or stands by
+serving the API. Nothing is built lazily elsewhere; the API reads the typed ``Container``.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
-from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Engine
 
+from yungu.adapters.certs import CertSigner
 from yungu.adapters.config import PlatformConfig, load_catalogue, load_config
 from yungu.adapters.executors.registry import build_executor
+from yungu.adapters.executors.standby import ExclusiveExecutors, StandbyLocal
+from yungu.adapters.ledger.billing_store import BillingStore
+from yungu.adapters.ledger.market_store import MarketStore
+from yungu.adapters.ledger.statement_keys import platform_key
+from yungu.adapters.ledger.store import LedgerStore, ensure_system_accounts
 from yungu.adapters.signals import LiveSignals
 from yungu.adapters.store import tables as _tables  # noqa: F401  (registers core tables)
 from yungu.adapters.store.batcher import SubmitBatcher
 from yungu.adapters.store.db import create_engine, migrate, sqlite_url
 from yungu.adapters.store.job_store import SqlStore
+from yungu.adapters.store.lease_store import SqlLeaseStore
+from yungu.adapters.store.record_store import CertificateStore, StatementStore
 from yungu.adapters.system import Ids, SystemClock
-from yungu.api.routes.ledger import services as ledger_services
-from yungu.api.routes.telemetry import telemetry_store
-from yungu.control.billing import BillingLoop, budget_admission, release_unused
+from yungu.adapters.telemetry.store import TelemetryStore
+from yungu.control.billing import BillingLoop, Budgets, budget_admission, release_unused
+from yungu.control.leader import Leadership
 from yungu.control.reconciler import Reconciler
 from yungu.domain.catalogue import Catalogue
+from yungu.domain.clock import Clock
 from yungu.domain.world import World
+from yungu.engines.ledger.invoice import Party
 from yungu.engines.scheduler.green import GreenScheduler
 from yungu.ports.executor import Executor
+from yungu.ports.store import Lease
 
 log = logging.getLogger("yungu")
+
+
+@dataclass(frozen=True)
+class LedgerServices:
+    ledger: LedgerStore
+    billing: BillingStore
+    market: MarketStore
+    budgets: Budgets
+    loop: BillingLoop
 
 
 @dataclass
@@ -39,84 +69,184 @@ class Container:
     catalogue: Catalogue
     engine: Engine
     store: SqlStore
-    executors: dict[str, Executor]
+    executors: ExclusiveExecutors
     reconciler: Reconciler
-    clock: SystemClock
+    clock: Clock
     ids: Ids
-    extras: dict[str, Any] = field(default_factory=dict)  # area services (ledger, telemetry, ...)
+    ledger: LedgerServices
+    telemetry: TelemetryStore
+    certificates: CertificateStore
+    statements: StatementStore
+    submit_batcher: SubmitBatcher
+    billing_runner: BillingRunner
+    leader: Leadership
 
     @property
     def world(self) -> World:
         return self.config.world
 
+    @cached_property
+    def signer(self) -> CertSigner:
+        """The certificate signing key (``<data dir>/cert-signing.key``, made on first use)."""
+        return CertSigner.load_or_create(self.data_dir)
+
+    @cached_property
+    def statement_key(self) -> Ed25519PrivateKey:
+        """This platform's key for clearing statements (``<data dir>/clearing-ed25519.pem``)."""
+        return platform_key(self.data_dir)
+
+    @property
+    def role(self) -> str:
+        return "leader" if self.leader.leading else "standby"
+
     def close(self) -> None:
-        runner = self.extras.get("billing_runner")
-        if runner is not None:
-            runner.stop()
-        batcher = self.extras.get("submit_batcher")
-        if batcher is not None:
-            batcher.close()
+        self.leader.stop(release=True)  # stops the loop and the billing runner if leading
+        self.submit_batcher.close()
         self.reconciler.stop()
-        for ex in self.executors.values():
-            ex.close()
+        self.executors.close_all()
         self.engine.dispose()
 
 
 def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = None,
-          start_loop: bool = True) -> Container:
+          start_loop: bool = True, *, clock: Clock | None = None,
+          executors: Mapping[str, Executor] | None = None, address: str = "",
+          lease_ttl_s: float = 2.5) -> Container:
+    """Build the platform. ``clock``/``executors`` replace the real ones (tests, embedding);
+    ``start_loop=False`` builds everything but never competes for the control loop."""
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     catalogue = load_catalogue()
     config = load_config(config_path, catalogue)
+    world = config.world
     engine = create_engine(db_url or os.environ.get("YUNGU_DB_URL") or sqlite_url(data_dir))
     migrate(engine)
-    store = SqlStore(engine, config.world.platform_id)
+    store = SqlStore(engine, world.platform_id)
     if store.platform_value("platform_id") is None:
-        store.set_platform_value("platform_id", config.world.platform_id)
-    clock, ids = SystemClock(), Ids()
-    executors: dict[str, Executor] = {
-        name: build_executor(str(settings["type"]), name, {k: v for k, v in settings.items() if k != "type"}, data_dir)
-        for name, settings in config.executors.items()
-    }
-    scheduler = GreenScheduler(catalogue, config.policy)
-    signals = LiveSignals(config.world, config.forecast_error)
+        store.set_platform_value("platform_id", world.platform_id)
+    clock = clock or SystemClock()
+    ids = Ids()
+    execs = _executors(config, data_dir, executors)
+
+    ledger_store = LedgerStore(engine, clock)
+    ensure_system_accounts(ledger_store)
+    billing = BillingStore(engine, clock)
+
+    def buyers(tenant_id: str) -> Party:  # read at invoice time: tenants created later are found
+        t = store.tenant(tenant_id)
+        return Party(t.name, t.social_credit_code)
+
+    seller = Party(world.platform_name, getattr(config, "social_credit_code", "") or "")
+    market = MarketStore(engine, clock)
+    budgets = Budgets(ledger_store)
+    ledger = LedgerServices(ledger_store, billing, market, budgets,
+                            BillingLoop(ledger_store, billing, world, clock, catalogue, seller, buyers))
+
+    signals = LiveSignals(world, config.forecast_error)
     signals(clock.now())  # build today's modelled feeds at start, not in the first busy round
-    reconciler = Reconciler(store, scheduler, executors, config.world, catalogue, clock, signals=signals)
-    c = Container(data_dir, config, catalogue, engine, store, executors, reconciler, clock, ids)
-    ledger = ledger_services(c)  # builds c.extras["ledger"]: ledger, billing, market, budgets, loop
-    reconciler.admission = budget_admission(ledger.budgets, config.world, store.is_prepaid)
-    reconciler.on_transition = release_unused(ledger.budgets)
-    reconciler.reservations = lambda now: [(r.tenant_id, r.pool_id, r.devices)
-                                           for r in ledger.market.reservations_at(now)]
-    c.extras["billing_runner"] = runner = BillingRunner(c, ledger.loop)
-    c.extras["submit_batcher"] = SubmitBatcher(store)
+    leases = SqlLeaseStore(engine)
+    roles = _Roles()
+    leader = Leadership(leases, clock, on_gain=roles.gain, on_loss=roles.loss, on_renew=roles.renewed,
+                        address=address,
+                        ttl_s=lease_ttl_s, renew_s=min(0.5, lease_ttl_s / 5), poll_s=min(0.25, lease_ttl_s / 10),
+                        margin_s=min(0.5, lease_ttl_s / 5))
+    reconciler = Reconciler(
+        store, GreenScheduler(catalogue, config.policy), execs, world, catalogue, clock,
+        signals=signals,
+        admission=budget_admission(budgets, world, store.is_prepaid),
+        on_transition=release_unused(budgets),
+        reservations=lambda now: [(r.tenant_id, r.pool_id, r.devices) for r in market.reservations_at(now)],
+        checkpoint_root=str(data_dir / "checkpoints"),
+        may_act=leader.valid,
+        on_fenced=leader.fenced,
+    )
+    telemetry = TelemetryStore(engine)
+
+    def housekeeping(now: datetime) -> None:
+        telemetry.rollup(now)
+        telemetry.enforce_retention(now)
+
+    runner = BillingRunner(store, ledger.loop, clock, housekeeping)
+    c = Container(data_dir, config, catalogue, engine, store, execs, reconciler, clock, ids, ledger, telemetry,
+                  CertificateStore(engine), StatementStore(engine), SubmitBatcher(store), runner, leader)
+    roles.container = c
     if start_loop:
-        reconciler.start()
-        runner.start()
+        leader.start()
     return c
+
+
+def _executors(config: PlatformConfig, data_dir: Path,
+               given: Mapping[str, Executor] | None) -> ExclusiveExecutors:
+    """Shared executors (Slurm, Ray, injected ones) are built now; a local executor owns its
+    run directories, so only the leader opens it (a standby reads its logs from disk)."""
+    if given is not None:
+        return ExclusiveExecutors(given, {}, {})
+    shared: dict[str, Executor] = {}
+    exclusive = {}
+    placeholders: dict[str, Executor] = {}
+    for name, settings in config.executors.items():
+        kind = str(settings["type"])
+        rest = {k: v for k, v in settings.items() if k != "type"}
+        if kind == "local":
+            exclusive[name] = (lambda k=kind, n=name, s=rest: build_executor(k, n, s, data_dir))
+            placeholders[name] = StandbyLocal(name, data_dir / "executors" / name)
+        else:
+            shared[name] = build_executor(kind, name, rest, data_dir)
+    return ExclusiveExecutors(shared, exclusive, placeholders)
+
+
+class _Roles:
+    """What this process runs while it holds the lease: the control loop (its writes fenced by
+    the lease's token) and the billing runner, with the local executors opened for it."""
+
+    container: Container
+
+    def gain(self, lease: Lease) -> None:
+        c = self.container
+        c.executors.open()  # one that fails (a paused old leader still holds its lock) is retried
+        c.reconciler.store = c.store.fenced(lease.fence)
+        c.reconciler.start()
+        c.billing_runner.start()
+
+    def renewed(self) -> None:
+        c = self.container
+        if not c.executors.all_open and not c.executors.open():
+            c.reconciler.health.probe(list(c.executors))  # now open: the loop may use it at once
+
+    def loss(self) -> None:
+        c = self.container
+        c.billing_runner.stop()
+        c.reconciler.stop()
+        c.reconciler.store = c.store
+        c.executors.close()
 
 
 class BillingRunner:
     """Housekeeping: meters finished jobs and books their usage every few seconds (idempotent
     by usage id, so a restart that meters the same jobs again books nothing twice), and about
-    once a minute folds telemetry into rollups and applies retention."""
+    once a minute ``housekeeping(now)`` (telemetry rollups and retention). Runs on the leader
+    only; built from ports and callables, so it can live in ``yungu.control``."""
 
-    def __init__(self, c: Container, loop: BillingLoop, interval_s: float = 5.0) -> None:
-        self.c, self.loop, self.interval_s = c, loop, interval_s
+    def __init__(self, jobs: SqlStore, loop: BillingLoop, clock: Clock,
+                 housekeeping: Callable[[datetime], None] | None = None, interval_s: float = 5.0) -> None:
+        self.jobs, self.loop, self.clock, self.housekeeping = jobs, loop, clock, housekeeping
+        self.interval_s = interval_s
         self._since: datetime | None = None  # first pass after a start rescans everything
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="yungu-billing", daemon=True)
+        self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        self._stop.clear()
+        self._since = None
+        self._thread = threading.Thread(target=self._run, name="yungu-billing", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
 
     def run_once(self) -> tuple[int, int, int]:
-        jobs = self.c.store.finished_since(self._since)
+        jobs = self.jobs.finished_since(self._since)
         out = self.loop.run_once(jobs)
         if jobs:
             # Keep the last instant: jobs finishing in the same instant are seen again (harmless).
@@ -131,11 +261,8 @@ class BillingRunner:
                 self.run_once()
             except Exception:  # a bug: log it and keep the platform serving
                 log.exception("billing pass failed")
-            if passes % 12 == 0:  # about once a minute: telemetry rollups and retention
+            if passes % 12 == 0 and self.housekeeping is not None:  # about once a minute
                 try:
-                    store = telemetry_store(self.c)
-                    now = self.c.clock.now()
-                    store.rollup(now)
-                    store.enforce_retention(now)
+                    self.housekeeping(self.clock.now())
                 except Exception:
                     log.exception("telemetry housekeeping failed")

@@ -121,6 +121,7 @@ class Reconciler:
         self.active_refresh_s = 1.0
         self._retry_at: dict[str, float] = {}  # request id -> dispatch back-off (engine errors)
         self.dispatch_retry_s = 5.0
+        self._background = background
         self._pool: ThreadPoolExecutor | None = (
             ThreadPoolExecutor(max_workers=4, thread_name_prefix="yungu-act") if background else None)
         self._probing = threading.Lock()
@@ -143,7 +144,16 @@ class Reconciler:
         self._wake.set()
 
     def start(self) -> None:
+        """Start the loop (again): what this process remembered from an earlier leadership
+        is dropped, since another process may have led in between."""
         self._stop.clear()
+        self._active, self._dirty = None, True
+        self._stopping.clear()
+        self._cancelling.clear()
+        self._retry_at.clear()
+        self._sweep.clear()
+        if self._background:
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="yungu-act")
         self._thread = threading.Thread(target=self._run, name="yungu-reconciler", daemon=True)
         self._thread.start()
 
@@ -503,9 +513,11 @@ class Reconciler:
                             running=running, signals=self.signals(now) if self.signals else {})
         plan = self.scheduler.schedule(snapshot)
         self.last_plan, self.last_snapshot = plan, snapshot
-        for d in (*plan.starts, *plan.defers, *plan.infeasible):
-            self._decided[d.job_id] = snapshot  # explanations are computed on demand from it
-            self._decided.move_to_end(d.job_id)
+        decided = [*(s.job_id for s in plan.starts), *(d.job_id for d in plan.defers),
+                   *(i.job_id for i in plan.infeasible)]
+        for jid in decided:
+            self._decided[jid] = snapshot  # explanations are computed on demand from it
+            self._decided.move_to_end(jid)
         while len(self._decided) > 20_000:
             self._decided.popitem(last=False)
         return plan

@@ -23,7 +23,7 @@ from yungu.domain.job import Job, JobSpec, JobState
 from yungu.domain.tenancy import ApiKey, Principal, Role, Tenant
 from yungu.engines.apply import Transition
 
-__all__ = ["Fence", "Fenced", "JobStore", "Lease", "LeaseStore", "TenantStore", "Transition"]
+__all__ = ["Fence", "Fenced", "JobStore", "Lease", "LeaseStore", "PlatformStore", "TenantStore", "Transition"]
 
 
 @dataclass(frozen=True)
@@ -141,3 +141,8 @@ class TenantStore(Protocol):
     def principal(self, secret: str) -> Principal | None: ...
 
     def count_admin_keys(self) -> int: ...
+
+
+class PlatformStore(JobStore, TenantStore, Protocol):
+    """Both, as one SQL store implements them (what the API is handed)."""
+

@@ -23,8 +23,8 @@ from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 
+from yungu.adapters.codec import dumps_allocation, dumps_spec, loads_allocation, loads_spec
 from yungu.adapters.store import tables as t
-from yungu.adapters.store.codec import dumps_allocation, dumps_spec, loads_allocation, loads_spec
 from yungu.adapters.store.db import reader
 from yungu.domain.errors import Conflict, InvalidInput, NotFound
 from yungu.domain.job import Job, JobSpec, JobState
