@@ -125,7 +125,7 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
         store.set_platform_value("platform_id", world.platform_id)
     clock = clock or SystemClock()
     ids = Ids()
-    execs = _executors(config, data_dir, executors)
+    execs = _executors(config, data_dir, executors, clock)
 
     ledger_store = LedgerStore(engine, clock)
     ensure_system_accounts(ledger_store)
@@ -174,8 +174,8 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
     return c
 
 
-def _executors(config: PlatformConfig, data_dir: Path,
-               given: Mapping[str, Executor] | None) -> ExclusiveExecutors:
+def _executors(config: PlatformConfig, data_dir: Path, given: Mapping[str, Executor] | None,
+               clock: Clock) -> ExclusiveExecutors:
     """Shared executors (Slurm, Ray, injected ones) are built now; a local executor owns its
     run directories, so only the leader opens it (a standby reads its logs from disk)."""
     if given is not None:
@@ -187,10 +187,10 @@ def _executors(config: PlatformConfig, data_dir: Path,
         kind = str(settings["type"])
         rest = {k: v for k, v in settings.items() if k != "type"}
         if kind == "local":
-            exclusive[name] = (lambda k=kind, n=name, s=rest: build_executor(k, n, s, data_dir))
+            exclusive[name] = (lambda k=kind, n=name, s=rest: build_executor(k, n, s, data_dir, clock))
             placeholders[name] = StandbyLocal(name, data_dir / "executors" / name)
         else:
-            shared[name] = build_executor(kind, name, rest, data_dir)
+            shared[name] = build_executor(kind, name, rest, data_dir, clock)
     return ExclusiveExecutors(shared, exclusive, placeholders)
 
 

@@ -65,6 +65,7 @@ from typing import Any
 import psutil
 
 from yungu.adapters.executors.base import BaseExecutor
+from yungu.adapters.executors.env import ensure_checkpoint_dir, replica_env
 from yungu.adapters.executors.local_runs import (
     SHIM,
     SHIM_ARGV0,
@@ -451,22 +452,16 @@ class LocalExecutor(BaseExecutor):
         launch = run.launch
         assert launch is not None
         run.started_at = self._clock.now()
-        n = len(launch.replicas)
         # None: inherit the platform's environment as is (the cheap, common case).
         env = None if self.settings.inherit_env and not launch.env else {**self._base_env, **launch.env}
         try:
+            problem = ensure_checkpoint_dir(launch)
+            if problem:
+                raise OSError(problem)
             for rep, spec in zip(run.replicas, launch.replicas, strict=True):
-                devices = ",".join(str(d) for d in spec.devices)
-                platform_vars = [
-                    f"YUNGU_JOB_ID={launch.job_id}",
-                    f"YUNGU_REQUEST_ID={launch.request_id}",
-                    f"YUNGU_REPLICA={rep.index}",
-                    f"YUNGU_REPLICAS={n}",
-                    f"YUNGU_DEVICES={devices}",
-                    f"YUNGU_NODE={spec.node}",
-                ]
+                platform_vars = [f"{k}={v}" for k, v in replica_env(launch, rep.index).items()]
                 if self.settings.set_cuda_visible_devices and spec.devices:
-                    platform_vars.append(f"CUDA_VISIBLE_DEVICES={devices}")
+                    platform_vars.append(f"CUDA_VISIBLE_DEVICES={','.join(str(d) for d in spec.devices)}")
                 self._spawn_replica(run, rep, launch.command, env, platform_vars)
         except Exception as exc:  # OSError (EAGAIN, ENOMEM...) or a bug: never leak the slots
             log.error(
