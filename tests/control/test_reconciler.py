@@ -257,3 +257,14 @@ def test_launches_carry_the_allocation(make_rig: Callable[..., Rig]) -> None:
     la: Launch = rig.rec.launch_for(rig.job(jid))
     assert la.request_id == f"{jid}.0" and la.env == {"A": "1"}
     assert la.replicas == (ReplicaLaunch(0, (0, 1)),) and la.accelerators_per_replica == 2
+
+
+def test_a_job_resting_for_capacity_is_placed_as_soon_as_the_capacity_frees(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig()
+    first = rig.submit("first", devices=8, script=Script(run_s=10))  # estimated 1 h, really 10 s
+    rig.round()
+    second = rig.submit("second", devices=8)
+    rig.round(jump=1)
+    assert rig.state(second) is S.QUEUED and "reserved from" in rig.job(second).reason
+    rig.round(jump=9)  # the first ends 50 min before its estimate: the second need not wait for it
+    assert rig.state(first) is S.SUCCEEDED and rig.state(second) is S.RUNNING

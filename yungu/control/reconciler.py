@@ -108,6 +108,7 @@ class Reconciler:
         self._stopping: set[str] = set()  # preempted attempts whose stop was asked (this process)
         self._sweep: set[str] = set()  # executors back up: sweep for orphans next round
         self._dirty = True
+        self._freed = False  # capacity was freed since the last decision
         self._last_decide = float("-inf")
         self.decide_interval_s = 1.0
         # Jobs the scheduler deferred to a time rest (store: ``not_before``) until then, or at
@@ -221,14 +222,17 @@ class Reconciler:
             active = list(self._active.values())
         observed = self._observe([j for j in active if j.state is not JobState.SCHEDULED])
         if any(j.state not in ACTIVE for j in observed):
-            self._dirty = True  # capacity was freed
+            self._dirty = self._freed = True  # capacity was freed
         active = observed + [j for j in active if j.state is JobState.SCHEDULED]
         active = self._replace_unreachable(active)
         placed: list[Job] = []
         if self._dirty or mono - self._last_decide >= self.decide_interval_s:
             self._dirty = False
             self._last_decide = mono
-            waiting = self.store.waiting(self.clock.now())
+            # Freed capacity: jobs resting until a reservation's estimated start (or a greener
+            # hour) are looked at again, as the simulator does, since the room may be theirs now.
+            waiting = self.store.waiting(self.clock.now(), resting=self._freed)
+            self._freed = False
             waiting = self._cancel(waiting, active)
             admits, waiting = self._admit(waiting)
             active = [j for j in active if j.state in ACTIVE]
@@ -336,7 +340,7 @@ class Reconciler:
             return active
         moved = {a.id: a for a in self._record(trs)}
         if moved:
-            self._dirty = True
+            self._dirty = self._freed = True
         return [moved.get(j.id, j) for j in active if moved.get(j.id, j).state in ACTIVE]
 
     def _probe(self) -> None:
@@ -391,8 +395,8 @@ class Reconciler:
                 exit_code = st.exit_code if isinstance(st, ExecStatus) else None
                 tr = Transition(job, job.apply(Event.CANCEL, now, exit_code=exit_code, reason="cancelled by request"),
                                 Event.CANCEL, "cancelled by user")
-            if tr:
-                self._record([tr])
+            if tr and self._record([tr]):
+                self._freed = True
         except Fenced:
             log.info("cancel of %s not recorded: this process no longer leads", job.id)
         except Exception:
@@ -439,6 +443,7 @@ class Reconciler:
             tr = self._stopped_for(job, st, self.clock.now())
             if tr is not None and self._record([tr]):
                 self._stopping.discard(job.id)
+                self._freed = True
                 self.wake()  # its devices are free: the preempting job can be placed
         except Fenced:
             log.info("stop of %s not recorded: this process no longer leads", job.id)

@@ -87,8 +87,9 @@ class JobStore(Protocol):
 
     def in_states(self, states: Iterable[JobState]) -> list[Job]: ...
 
-    def waiting(self, now: datetime) -> list[Job]:
-        """Pending jobs, and queued ones not resting (unless a cancel was asked for)."""
+    def waiting(self, now: datetime, resting: bool = False) -> list[Job]:
+        """Pending jobs, and queued ones not resting (unless a cancel was asked for); with
+        ``resting``, every queued one."""
         ...
 
     def finished_since(self, since: datetime | None, limit: int = 5000) -> list[Job]: ...

@@ -313,14 +313,16 @@ class SqlStore:
             ).all()
         return [self._job(r) for r in rows]
 
-    def waiting(self, now: datetime) -> list[Job]:
+    def waiting(self, now: datetime, resting: bool = False) -> list[Job]:
         """Jobs the loop must look at: pending ones, and queued ones not resting (a deferral
-        in force) unless a cancel was asked for. Highest priority first, then submission."""
+        in force) unless a cancel was asked for, or every queued one with ``resting`` (after
+        capacity was freed). Highest priority first, then submission."""
+        queued = t.jobs.c.state == JobState.QUEUED.value
+        if not resting:
+            queued = and_(queued, or_(t.jobs.c.not_before.is_(None), t.jobs.c.not_before <= now,
+                                      t.jobs.c.cancel_requested.is_(True)))
         q = (select(t.jobs)
-             .where(or_(t.jobs.c.state == JobState.PENDING.value,
-                        and_(t.jobs.c.state == JobState.QUEUED.value,
-                             or_(t.jobs.c.not_before.is_(None), t.jobs.c.not_before <= now,
-                                 t.jobs.c.cancel_requested.is_(True)))))
+             .where(or_(t.jobs.c.state == JobState.PENDING.value, queued))
              .order_by(t.jobs.c.priority.desc(), t.jobs.c.id))
         with self.reads.connect() as c:
             return [self._job(r) for r in c.execute(q).all()]
