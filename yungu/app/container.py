@@ -110,7 +110,7 @@ class Container:
 def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = None,
           start_loop: bool = True, *, clock: Clock | None = None,
           executors: Mapping[str, Executor] | None = None, address: str = "",
-          lease_ttl_s: float = 2.5) -> Container:
+          lease_ttl_s: float = 3.0) -> Container:
     """Build the platform. ``clock``/``executors`` replace the real ones (tests, embedding);
     ``start_loop=False`` builds everything but never competes for the control loop."""
     data_dir = data_dir.resolve()

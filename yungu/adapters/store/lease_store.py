@@ -53,7 +53,7 @@ class SqlLeaseStore:
                 n = c.execute(update(L).where(and_(L.c.name == name, L.c.expires_at < self._now))
                               .values(holder=holder, token=L.c.token + 1, expires_at=self._now + ttl_s,
                                       address=address)).rowcount
-        if not n:
+        if not n and self._read(name) is None:  # no row yet: the first server creates it
             try:
                 with self.engine.begin() as c:
                     c.execute(insert(L).values(name=name, holder=holder, token=1, expires_at=self._now + ttl_s,
