@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from datetime import UTC, datetime
 
@@ -23,24 +24,34 @@ class SystemClock:
 
 
 class Ids:
-    """UUIDv7 ids: globally unique and time-ordered (keyset pagination follows submission order)."""
+    """UUIDv7 ids: globally unique and time-ordered (keyset pagination follows submission order).
+
+    Within one millisecond the 12 bits of ``rand_a`` carry a sequence (RFC 9562 method 1);
+    when 4,096 ids are minted in one millisecond the timestamp borrows the next one, so ids
+    stay strictly increasing in one process. Thread-safe: API threads and loops share it.
+    """
+
+    _SEQ_MAX = 0xFFF
 
     def __init__(self) -> None:
         self._last_ms = 0
         self._seq = 0
+        self._lock = threading.Lock()
 
     def new(self) -> str:
-        ms = time.time_ns() // 1_000_000
-        # Keep ids strictly increasing within one process even within one millisecond.
-        if ms <= self._last_ms:
-            ms = self._last_ms
-            self._seq += 1
-            if self._seq > 0xFF:  # 8 bits of sequence per millisecond: borrow the next one
-                ms, self._seq = ms + 1, 0
-        else:
-            self._seq = 0
-        self._last_ms = ms
+        with self._lock:
+            ms = time.time_ns() // 1_000_000
+            if ms <= self._last_ms:
+                ms = self._last_ms
+                self._seq += 1
+                if self._seq > self._SEQ_MAX:  # sequence exhausted: borrow the next millisecond
+                    ms += 1
+                    self._seq = 0
+            else:
+                self._seq = 0
+            self._last_ms = ms
+            seq = self._seq
         rand = bytearray(os.urandom(10))
-        rand[0] = (self._seq >> 4) & 0x0F  # rand_a's top bits carry the in-ms sequence
-        rand[1] = ((self._seq & 0x0F) << 4) | (rand[1] & 0x0F)
+        rand[0] = (seq >> 4) & 0xFF  # rand_a (12 bits) = the top 12 bits of rand: the sequence
+        rand[1] = ((seq & 0x0F) << 4) | (rand[1] & 0x0F)
         return uuid7(ms, bytes(rand))
