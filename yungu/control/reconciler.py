@@ -165,6 +165,7 @@ class Reconciler:
             self._thread.join(timeout=10)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None  # a round run by hand now acts inline
 
     @property
     def running(self) -> bool:
