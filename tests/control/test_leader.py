@@ -109,7 +109,7 @@ def test_a_silent_leader_is_replaced_after_its_ttl_and_then_fenced(leases: SqlLe
 
 def test_a_leader_that_cannot_renew_in_time_stops_acting_by_its_own_clock(leases: SqlLeaseStore) -> None:
     clock = MockClock(T0)
-    a, ra = member(leases, "a", clock)
+    a, _roles = member(leases, "a", clock)
     a.tick()
     assert a.leading and a.valid()
     clock.jump(TTL - 0.1)  # past ttl - margin with no renewal (it was paused): no more executor actions
