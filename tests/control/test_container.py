@@ -3,6 +3,7 @@ store, a fake engine and a mock clock, driven round by round."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -32,6 +33,10 @@ def test_build_with_a_mock_clock_and_a_fake_engine(tmp_path: Path) -> None:
             assert cluster.submits == []
             c.leader.tick()  # alone, it takes the lease (and starts the loop: stopped to drive it by hand)
             assert c.role == "leader"
+            for _ in range(500):  # the take-over thread opens the executors, then starts the loop
+                if c.reconciler.running:
+                    break
+                time.sleep(0.01)
             c.reconciler.stop()
             c.reconciler.run_once()
             job = http.get(f"/api/v1/jobs/{jid}", headers=h).json()
@@ -46,3 +51,19 @@ def test_build_with_a_mock_clock_and_a_fake_engine(tmp_path: Path) -> None:
     finally:
         c.close()
         cluster.close()
+
+
+def test_a_standby_serves_logs_of_local_runs_from_the_shared_run_dirs(tmp_path: Path) -> None:
+    from yungu.adapters.executors.standby import StandbyLocal
+    from yungu.ports.executor import ExecError, ExecErrorCode, LogChunk
+
+    runs = tmp_path / "runs" / "job-1.0"
+    runs.mkdir(parents=True)
+    (runs / "replica-0.stdout.log").write_bytes(b"hello\n")
+    sb = StandbyLocal("local", tmp_path)
+    chunk = sb.logs("job-1.0")
+    assert isinstance(chunk, LogChunk) and chunk.data == b"hello\n" and chunk.eof
+    assert isinstance(sb.logs("../etc"), ExecError)
+    for got in (sb.status("job-1.0"), sb.cancel("job-1.0"), sb.list_active(), sb.observe(["job-1.0"])["job-1.0"]):
+        assert isinstance(got, ExecError) and got.code is ExecErrorCode.UNREACHABLE  # the leader's
+    assert sb.check()["reachable"] is False

@@ -180,3 +180,59 @@ def test_kill_9_the_leader_20_times_under_load_loses_nothing_and_runs_nothing_tw
     finally:
         for s in servers:
             s.stop()
+
+
+def test_a_paused_leader_is_replaced_and_its_late_writes_are_refused(tmp_path: Path, pg_url: str) -> None:
+    """SIGSTOP the leader while jobs flow: a standby takes the lease; the paused one, resumed,
+    finds its lease gone, writes nothing (fenced) and stands by; every job runs once."""
+    import signal
+
+    cfg = tmp_path / "world.toml"
+    cfg.write_text(WORLD)
+    data = tmp_path / "data"
+    data.mkdir()
+    out = tmp_path / "ran.txt"
+    out.touch()
+    extra = ["--config", str(cfg)]
+    a = ServerProcess(data, db_url=pg_url, extra=extra).start(timeout=START_S)
+    b = ServerProcess(data, db_url=pg_url, extra=extra).start(timeout=START_S)
+    admin = {"Authorization": f"Bearer {a.admin_key}"}
+    try:
+        assert (role(a), role(b)) == ("leader", "standby")
+        tenant = httpx.post(b.url + "/api/v1/admin/tenants", json={"name": "pause-lab"}, headers=admin).json()["id"]
+
+        def submit(i: int) -> str:
+            body = {"name": f"p{i}", "command": f"sleep 0.5; echo $YUNGU_JOB_ID >> {out}", "tenant_id": tenant}
+            return str(httpx.post(b.url + "/api/v1/jobs", json=body, headers=admin, timeout=10).json()["id"])
+
+        ids = [submit(i) for i in range(10)]
+        assert a.proc is not None
+        a.proc.send_signal(signal.SIGSTOP)  # a VM migration, a long GC: it holds its lock and its lease
+        t0 = time.monotonic()
+        while role(b) != "leader":
+            assert time.monotonic() - t0 < 15, "the standby did not take over from a paused leader"
+            time.sleep(0.1)
+        ids += [submit(i) for i in range(10, 20)]
+        time.sleep(1.0)
+        a.proc.send_signal(signal.SIGCONT)  # it wakes up believing it leads
+        t1 = time.monotonic()
+        while role(a) != "standby":
+            assert time.monotonic() - t1 < 15, "the resumed old leader did not stand by"
+            time.sleep(0.1)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            states = {j: httpx.get(b.url + f"/api/v1/jobs/{j}", headers=admin).json()["state"] for j in ids}
+            if all(s == "succeeded" for s in states.values()):
+                break
+            time.sleep(0.5)
+        assert all(s == "succeeded" for s in states.values()), states
+        ran = out.read_text().split()
+        assert sorted(ran) == sorted(ids), "every job ran exactly once"
+        assert (role(a), role(b)) == ("standby", "leader")
+        log = (data.parent / f"server-{a.port}.log").read_text()
+        assert "standing by" in log
+    finally:
+        if a.proc is not None and a.proc.poll() is None:
+            a.proc.send_signal(signal.SIGCONT)
+        a.stop()
+        b.stop()

@@ -145,7 +145,7 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
     signals(clock.now())  # build today's modelled feeds at start, not in the first busy round
     leases = SqlLeaseStore(engine)
     roles = _Roles()
-    leader = Leadership(leases, clock, on_gain=roles.gain, on_loss=roles.loss, on_renew=roles.renewed,
+    leader = Leadership(leases, clock, on_gain=roles.gain, on_loss=roles.loss,
                         address=address,
                         ttl_s=lease_ttl_s, renew_s=min(0.5, lease_ttl_s / 5), poll_s=min(0.25, lease_ttl_s / 10),
                         margin_s=min(0.5, lease_ttl_s / 5))
@@ -196,24 +196,45 @@ def _executors(config: PlatformConfig, data_dir: Path, given: Mapping[str, Execu
 
 class _Roles:
     """What this process runs while it holds the lease: the control loop (its writes fenced by
-    the lease's token) and the billing runner, with the local executors opened for it."""
+    the lease's token) and the billing runner, with the local executors opened for it.
+
+    Opening a local executor may wait for its lock (a paused old leader still holds it until
+    it wakes and stands by), so it happens on a thread of its own, never on the leadership
+    thread: the lease is renewed meanwhile. Until it is open, the loop sees the placeholder
+    as an unreachable executor (no placements there); once open, a probe tells the loop."""
 
     container: Container
 
+    def __init__(self) -> None:
+        self._opener: threading.Thread | None = None
+        self._stop_opening = threading.Event()
+
     def gain(self, lease: Lease) -> None:
         c = self.container
-        c.executors.open()  # one that fails (a paused old leader still holds its lock) is retried
         c.reconciler.store = c.store.fenced(lease.fence)
+        self._stop_opening.clear()
+        self._opener = threading.Thread(target=self._start, name="yungu-take-over", daemon=True)
+        self._opener.start()
+
+    def _start(self) -> None:
+        """Open the exclusive executors (at once, normally), start the loop and the billing
+        runner, then keep trying any executor that could not be opened yet."""
+        c = self.container
+        failed = c.executors.open()
+        if self._stop_opening.is_set():
+            return
         c.reconciler.start()
         c.billing_runner.start()
-
-    def renewed(self) -> None:
-        c = self.container
-        if not c.executors.all_open and not c.executors.open():
-            c.reconciler.health.probe(list(c.executors))  # now open: the loop may use it at once
+        while failed and not self._stop_opening.wait(1.0):
+            failed = c.executors.open()
+            if not failed:
+                c.reconciler.health.probe(list(c.executors))  # open now: the loop may use them at once
 
     def loss(self) -> None:
         c = self.container
+        self._stop_opening.set()
+        if self._opener is not None:
+            self._opener.join(timeout=10)
         c.billing_runner.stop()
         c.reconciler.stop()
         c.reconciler.store = c.store

@@ -6,7 +6,8 @@ runner. ``Leadership`` is that competition, as a thread:
 
 - **standby**: try to take the lease every ``poll_s``; it is free when its holder released
   it (clean shutdown) or did not renew it within ``ttl_s`` (killed, paused, cut off);
-- **leader**: renew every ``renew_s``; ``on_gain(lease)`` has started the roles with the
+- **leader**: renew every ``renew_s`` (``on_gain`` must return quickly: anything slow runs on
+  a thread of its own, or the lease would lapse meanwhile); ``on_gain(lease)`` has started the roles with the
   lease's fencing token (every write of the loop carries it, so once a standby has taken
   over, a paused old leader's writes are refused). If a renewal fails, or a role reports
   ``Fenced``, ``on_loss()`` stops the roles at once and the process stands by again.
@@ -40,8 +41,7 @@ def holder_id() -> str:
 
 class Leadership:
     def __init__(self, leases: LeaseStore, clock: Clock, *, on_gain: Callable[[Lease], None],
-                 on_loss: Callable[[], None], on_renew: Callable[[], None] | None = None,
-                 name: str = "loop", holder: str | None = None,
+                 on_loss: Callable[[], None], name: str = "loop", holder: str | None = None,
                  ttl_s: float = 2.5, renew_s: float = 0.5, poll_s: float = 0.25, margin_s: float = 0.5,
                  address: str = "") -> None:
         if not 0 < renew_s < ttl_s - margin_s:
@@ -50,7 +50,6 @@ class Leadership:
         self.clock = clock
         self.on_gain = on_gain
         self.on_loss = on_loss
-        self.on_renew = on_renew
         self.name = name
         self.holder = holder or holder_id()
         self.ttl_s, self.renew_s, self.poll_s, self.margin_s = ttl_s, renew_s, poll_s, margin_s
@@ -134,11 +133,6 @@ class Leadership:
                     self._step_down("the lease was lost")
                 return
             self._valid_until = sent + self.ttl_s - self.margin_s
-            if self._lease is not None and self.on_renew is not None:
-                try:
-                    self.on_renew()
-                except Exception:
-                    log.exception("the leader's renewal hook failed")
             if self._lease is None:
                 self._lease = got
                 self._lost.clear()

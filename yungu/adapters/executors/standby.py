@@ -81,8 +81,10 @@ class StandbyLocal:
         return LogChunk(data, end, end >= size)  # the API also requires the job to be finished
 
     def check(self) -> Mapping[str, object]:
-        return {"executor": self.name, "kind": self.kind, "reachable": True, "role": "standby",
-                "note": STANDBY}
+        # Not reachable *from here*: the leader's control loop must not take this placeholder
+        # (left in place when the real executor could not be opened yet) for a working executor.
+        return {"executor": self.name, "kind": self.kind, "reachable": False, "role": "standby",
+                "error": STANDBY}
 
     def close(self) -> None:
         return None
