@@ -59,6 +59,11 @@ class ExecutorHealth:
         self._lock = threading.Lock()
         self._state: dict[str, _State] = {}
 
+    def reset(self) -> None:
+        """Forget everything (a new leadership: the executors may be other instances now)."""
+        with self._lock:
+            self._state.clear()
+
     def _get(self, name: str) -> _State:
         st = self._state.get(name)
         if st is None:

@@ -153,6 +153,7 @@ class Reconciler:
         self._cancelling.clear()
         self._retry_at.clear()
         self._sweep.clear()
+        self.health.reset()
         if self._background:
             self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="yungu-act")
         self._thread = threading.Thread(target=self._run, name="yungu-reconciler", daemon=True)
