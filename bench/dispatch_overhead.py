@@ -132,7 +132,11 @@ def main() -> None:
         if "local" in engines:
             from yungu.adapters.executors.local import LocalExecutor
 
-            ex = LocalExecutor("local", {}, tmp / "local")
+            # The job sandbox shows jobs only what is bound in: the output dir (docs/security.md).
+            tmp.chmod(0o711)
+            out.chmod(0o777)
+            bind = {"src": str(out), "dst": str(out), "mode": "rw"}
+            ex = LocalExecutor("local", {"runs_root": str(tmp / "runs"), "binds": [bind]}, tmp / "local")
             try:
                 rows.append(("local", run_executor(ex, args.jobs, args.window, out, 600)))
             finally:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +23,37 @@ def shared_data(*parts: str) -> Path:
         pytest.skip(f"shared data not present: {path} (tests read real traces/feeds from ../shared/data)")
     return path
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def runs_root() -> Iterator[Path]:
+    """Sandboxed local jobs' run directories for this session: outside every data dir, like
+    /var/lib/yungu-runs in production (the local executor reads YUNGU_RUNS_ROOT; servers
+    started by tests inherit it)."""
+    root = Path(tempfile.mkdtemp(prefix="yungu-runs-"))
+    root.chmod(0o711)
+    before = os.environ.get("YUNGU_RUNS_ROOT")
+    os.environ["YUNGU_RUNS_ROOT"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("YUNGU_RUNS_ROOT", None)
+    else:
+        os.environ["YUNGU_RUNS_ROOT"] = before
+    _remove_session_cgroups(root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _remove_session_cgroups(root: Path) -> None:
+    """Jobs that outlived their test's executor leave empty cgroups; remove this session's
+    (one executor key per directory in the runs root; busy ones stay)."""
+    from yungu.adapters.executors.sandbox_cgroups import Cgroups
+
+    for key_dir in root.iterdir():
+        if key_dir.is_dir() and not key_dir.name.startswith("."):
+            cg = Cgroups(key_dir.name)
+            for leaf in cg.leaves():
+                cg.remove(leaf)
+            cg.close()
 
 
 @pytest.fixture(scope="session")

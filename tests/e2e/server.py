@@ -15,6 +15,18 @@ import httpx
 from tests.net import free_port
 
 
+def default_world_with(path: Path, executor_lines: str) -> Path:
+    """The embedded default world with extra lines in its ``[executor.local]`` table (e.g.
+    an operator's ``binds``), written to ``path``."""
+    from importlib import resources
+
+    text = resources.files("yungu.data").joinpath("default_world.toml").read_text(encoding="utf-8")
+    head = "[executor.local]\n"
+    assert text.count(head) == 1, "the default world has one [executor.local] table"
+    path.write_text(text.replace(head, head + executor_lines))
+    return path
+
+
 def yungu_exe() -> str:
     return shutil.which("yungu") or str(Path(sys.executable).parent / "yungu")
 

@@ -3,6 +3,10 @@
 200 short jobs each append their own id to a shared file. The server is killed with
 SIGKILL three times at random moments and restarted each time. At the end every job is in
 a terminal state and every id appears in the file exactly once.
+
+The world is the embedded default one plus an operator bind mount (the jobs run in the
+sandbox, which shows them nothing of the host but what the operator binds: here the
+directory of the shared file).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.server import ServerProcess
+from tests.e2e.server import ServerProcess, default_world_with
+from tests.executors.sandbox_env import binds_toml, shared_dir
 
 pytestmark = [pytest.mark.slow]
 
@@ -25,9 +30,11 @@ def test_kill_dash_nine_three_times_loses_nothing_and_runs_nothing_twice(tmp_pat
     rng = random.Random(20261122)
     data = tmp_path / "data"
     data.mkdir()
-    out = tmp_path / "ran.txt"
+    out = shared_dir("crash") / "ran.txt"
     out.touch()
-    srv = ServerProcess(data).start()
+    out.chmod(0o666)
+    world = ["--config", str(default_world_with(tmp_path / "world.toml", binds_toml()))]
+    srv = ServerProcess(data, extra=world).start()
     admin = {"Authorization": f"Bearer {srv.admin_key}"}
     tenant = httpx.post(srv.url + "/api/v1/admin/tenants", json={"name": "crash-lab"}, headers=admin).json()["id"]
     submitted: list[str] = []
@@ -47,7 +54,7 @@ def test_kill_dash_nine_three_times_loses_nothing_and_runs_nothing_twice(tmp_pat
             kills_at.pop(0)
             time.sleep(rng.uniform(0.0, 0.3))
             srv.kill9()
-            srv = ServerProcess(data, port=srv.port).start()
+            srv = ServerProcess(data, port=srv.port, extra=world).start()
     assert len(set(submitted)) == JOBS
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:

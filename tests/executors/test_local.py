@@ -1,10 +1,15 @@
 """The local executor: the shared contract, plus what only real local processes can show.
 
-Everything here runs real ``/bin/sh`` processes in a temp data dir; nothing is mocked.
+Everything here runs real ``/bin/sh`` processes in a temp data dir; nothing is mocked. The
+executor runs with its default sandbox (bubblewrap, a tenant uid, cgroups); ``tmp_path``
+is overridden with a directory bound into the sandbox (``tests/executors/sandbox_env.py``),
+so the contract's commands can leave files the test reads. Cases about the plain shim
+(``sandbox = false``) say so.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -31,20 +36,28 @@ from tests.executors.contract import (
     wait_done,
     wait_file,
 )
+from tests.executors.sandbox_env import BINDS, shared_dir
 from yungu.adapters.executors.base import BaseExecutor, LatencyHistogram
 from yungu.adapters.executors.local import LocalExecutor, LocalSettings
 from yungu.adapters.executors.local_runs import ReplicaState as _R
-from yungu.adapters.executors.local_runs import decide
+from yungu.adapters.executors.local_runs import decide, shim_index
 from yungu.adapters.executors.registry import ExecutorRegistry, build_executor, default_registry
 from yungu.domain.errors import Conflict, InvalidInput, Unavailable
 from yungu.ports.executor import ExecError, ExecErrorCode, ExecPhase, Executor, Launch, ReplicaLaunch
 
-FAST = {"poll_interval_s": 0.02, "gang_kill_grace_s": 1.0}
+FAST = {"poll_interval_s": 0.02, "gang_kill_grace_s": 1.0, "binds": BINDS}
+PLAIN = {"poll_interval_s": 0.02, "gang_kill_grace_s": 1.0, "sandbox": False}
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "data"
+def tmp_path() -> Path:
+    """Overrides pytest's: a directory the sandboxed jobs can write too."""
+    return shared_dir()
+
+
+@pytest.fixture
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("local") / "data"
 
 
 @pytest.fixture
@@ -76,7 +89,12 @@ def engine_timeout() -> float:
 
 
 def _kill_leftovers(data_dir: Path) -> None:
-    """Tests start real process sessions; never leave one behind."""
+    """Tests start real process sessions; never leave one behind (a sandboxed replica dies
+    with its supervisor's group: bwrap runs with --die-with-parent)."""
+    for prefix, (pid, _) in shim_index().items():
+        if prefix.startswith(f"{data_dir}/"):
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
     for pidfile in data_dir.glob("runs/*/replica-*.pid"):
         info = json.loads(pidfile.read_text())
         try:
@@ -207,10 +225,14 @@ def test_max_processes_queues_fifo_and_never_exceeds_the_cap(
     assert peak <= 2
     lines = log.read_text().split()
     assert len(lines) == 10
-    # FIFO: launches are spawned in submission order; at most two are between start and end.
+    # FIFO: launches are spawned in submission order (the spawn times in the pid files; the
+    # supervisors' own start records of two launches spawned in the same pass may be a few
+    # ms the other way round); at most two are between start and end.
+    spawned = [json.loads((data_dir / "runs" / la.request_id / "replica-0.pid").read_text())["started_at"]
+               for la in launches]
+    assert spawned == sorted(spawned)
     started = [ok(ex.status(la.request_id)).started_at for la in launches]
     assert all(t is not None for t in started)
-    assert started == sorted(started)  # type: ignore[type-var]
     assert started[2] >= max(started[:2])  # type: ignore[operator]
     running = 0
     for x in lines:
@@ -271,15 +293,17 @@ def test_gang_failure_terminates_the_siblings(
         "exec sleep 60",
         replicas=3,
     )
-    ok(ex.submit(la))
+    supervisors = [int(p) for p in ok(ex.submit(la)).native_id.split(",")]
+    wait_file(tmp_path / "pid-0", 5)
+    sibling = _job_processes(supervisors[0])  # host pids: $$ inside is the namespace's
+    assert sibling
     done = wait_done(ex, la.request_id, 10)
     assert (done.phase, done.exit_code) == (ExecPhase.FAILED, 5)
     assert "replica 1" in done.reason
-    sibling = int((tmp_path / "pid-0").read_text())
     deadline = time.monotonic() + 3
-    while psutil.pid_exists(sibling) and time.monotonic() < deadline:
+    while any(_running(p) for p in sibling) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not psutil.pid_exists(sibling), "sibling replicas must be terminated"
+    assert not any(_running(p) for p in sibling), "sibling replicas must be terminated"
 
 
 def test_environment_devices_and_per_replica_logs(data_dir: Path, executors: list[LocalExecutor]) -> None:
@@ -297,7 +321,7 @@ def test_environment_devices_and_per_replica_logs(data_dir: Path, executors: lis
     )
     ok(ex.submit(la))
     assert wait_done(ex, "env.1", 10).phase is ExecPhase.SUCCEEDED
-    run = data_dir / "runs" / "env.1"
+    run = "/job"  # the sandbox's view of the run directory
     assert read_all(ex, "env.1").decode().strip() == f"0,1|0|unset|x y 'z'|{run}"
     assert read_all(ex, "env.1", "stdout:1").decode().strip() == f"2,3|3|unset|x y 'z'|{run}"
     assert read_all(ex, "env.1", "stderr:1") == b"err-1\n", "platform variables win over the launch env"
@@ -514,6 +538,21 @@ def test_build_executor_gives_each_executor_its_own_dir(data_dir: Path) -> None:
         b.close()
 
 
+def _job_processes(supervisor: int) -> list[int]:
+    """Host pids of what a replica's supervisor runs (the sandbox and the job in it)."""
+    try:
+        return [c.pid for c in psutil.Process(supervisor).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _pgid(pid: int) -> int:
     try:
         return os.getpgid(pid)
@@ -575,7 +614,8 @@ def test_finished_runs_are_journaled_and_answered_after_restart(data_dir: Path) 
 
 
 def test_cancel_interrupted_by_a_restart_still_ends_with_sigkill(data_dir: Path, tmp_path: Path) -> None:
-    ex = LocalExecutor("local-test", FAST, data_dir)
+    """The plain shim (sandbox = false) dies of the SIGTERM; a restart kills what is left."""
+    ex = LocalExecutor("local-test", PLAIN, data_dir)
     la = make_launch(f"trap '' TERM; touch {tmp_path}/up; while true; do sleep 0.05; done")
     shim = int(ok(ex.submit(la)).native_id)
     wait_file(tmp_path / "up", 5)
@@ -588,7 +628,7 @@ def test_cancel_interrupted_by_a_restart_still_ends_with_sigkill(data_dir: Path,
     assert not _shim_running(shim)
     ex.close()  # the platform stops during the grace period
     assert _group_alive(shim)
-    ex2 = LocalExecutor("local-test", FAST, data_dir)
+    ex2 = LocalExecutor("local-test", PLAIN, data_dir)
     try:
         deadline = time.monotonic() + 5
         while _group_alive(shim) and time.monotonic() < deadline:
@@ -632,15 +672,16 @@ def test_shim_killed_from_outside_fails_with_the_signal_code_and_cleans_up(
     shim = int(ok(ex.submit(la)).native_id)
     wait_file(tmp_path / "inner", 5)
     time.sleep(0.05)
-    inner = int((tmp_path / "inner").read_text())
+    inner = _job_processes(shim)
+    assert inner
     os.kill(shim, signal.SIGKILL)  # e.g. the OOM killer picked the shim
     done = wait_done(ex, la.request_id, 5)
     assert (done.phase, done.exit_code) == (ExecPhase.FAILED, 137)
     assert (data_dir / "runs" / la.request_id / "replica-0.exit").read_text() == "137\n"
     deadline = time.monotonic() + 3
-    while psutil.pid_exists(inner) and time.monotonic() < deadline:
+    while any(_running(p) for p in inner) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not psutil.pid_exists(inner), "the replica's other processes are stopped too"
+    assert not any(_running(p) for p in inner), "the replica's other processes are stopped too"
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -660,10 +701,11 @@ def test_owner_killed_mid_burst_nothing_runs_twice_and_lost_never_ran(
         from pathlib import Path
         from yungu.adapters.executors.local import LocalExecutor
         from yungu.ports.executor import Launch, ReplicaLaunch
-        ex = LocalExecutor("local-test", {{"max_processes": 4, "poll_interval_s": 0.01}}, Path({str(data_dir)!r}))
+        ex = LocalExecutor("local-test", {{"max_processes": 4, "poll_interval_s": 0.01, "binds": {BINDS!r}}},
+                           Path({str(data_dir)!r}))
         for i in range({n}):
             cmd = "sleep 0.$((RANDOM % 3)); echo $YUNGU_REQUEST_ID >> {out}"
-            ex.submit(Launch(f"b{{i}}.1", f"b{{i}}", "t", "p", cmd, (ReplicaLaunch(0),)))
+            ex.submit(Launch(f"b{{i}}.1", f"b{{i}}", "tenant-test", "p", cmd, (ReplicaLaunch(0),)))
             print(i, flush=True)
         import time; time.sleep(60)
         """

@@ -2,14 +2,23 @@
 
 How our concepts map onto the machine:
 
-- a **launch** (one attempt of one job, ``request_id``) is a run directory
-  ``<data_dir>/runs/<request_id>/`` holding ``launch.json`` (the manifest), the logs and
-  small marker files; the directory *is* the durable record, memory is only a cache;
-- a **replica** of a gang is one ``/bin/sh -c <command>`` process tree, started in its own
-  session (so it survives the platform being ``kill -9``'d) under a tiny ``sh`` shim that
-  writes the command's exit code to ``replica-<i>.exit`` (tmp file, then rename) when it
-  ends; ``replica-<i>.pid`` records the shim's pid and start time so a restarted platform
-  can recognise it (and not a recycled pid);
+- a **launch** (one attempt of one job, ``request_id``) is a control directory
+  ``<data_dir>/runs/<request_id>/`` (the platform's, 0700) holding ``launch.json`` (the
+  manifest), the logs and small record files; the directory *is* the durable record,
+  memory is only a cache. With the sandbox (the default) the job itself works in a run
+  directory ``<runs_root>/<key>/<request_id>/`` owned by its tenant's uid, which it sees
+  as ``/job``; it never sees the control directory;
+- a **tenant** is a uid of its own (``sandbox.TenantUids``); each replica runs in a
+  bubblewrap sandbox with that uid, its own PID namespace, a cleared environment and
+  cgroup limits (``sandbox.py`` draws the process chain; ``sandbox = false`` runs plain
+  process trees as the platform's user, for a trusted single-tenant machine);
+- a **replica** of a gang is one ``/bin/sh -c <command>`` process tree under a small
+  ``sh`` supervisor started in its own session (so it survives the platform being
+  ``kill -9``'d); the supervisor writes ``replica-<i>.start`` as it begins and the
+  command's exit code to ``replica-<i>.exit`` when it ends: their mtimes are the run's
+  start and end (``ExecStatus.started_at`` / ``finished_at``), never the moment the
+  platform looked; ``replica-<i>.pid`` records the supervisor's pid and start time so a
+  restarted platform can recognise it (and not a recycled pid);
 - **devices** are declared, not real: they reach the job as ``YUNGU_DEVICES`` (and as
   ``CUDA_VISIBLE_DEVICES`` only if ``set_cuda_visible_devices`` is set); nothing confines
   a process to them;
@@ -20,6 +29,8 @@ How our concepts map onto the machine:
 Files of a run (all written atomically: tmp then rename, or link for first-writer-wins)::
 
     launch.json               manifest, written before any process starts
+    replica-<i>.args          the job's environment for bubblewrap (sandbox; 0600)
+    replica-<i>.start         empty; its mtime is the supervisor's start
     replica-<i>.pid           {"pid", "create_time", "started_at"} after the spawn
     replica-<i>.exit          the command's exit code and a newline, written by the shim
     replica-<i>.stdout.log    replica-<i>.stderr.log
@@ -85,6 +96,17 @@ from yungu.adapters.executors.local_runs import (
     write_exclusive,
     write_exit,
     write_new,
+    write_private,
+)
+from yungu.adapters.executors.sandbox import (
+    JOB_BASE_ENV,
+    SANDBOX_KEYS,
+    SANDBOX_SHIM,
+    SUPERVISOR_ENV,
+    Bind,
+    Sandbox,
+    SandboxError,
+    parse_sandbox_setting,
 )
 from yungu.domain.clock import Clock
 from yungu.domain.errors import InvalidInput, Unavailable
@@ -96,6 +118,7 @@ from yungu.ports.executor import (
     ExecStatus,
     Launch,
     LogChunk,
+    ReplicaLaunch,
 )
 
 log = logging.getLogger("yungu.executor.local")
@@ -111,6 +134,9 @@ class _SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
 
+    def monotonic(self) -> float:
+        return time.monotonic()
+
 
 @dataclass(frozen=True)
 class LocalSettings:
@@ -122,7 +148,16 @@ class LocalSettings:
     gang_kill_grace_s: float = 5.0
     declared_cpus: int | None = None
     declared_memory_gb: int | None = None
-    inherit_env: bool = True
+    # Sandbox (docs/security.md): on unless the operator turns it off for a trusted,
+    # single-tenant machine. inherit_env (default true) applies only with sandbox = false.
+    sandbox: bool = True
+    inherit_env: bool | None = None
+    runs_root: str | None = None  # default $YUNGU_RUNS_ROOT, else /var/lib/yungu-runs (root)
+    uid_base: int = 200_000
+    uid_count: int = 100_000
+    binds: tuple[Bind, ...] = ()
+    network: str = "host"  # or "none": a network namespace with loopback only
+    pids_per_replica: int = 4096
 
     @classmethod
     def parse(cls, raw: Mapping[str, Any]) -> LocalSettings:
@@ -135,7 +170,10 @@ class LocalSettings:
         for key, value in raw.items():
             if key in ("kind", "type"):
                 continue
-            if key in ("set_cuda_visible_devices", "inherit_env"):
+            if key in SANDBOX_KEYS:
+                values[key] = parse_sandbox_setting(key, value)
+                continue
+            if key in ("set_cuda_visible_devices", "inherit_env", "sandbox"):
                 if not isinstance(value, bool):
                     raise InvalidInput(f"local executor: {key} must be true or false, got {value!r}")
             elif key in ("poll_interval_s", "gang_kill_grace_s"):
@@ -149,6 +187,11 @@ class LocalSettings:
             values[key] = value
         if values.get("poll_interval_s", 1.0) < 0.001:
             raise InvalidInput("local executor: poll_interval_s must be at least 0.001")
+        if values.get("sandbox", True) and values.get("inherit_env"):
+            raise InvalidInput(
+                "local executor: inherit_env = true would give tenant jobs the server's environment; "
+                "it is allowed only with sandbox = false / 沙箱模式下不允许继承服务器环境变量"
+            )
         return cls(**values)
 
 
@@ -161,6 +204,8 @@ class _Replica:
     pid: int | None = None
     create_time: float | None = None
     signalled: bool = False  # we sent its group SIGTERM (so SIGKILL follows after the grace)
+    started: float | None = None  # the supervisor's start record (epoch seconds)
+    ended: float | None = None  # the supervisor's end record
 
 
 @dataclass
@@ -170,7 +215,8 @@ class _Run:
     replicas: list[_Replica]
     time_limit_s: int | None = None
     launch: Launch | None = None  # kept while queued
-    started_at: datetime | None = None
+    spawned_at: datetime | None = None  # when we forked it; the supervisor's record beats it
+    memory_gb: int = 0  # per replica (for the note on an out-of-memory kill)
     adopted: bool = False
     slots: int = 0  # process slots held (counted against max_processes)
     verdict: tuple[ExecPhase, int | None, str] | None = None
@@ -196,6 +242,8 @@ class LocalExecutor(BaseExecutor):
         *,
         clock: Clock | None = None,
     ) -> None:
+        """``clock`` must tell real time (the default): run times come from the supervisor's
+        file records, which the kernel stamps, and are compared with ``clock.now()``."""
         super().__init__(name)
         self.settings = (
             settings if isinstance(settings, LocalSettings) else LocalSettings.parse(settings or {})
@@ -203,6 +251,7 @@ class LocalExecutor(BaseExecutor):
         self.data_dir = Path(data_dir)
         self.runs_dir = self.data_dir / "runs"
         self._clock: Clock = clock or _SystemClock()
+        self._monotonic = getattr(self._clock, "monotonic", None) or _SystemClock().monotonic
         self._lock = threading.RLock()
         self._active: dict[str, _Run] = {}
         self._finished: OrderedDict[str, tuple[ExecStatus, int]] = OrderedDict()
@@ -213,11 +262,15 @@ class LocalExecutor(BaseExecutor):
         self._claims: dict[str, threading.Event] = {}
         self._journal = -1
         self._slots_used = 0
-        self._base_env = dict(os.environ) if self.settings.inherit_env else {"PATH": os.defpath}
+        inherit = self.settings.inherit_env is not False and not self.settings.sandbox
+        self._base_env = dict(os.environ) if inherit else {"PATH": os.defpath}
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
+            for d in (self.data_dir, self.runs_dir):  # the control dirs: the platform's alone
+                if d.stat().st_uid == os.geteuid():
+                    d.chmod(0o700)
             self._lockfile = os.open(
-                self.data_dir / "executor.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+                self.data_dir / "executor.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600
             )
         except OSError as exc:
             raise Unavailable(
@@ -232,9 +285,21 @@ class LocalExecutor(BaseExecutor):
             )
         os.ftruncate(self._lockfile, 0)
         os.write(self._lockfile, f"{os.getpid()}\n".encode())
+        self._sandbox: Sandbox | None = None
+        try:
+            self._sandbox = self._make_sandbox() if self.settings.sandbox else None
+        except BaseException:
+            os.close(self._lockfile)
+            raise
+        if not self.settings.sandbox:
+            log.warning(
+                "local executor %s: sandbox = false: jobs run as the platform's own user, see its files "
+                "and environment; use only on a trusted single-tenant machine / 沙箱已关闭：仅限可信的单租户环境",
+                name, extra={"executor": name},
+            )
         self._read_journal()
         self._journal = os.open(
-            self.data_dir / "finished.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+            self.data_dir / "finished.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
         )
         self._adopt_all()
         self._stop = threading.Event()
@@ -244,17 +309,35 @@ class LocalExecutor(BaseExecutor):
     # ---- contract --------------------------------------------------------------------
 
     def capabilities(self) -> Capabilities:
+        unsupported = {
+            "device_isolation": "devices are declared: assigned through YUNGU_DEVICES only, processes are not confined",
+            "energy_accounting": "local processes are not metered",
+        }
+        sb = self._sandbox
+        missing = [c for c, v in sb.cgroups.describe().items() if v is None] if sb else ["cpu", "memory", "pids"]
+        if missing:
+            unsupported["resource_limits"] = (
+                f"{', '.join(missing)} limits per replica are not enforced here "
+                + ("(no writable cgroup controller)" if sb else "(sandbox = false)")
+            )
+        if sb is None:
+            unsupported["isolation"] = "sandbox = false: jobs run as the platform's own user"
         return Capabilities(
-            name=self.name,
-            gangs=True,
-            devices=True,
-            logs=True,
-            energy_accounting=False,
-            unsupported={
-                "device_isolation": "devices are declared: assigned through YUNGU_DEVICES only, processes are not confined",
-                "resource_limits": "cpus and memory per replica are not enforced on local processes",
-                "energy_accounting": "local processes are not metered",
-            },
+            name=self.name, gangs=True, devices=True, logs=True, energy_accounting=False, unsupported=unsupported
+        )
+
+    def _make_sandbox(self) -> Sandbox:
+        s = self.settings
+        return Sandbox(
+            self.name,
+            self.data_dir,
+            runs_root=Path(s.runs_root) if s.runs_root else None,
+            uid_base=s.uid_base,
+            uid_count=s.uid_count,
+            binds=s.binds,
+            network=s.network,
+            pids_per_replica=s.pids_per_replica,
+            monotonic=self._monotonic,
         )
 
     def _submit(self, launch: Launch) -> ExecStatus | ExecError:
@@ -393,8 +476,21 @@ class LocalExecutor(BaseExecutor):
         writable = os.access(self.runs_dir, os.W_OK)
         with self._lock:
             running, queued = self._slots_used, len(self._queue)
+        sb = self._sandbox
+        if sb is None:
+            sandbox: dict[str, Any] = {"enabled": False}
+            warnings.append(
+                "sandbox = false: jobs run as the platform's own user with its files and environment "
+                "(trusted single-tenant use only) / 沙箱已关闭：作业以平台自身用户运行"
+            )
+        else:
+            sandbox = sb.report()
+            warnings.extend(sb.warnings)
+        refusal = sb.refusal if sb is not None else ""
         return {
-            "reachable": writable,
+            "reachable": writable and not refusal,
+            **({"error": refusal} if refusal else {}),
+            "sandbox": sandbox,
             "data_dir": str(self.data_dir),
             "cpus": cpus,
             "memory_gb": mem_gb,
@@ -412,6 +508,8 @@ class LocalExecutor(BaseExecutor):
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         self._flush()
+        if self._sandbox is not None:
+            self._sandbox.close()  # only empty cgroups go; running jobs keep theirs
         with self._lock:
             if self._journal >= 0:
                 os.close(self._journal)
@@ -425,12 +523,16 @@ class LocalExecutor(BaseExecutor):
     # ---- validation ------------------------------------------------------------------
 
     def _validate(self, launch: Launch) -> str:
+        if self._sandbox is not None and self._sandbox.refusal:
+            return self._sandbox.refusal
         if not _REQUEST_ID.match(launch.request_id) or launch.request_id in (".", ".."):
             return f"request id {launch.request_id!r} must match {_REQUEST_ID.pattern}"
         if not launch.command.strip() or "\x00" in launch.command:
             return "command must be a non-empty string without NUL bytes"
         if not launch.job_id or "\x00" in launch.job_id:
             return "job id must be a non-empty string without NUL bytes"
+        if self._sandbox is not None and (not launch.tenant_id or "\x00" in launch.tenant_id):
+            return "a sandboxed launch needs its tenant id (it decides the uid the job runs as)"
         n = len(launch.replicas)
         if n == 0:
             return "a launch needs at least one replica"
@@ -451,18 +553,25 @@ class LocalExecutor(BaseExecutor):
         """Start every replica of a run whose slots are reserved. Touches only ``run``."""
         launch = run.launch
         assert launch is not None
-        run.started_at = self._clock.now()
+        run.spawned_at = self._clock.now()
+        run.memory_gb = launch.memory_gb_per_replica
         # None: inherit the platform's environment as is (the cheap, common case).
-        env = None if self.settings.inherit_env and not launch.env else {**self._base_env, **launch.env}
+        inherit = self.settings.inherit_env is not False
+        env = None if inherit and not launch.env else {**self._base_env, **launch.env}
         try:
             problem = ensure_checkpoint_dir(launch)
             if problem:
                 raise OSError(problem)
-            for rep, spec in zip(run.replicas, launch.replicas, strict=True):
-                platform_vars = [f"{k}={v}" for k, v in replica_env(launch, rep.index).items()]
-                if self.settings.set_cuda_visible_devices and spec.devices:
-                    platform_vars.append(f"CUDA_VISIBLE_DEVICES={','.join(str(d) for d in spec.devices)}")
-                self._spawn_replica(run, rep, launch.command, env, platform_vars)
+            if self._sandbox is not None:
+                self._spawn_sandboxed(run, launch, self._sandbox)
+            else:
+                for rep, spec in zip(run.replicas, launch.replicas, strict=True):
+                    platform_vars = [f"{k}={v}" for k, v in self._platform_vars(launch, rep.index, spec).items()]
+                    self._spawn_replica(run, rep, launch.command, env, platform_vars)
+        except SandboxError as exc:  # cannot be confined as promised: it must not run
+            log.error("local launch not confined", extra={"executor": self.name, "request_id": run.request_id,
+                                                          "error": str(exc)})
+            self._set_verdict(run, ExecPhase.FAILED, None, f"could not set up the job sandbox: {exc}", 0.0)
         except Exception as exc:  # OSError (EAGAIN, ENOMEM...) or a bug: never leak the slots
             log.error(
                 "local spawn failed",
@@ -471,6 +580,38 @@ class LocalExecutor(BaseExecutor):
             )
             self._set_verdict(run, ExecPhase.LOST, None, f"could not start processes: {exc}", 0.0)
         run.launch = None
+
+    def _platform_vars(self, launch: Launch, index: int, spec: ReplicaLaunch) -> dict[str, str]:
+        out = replica_env(launch, index)  # the YUNGU_* block every executor builds the same way
+        if self.settings.set_cuda_visible_devices and spec.devices:
+            out["CUDA_VISIBLE_DEVICES"] = out["YUNGU_DEVICES"]
+        return out
+
+    def _spawn_sandboxed(self, run: _Run, launch: Launch, sb: Sandbox) -> None:
+        """One supervisor per replica; see ``sandbox.py`` for the chain it starts."""
+        uid, work = sb.prepare(launch.request_id, launch.tenant_id)
+        for rep, spec in zip(run.replicas, launch.replicas, strict=True):
+            prefix = run.path / f"replica-{rep.index}"
+            env = {**JOB_BASE_ENV, **launch.env, **self._platform_vars(launch, rep.index, spec)}
+            write_private(Path(f"{prefix}.args"), sb.env_args(env))
+            procs = sb.cgroup(_leaf(run.request_id, rep.index), launch.cpus_per_replica, launch.memory_gb_per_replica)
+            proc = subprocess.Popen(
+                ["/bin/sh", "-c", SANDBOX_SHIM, SHIM_ARGV0, str(prefix), procs, *sb.argv(uid, work, launch.command)],
+                cwd="/",
+                env=SUPERVISOR_ENV,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            rep.popen, rep.pid, rep.state = proc, proc.pid, ReplicaState.ALIVE
+
+    def _signal(self, rep: _Replica, sig: int) -> None:
+        assert rep.pid is not None
+        if self._sandbox is not None:
+            self._sandbox.signal(rep.pid, sig)
+        else:
+            signal_group(rep.pid, sig)
 
     def _spawn_replica(
         self, run: _Run, rep: _Replica, command: str, env: dict[str, str] | None, platform_vars: list[str]
@@ -501,7 +642,7 @@ class LocalExecutor(BaseExecutor):
                 rep.create_time = psutil.Process(rep.pid).create_time()
             except psutil.Error:
                 continue
-            started = run.started_at.isoformat() if run.started_at else None
+            started = run.spawned_at.isoformat() if run.spawned_at else None
             with contextlib.suppress(OSError):
                 write_atomic(
                     run.path / f"replica-{rep.index}.pid",
@@ -541,6 +682,8 @@ class LocalExecutor(BaseExecutor):
         rep.state, rep.exit_code = (
             (ReplicaState.EXITED, code) if code is not None else (ReplicaState.GONE, None)
         )
+        if code is not None:
+            rep.ended = mtime(exit_path)  # the supervisor's end record (or ours, just reaped)
         if run.kill_at is None and safe and rep.pid is not None:
             signal_group(rep.pid, signal.SIGKILL)  # leftovers of a finished replica
 
@@ -576,13 +719,13 @@ class LocalExecutor(BaseExecutor):
 
     def _terminated(self, run: _Run) -> bool:
         """Drive SIGTERM -> grace -> SIGKILL for a run with a verdict; True once nothing is left."""
-        now = time.monotonic()
+        now = self._monotonic()
         if run.kill_at is None:
             run.kill_at = now + run.grace_s
             for rep in run.replicas:
                 if rep.state is ReplicaState.ALIVE and rep.pid is not None:
                     rep.signalled = True
-                    signal_group(rep.pid, signal.SIGTERM)
+                    self._signal(rep, signal.SIGTERM)
             for rep in run.replicas:
                 self._poll(run, rep)
         signalled = [r for r in run.replicas if r.signalled and r.pid is not None]
@@ -597,7 +740,7 @@ class LocalExecutor(BaseExecutor):
                     if rep.pid is not None and (
                         rep.popen is not None or probe(rep.pid, rep.create_time) != "reused"
                     ):
-                        signal_group(rep.pid, signal.SIGKILL)
+                        self._signal(rep, signal.SIGKILL)
             for rep in run.replicas:
                 if rep.popen is not None:
                     with contextlib.suppress(subprocess.TimeoutExpired):
@@ -608,9 +751,34 @@ class LocalExecutor(BaseExecutor):
         return True
 
     def _over_time(self, run: _Run) -> bool:
-        if run.time_limit_s is None or run.started_at is None:
+        started = self._started_at(run)
+        if run.time_limit_s is None or started is None:
             return False
-        return (self._clock.now() - run.started_at).total_seconds() > run.time_limit_s
+        return (self._clock.now() - started).total_seconds() > run.time_limit_s
+
+    def _started_at(self, run: _Run) -> datetime | None:
+        """When the run really started: the earliest supervisor start record of its replicas
+        (``replica-<i>.start``, written by the supervisor as it begins); until that file
+        exists (the first milliseconds), the moment we forked it."""
+        known: list[float] = []
+        for rep in run.replicas:
+            if rep.started is None and rep.state is not ReplicaState.QUEUED:
+                rep.started = mtime(run.path / f"replica-{rep.index}.start")
+            if rep.started is not None:
+                known.append(rep.started)
+        if known:
+            return datetime.fromtimestamp(min(known), UTC)
+        return run.spawned_at
+
+    def _finished_at(self, run: _Run) -> datetime:
+        """When the run really ended: the latest supervisor end record (``replica-<i>.exit``)."""
+        ends = []
+        for rep in run.replicas:
+            if rep.ended is None and rep.state is ReplicaState.EXITED:
+                rep.ended = mtime(run.path / f"replica-{rep.index}.exit")
+            if rep.ended is not None:
+                ends.append(rep.ended)
+        return datetime.fromtimestamp(max(ends), UTC) if ends else self._clock.now()
 
     def _set_verdict(
         self, run: _Run, phase: ExecPhase, code: int | None, reason: str, grace_s: float
@@ -640,12 +808,12 @@ class LocalExecutor(BaseExecutor):
             )
 
     def _finalise(self, run: _Run, phase: ExecPhase, code: int | None, reason: str) -> ExecStatus:
-        finished = self._clock.now()
-        if run.adopted:
-            mtimes = [mtime(run.path / f"replica-{r.index}.exit") for r in run.replicas]
-            known = [m for m in mtimes if m is not None]
-            if known:
-                finished = datetime.fromtimestamp(max(known), UTC)
+        finished = self._finished_at(run)
+        if self._sandbox is not None:
+            notes = [self._sandbox.finished(_leaf(run.request_id, r.index), run.memory_gb) for r in run.replicas]
+            note = "; ".join(sorted({n for n in notes if n}))
+            if note and phase is ExecPhase.FAILED:
+                reason = f"{reason} ({note})" if reason else note
         status = self._status_of(run, phase, code, reason, finished_at=finished)
         # Journaled by the monitor outside the lock: if we crash first, a restart derives
         # the same outcome from the exit files and verdict.
@@ -666,7 +834,7 @@ class LocalExecutor(BaseExecutor):
             exit_code=code,
             reason=reason,
             native_id=run.native_id,
-            started_at=run.started_at,
+            started_at=self._started_at(run),
             finished_at=finished_at,
         )
 
@@ -693,6 +861,8 @@ class LocalExecutor(BaseExecutor):
                         self._refresh(run)
                     self._start_queued()
                 self._flush()
+                if self._sandbox is not None:
+                    self._sandbox.collect()  # nothing to do unless a removal was refused
             except Exception:
                 log.error("local executor monitor failed", exc_info=True, extra={"executor": self.name})
         self._flush()
@@ -780,6 +950,10 @@ class LocalExecutor(BaseExecutor):
             st = self._load(path, shims)
             if st is not None:
                 counts[st.phase.value] = counts.get(st.phase.value, 0) + 1
+        if self._sandbox is not None:  # cgroups of runs that ended while we were away
+            live = {_leaf(rid, r.index) for rid, run in self._active.items() for r in run.replicas}
+            for leaf in self._sandbox.cgroups.leaves() - live:
+                self._sandbox.cgroups.remove(leaf)
         if pending:
             log.info(
                 "local executor %s: %d unfinished runs on disk at start: %s",
@@ -802,8 +976,9 @@ class LocalExecutor(BaseExecutor):
         run = _Run(rid, path, [_Replica(i) for i in range(n)], adopted=True)
         if manifest:
             run.time_limit_s = manifest.get("time_limit_s")
+            run.memory_gb = int(manifest.get("memory_gb_per_replica") or 0)
             with contextlib.suppress(KeyError, TypeError, ValueError):
-                run.started_at = datetime.fromisoformat(manifest["submitted_at"])
+                run.spawned_at = datetime.fromisoformat(manifest["submitted_at"])
         verdict = read_json(path / "verdict.json")
         if verdict:
             run.verdict = (
@@ -831,7 +1006,7 @@ class LocalExecutor(BaseExecutor):
             if info is not None:
                 rep.pid, rep.create_time = int(info["pid"]), info.get("create_time")
                 if info.get("started_at"):  # the spawn time beats the manifest's submit time
-                    run.started_at = datetime.fromisoformat(info["started_at"])
+                    run.spawned_at = datetime.fromisoformat(info["started_at"])
             code = read_exit(Path(f"{base}.exit"))
             if code is not None:
                 rep.state, rep.exit_code = ReplicaState.EXITED, code
@@ -847,6 +1022,11 @@ class LocalExecutor(BaseExecutor):
         self._slots_used += run.slots
         self._active[rid] = run
         return self._refresh(run)
+
+
+def _leaf(request_id: str, index: int) -> str:
+    """A replica's cgroup name."""
+    return f"{request_id}-r{index}"
 
 
 def _lock_within(fd: int, seconds: float) -> bool:

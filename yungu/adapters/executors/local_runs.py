@@ -19,6 +19,7 @@ from typing import Any
 
 import psutil
 
+from yungu.adapters.executors.sandbox import SANDBOX_SHIM
 from yungu.ports.executor import ExecPhase, ExecStatus, Launch
 
 log = logging.getLogger("yungu.executor.local")
@@ -36,8 +37,12 @@ log = logging.getLogger("yungu.executor.local")
 # reader sees it empty or whole (the size grows only after the copy); we accept it only
 # with its newline. A tmp+rename would be the textbook way, but `mv` is an extra fork+exec
 # per job and halved the job rate on the benchmark machine (see docs/executors.md).
+# The mtime of ``$p.start`` (a builtin redirection: no fork) is the supervisor's start
+# record, the exit file's that of the end: run times come from these, not from when the
+# platform looked. This is the shim of ``sandbox = false``; the sandbox has its own
+# (``sandbox.SANDBOX_SHIM``), with the same files and arguments in another order.
 SHIM = (
-    'c=$1; p=$2; shift 2; export "$@"; exec >>"$p.stdout.log" 2>>"$p.stderr.log"; '
+    'c=$1; p=$2; shift 2; export "$@"; exec >>"$p.stdout.log" 2>>"$p.stderr.log"; : >"$p.start"; '
     '/bin/sh -c "$c"; rc=$?; printf \'%s\\n\' "$rc" >"$p.exit"; exit "$rc"'
 )
 SHIM_ARGV0 = "yungu-shim"
@@ -142,6 +147,15 @@ def write_exit(path: Path, code: int) -> None:
     os.replace(tmp, path)
 
 
+def write_private(path: Path, data: bytes) -> None:
+    """A new file only the platform can read (0600): a launch's environment."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
 def write_new(path: Path, payload: object) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
@@ -229,10 +243,19 @@ def group_exists(pgid: int) -> bool:
 
 
 def shim_index() -> dict[str, tuple[int, float]]:
-    """Replica path prefix -> (pid, create_time) of every live shim, found by its argv."""
+    """Replica path prefix -> (pid, create_time) of every live shim, found by its argv
+    (``sh -c SHIM yungu-shim <command> <prefix> ...`` or ``sh -c SANDBOX_SHIM yungu-shim
+    <prefix> ...``)."""
     out: dict[str, tuple[int, float]] = {}
     for proc in psutil.process_iter(["cmdline", "create_time"]):
         cmd = proc.info.get("cmdline") or []
-        if len(cmd) >= 6 and cmd[3] == SHIM_ARGV0 and cmd[2] == SHIM:
-            out[cmd[5]] = (proc.pid, float(proc.info.get("create_time") or 0.0))
+        if len(cmd) < 6 or cmd[3] != SHIM_ARGV0:
+            continue
+        if cmd[2] == SHIM:
+            prefix = cmd[5]
+        elif cmd[2] == SANDBOX_SHIM:
+            prefix = cmd[4]
+        else:
+            continue
+        out[prefix] = (proc.pid, float(proc.info.get("create_time") or 0.0))
     return out
