@@ -7,8 +7,9 @@ standby takes over within 5 s; at the end every job has succeeded, every id is i
 exactly once (nothing lost, nothing run twice), every job was metered exactly once and the
 ledger balances (the posted balances of all accounts sum to zero, no reservation left).
 
-The servers share one data directory, as servers on one machine must for the local
-executor: its run directories are how a new leader re-adopts the jobs the old one started.
+The servers share one data directory (and runs root), as servers on one machine must for the
+local executor: its run directories are how a new leader re-adopts the jobs the old one
+started. Jobs run in the default sandbox; the file they append to is bound into it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import httpx
 import pytest
 
 from tests.e2e.server import ServerProcess
+from tests.executors.sandbox_env import binds_toml, shared_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.timeout(1800)]
 
@@ -37,6 +39,7 @@ id = "yungu-standby-test"
 name = "standby test"
 [executor.local]
 type = "local"
+{binds}
 [[region]]
 id = "horinger"
 name = "Horinger"
@@ -70,11 +73,12 @@ def test_kill_9_the_leader_20_times_under_load_loses_nothing_and_runs_nothing_tw
         tmp_path: Path, pg_url: str) -> None:
     rng = random.Random(20261201)
     cfg = tmp_path / "world.toml"
-    cfg.write_text(WORLD)
+    cfg.write_text(WORLD.replace("{binds}", binds_toml()))  # jobs are sandboxed: bind where they write
     data = tmp_path / "data"
     data.mkdir()
-    out = tmp_path / "ran.txt"
+    out = shared_dir("standby") / "ran.txt"
     out.touch()
+    out.chmod(0o666)
     extra = ["--config", str(cfg)]
     servers = [ServerProcess(data, db_url=pg_url, extra=extra).start(timeout=START_S)]
     servers += [ServerProcess(data, db_url=pg_url, extra=extra).start(timeout=START_S) for _ in range(2)]
@@ -188,11 +192,12 @@ def test_a_paused_leader_is_replaced_and_its_late_writes_are_refused(tmp_path: P
     import signal
 
     cfg = tmp_path / "world.toml"
-    cfg.write_text(WORLD)
+    cfg.write_text(WORLD.replace("{binds}", binds_toml()))  # jobs are sandboxed: bind where they write
     data = tmp_path / "data"
     data.mkdir()
-    out = tmp_path / "ran.txt"
+    out = shared_dir("standby") / "ran.txt"
     out.touch()
+    out.chmod(0o666)
     extra = ["--config", str(cfg)]
     a = ServerProcess(data, db_url=pg_url, extra=extra).start(timeout=START_S)
     b = ServerProcess(data, db_url=pg_url, extra=extra).start(timeout=START_S)

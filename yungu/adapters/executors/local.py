@@ -99,6 +99,7 @@ from yungu.adapters.executors.local_runs import (
     write_private,
 )
 from yungu.adapters.executors.sandbox import (
+    CHECKPOINT_DIR,
     JOB_BASE_ENV,
     SANDBOX_KEYS,
     SANDBOX_SHIM,
@@ -559,12 +560,12 @@ class LocalExecutor(BaseExecutor):
         inherit = self.settings.inherit_env is not False
         env = None if inherit and not launch.env else {**self._base_env, **launch.env}
         try:
-            problem = ensure_checkpoint_dir(launch)
-            if problem:
-                raise OSError(problem)
             if self._sandbox is not None:
                 self._spawn_sandboxed(run, launch, self._sandbox)
             else:
+                problem = ensure_checkpoint_dir(launch)
+                if problem:
+                    raise OSError(problem)
                 for rep, spec in zip(run.replicas, launch.replicas, strict=True):
                     platform_vars = [f"{k}={v}" for k, v in self._platform_vars(launch, rep.index, spec).items()]
                     self._spawn_replica(run, rep, launch.command, env, platform_vars)
@@ -590,13 +591,18 @@ class LocalExecutor(BaseExecutor):
     def _spawn_sandboxed(self, run: _Run, launch: Launch, sb: Sandbox) -> None:
         """One supervisor per replica; see ``sandbox.py`` for the chain it starts."""
         uid, work = sb.prepare(launch.request_id, launch.tenant_id)
+        # The job's own checkpoint directory (kept across attempts), at /checkpoint inside.
+        ckpt = sb.checkpoint_dir(launch.job_id, uid) if launch.checkpoint_dir else None
         for rep, spec in zip(run.replicas, launch.replicas, strict=True):
             prefix = run.path / f"replica-{rep.index}"
             env = {**JOB_BASE_ENV, **launch.env, **self._platform_vars(launch, rep.index, spec)}
+            if ckpt is not None:
+                env["YUNGU_CHECKPOINT_DIR"] = CHECKPOINT_DIR
             write_private(Path(f"{prefix}.args"), sb.env_args(env))
             procs = sb.cgroup(_leaf(run.request_id, rep.index), launch.cpus_per_replica, launch.memory_gb_per_replica)
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", SANDBOX_SHIM, SHIM_ARGV0, str(prefix), procs, *sb.argv(uid, work, launch.command)],
+                ["/bin/sh", "-c", SANDBOX_SHIM, SHIM_ARGV0, str(prefix), procs,
+                 *sb.argv(uid, work, launch.command, ckpt)],
                 cwd="/",
                 env=SUPERVISOR_ENV,
                 stdin=subprocess.DEVNULL,
