@@ -111,10 +111,14 @@ def test_slurm_site_runs_jobs_and_an_unreachable_site_does_not_stop_the_others(s
                                                  "tenant_id": t.id}, headers=h).json()["id"]
             assert _wait(http, h, ok, {"succeeded", "failed"})["state"] == "succeeded"
             time.sleep(2)
-            # The loop marked the site down: the job pinned to it is not left placed there, it
-            # waits in the queue with the site's reason (and nothing new is placed there).
+            # Its launch was tried and may have got through: it stays placed and is retried with
+            # the same request id; the loop marked the site down, so nothing new goes there.
             waiting = http.get(f"/api/v1/jobs/{stuck}", headers=h).json()
-            assert waiting["state"] == "queued" and "site hpc-dc unreachable" in waiting["reason"], waiting
+            assert waiting["state"] == "scheduled" and "dispatch retrying" in waiting["reason"], waiting
+            later = http.post("/api/v1/jobs", json={**body, "name": "later"}, headers=h).json()["id"]
+            time.sleep(2)
+            queued = http.get(f"/api/v1/jobs/{later}", headers=h).json()
+            assert queued["state"] == "queued" and "site hpc-dc unreachable" in queued["reason"], queued
             check = {i["site_id"]: i for i in http.get("/api/v1/sites/check", headers=h).json()["items"]}
             assert not check["hpc-dc"]["reachable"] and check["local-dc"]["reachable"]
     finally:

@@ -5,7 +5,8 @@ One round (``run_once``):
 1. **observe** every dispatched, running or preempted job through its executor (one batch
    call per reachable executor) and record what the world says: started, succeeded,
    failed, cancelled, lost, or (for a preempted one) stopped, which requeues it;
-2. **re-place** jobs placed on a site whose executor is unreachable and not yet dispatched;
+2. **re-place** jobs this loop placed on a site whose executor has become unreachable before
+   it tried to launch them (a launch that may have been sent is never placed a second time);
 3. **cancel** what users asked to cancel (queued jobs at once; placed ones via the executor);
 4. **admit** pending jobs (validate against the world; the admission hook, e.g. budgets);
 5. **decide**: build a frozen snapshot (free capacity, reachability and capabilities per
@@ -106,6 +107,9 @@ class Reconciler:
         self._stop = threading.Event()
         self._cancelling: set[str] = set()
         self._stopping: set[str] = set()  # preempted attempts whose stop was asked (this process)
+        # Request ids this leadership placed and has not yet tried to launch: the only ones that
+        # certainly reached no executor, so the only ones that may be placed again elsewhere.
+        self._unsent: set[str] = set()
         self._sweep: set[str] = set()  # executors back up: sweep for orphans next round
         self._dirty = True
         self._freed = False  # capacity was freed since the last decision
@@ -150,6 +154,7 @@ class Reconciler:
         self._stop.clear()
         self._active, self._dirty = None, True
         self._stopping.clear()
+        self._unsent.clear()
         self._cancelling.clear()
         self._retry_at.clear()
         self._sweep.clear()
@@ -322,14 +327,20 @@ class Reconciler:
 
     # ------------------------------------------------------------ unreachable sites
     def _replace_unreachable(self, active: list[Job]) -> list[Job]:
-        """Jobs placed on a site whose executor is unreachable, and not yet dispatched, are
-        placed again under their own policy. The new placement is a new attempt (a new
-        request id): if a launch did get through before the site went away, the orphan
-        sweep stops it when the site is back, so the job never runs twice."""
+        """Jobs this loop placed on a site whose executor has become unreachable, and that it
+        has not tried to launch, are placed again under their own policy (a new attempt).
+
+        Only those: a job whose launch was attempted (the answer "unreachable" does not say
+        whether it got through) or that an earlier leader placed (it may have been launching
+        when it died or paused) stays placed and is launched again with the *same* request id
+        when the site answers, which the executor makes harmless. So a job never runs twice."""
         now = self.clock.now()
+        scheduled = {j.request_id for j in active if j.state is JobState.SCHEDULED}
+        self._unsent &= scheduled
         trs = []
         for j in active:
-            if j.state is not JobState.SCHEDULED or j.allocation is None or j.cancel_requested:
+            if (j.state is not JobState.SCHEDULED or j.allocation is None or j.cancel_requested
+                    or j.request_id not in self._unsent):
                 continue
             name = self.executor_name(j.allocation.pool_id)
             if self.health.reachable(name):
@@ -340,6 +351,8 @@ class Reconciler:
                                   Event.UNPLACE, why))
         if not trs:
             return active
+        for tr in trs:
+            self._unsent.discard(tr.before.request_id)
         moved = {a.id: a for a in self._record(trs)}
         if moved:
             self._dirty = self._freed = True
@@ -505,6 +518,7 @@ class Reconciler:
         for jid in fx.unknown:
             log.warning("plan names job %s that is not in the round (ignored)", jid)
         recorded = self._record(admits + list(fx.transitions))
+        self._unsent.update(j.request_id for j in recorded if j.state is JobState.SCHEDULED)
         self.store.rest(fx.rest)
         self.store.set_reasons(fx.reasons)
         return ([j for j in recorded if j.state is JobState.SCHEDULED],
@@ -589,14 +603,15 @@ class Reconciler:
             assert j.allocation is not None
             name = self.executor_name(j.allocation.pool_id)
             if not self.health.reachable(name):
-                continue  # placed again next round
+                continue  # placed again next round if it was never sent; else it waits for the site
+            self._unsent.discard(j.request_id)  # from here on the launch may reach the executor
             st = self.executors[name].submit(self.launch_for(j))
             self.health.note(name, st)
             if isinstance(st, ExecError):
                 if st.code is ExecErrorCode.REJECTED:
                     why = f"executor rejected the launch: {st.message}"
                     trs.append(Transition(j, j.apply(Event.FAIL, now, reason=why), Event.FAIL, why))
-                else:  # unreachable (now marked down: placed again next round) or internal: retry
+                else:  # unreachable (now marked down) or internal: retried with the same request id
                     self._retry_at[j.request_id] = mono + self.dispatch_retry_s
                     self.store.set_reasons({j.id: f"dispatch retrying: {st.message}"})
                 continue
