@@ -126,3 +126,31 @@ def test_a_role_that_reports_fenced_makes_the_process_stand_by(leases: SqlLeaseS
     assert not a.leading and ra.log == ["gain 1", "loss"]
     a.tick()  # the lease is still its own in the database (nobody took it): it leads again
     assert a.leading and ra.log[-1] == "gain 1"
+
+
+def test_a_leader_paused_inside_a_write_cannot_block_the_takeover(leases: SqlLeaseStore) -> None:
+    """The fencing read takes a share lock on the lease row; a writer paused inside that
+    transaction would hold a takeover up for good, so PostgreSQL ends it after 2 s idle."""
+    if leases.engine.dialect.name != "postgresql":
+        pytest.skip("SQLite is single-process: nothing else can be waiting on the lock")
+    store = SqlStore(leases.engine, "p")
+    old = leases.acquire("loop", "old", ttl_s=0.5)
+    assert old is not None
+    fenced = store.fenced(old.fence)
+    conn = leases.engine.connect()
+    tx = conn.begin()
+    fenced._check_fence(conn)  # the old leader is inside a write ... and is paused here
+    t0 = time.monotonic()
+    got = None
+    while got is None and time.monotonic() - t0 < 10:
+        try:  # as Leadership.tick does: a lock timeout is an error to retry
+            got = leases.acquire("loop", "new", ttl_s=30)
+        except Exception:
+            time.sleep(0.05)
+    took = time.monotonic() - t0
+    assert got is not None and got.token == old.token + 1, "the standby never took over"
+    assert took < 5, took
+    with pytest.raises(Exception):  # noqa: B017  the server ended the paused transaction
+        conn.exec_driver_sql("SELECT 1")
+        tx.commit()
+    conn.close()

@@ -7,7 +7,8 @@ disagree, and a stale writer (a crashed-and-restarted loop) cannot overwrite new
 Fencing (``fenced(fence)``): the control loop's writes (``record``, ``rest``,
 ``set_reasons``) first read the lease row's token in the same transaction (``FOR SHARE`` on
 PostgreSQL, so a takeover waits for the write or the write sees the takeover) and refuse
-with ``Fenced`` when another process has taken the lease since.
+with ``Fenced`` when another process has taken the lease since. Such a transaction left
+idle for 2 s (its writer paused) is ended by the server, so it cannot block a takeover.
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ class SqlStore:
         f = self._fence
         if f is None:
             return
+        if c.dialect.name == "postgresql":
+            # The share lock below would hold up a takeover for as long as this transaction
+            # lives; a writer paused inside it (SIGSTOP, a VM migration) would hold it up for
+            # good. The server ends such a transaction after 2 s idle, releasing the lock; the
+            # paused writer's commit then fails (it has lost the lease anyway).
+            c.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = '2s'")
         token = c.execute(select(t.control_lease.c.token).where(t.control_lease.c.name == f.lease)
                           .with_for_update(read=True)).scalar()
         if token != f.token:

@@ -7,13 +7,15 @@ machines whose clocks disagree still agree on when a lease ran out.
 
 Every statement is a single conditional ``UPDATE`` (or the first ``INSERT``), so two
 processes racing for an expired lease cannot both win: the one whose update matched the
-old token holds it; the other's matched no row.
+old token holds it; the other's matched no row. On PostgreSQL no lease statement waits
+more than 1 s for a row lock, and a transaction idle for 1 s (its process paused) is ended
+by the server, so a paused holder can never block its successor.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import and_, insert, literal_column, select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -33,6 +35,14 @@ class SqlLeaseStore:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._now = _db_now(engine)
+        self._pg = engine.dialect.name == "postgresql"
+
+    def _bounded(self, c: Connection) -> None:
+        """A lease statement never waits long for a row lock (a paused holder may keep one),
+        and a lease transaction whose process pauses inside it is ended by the server."""
+        if self._pg:
+            c.exec_driver_sql("SET LOCAL lock_timeout = '1s'")
+            c.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = '1s'")
 
     def _read(self, name: str) -> Lease | None:
         with self.engine.begin() as c:
@@ -47,6 +57,7 @@ class SqlLeaseStore:
 
     def acquire(self, name: str, holder: str, ttl_s: float, address: str = "") -> Lease | None:
         with self.engine.begin() as c:
+            self._bounded(c)
             n = c.execute(update(L).where(and_(L.c.name == name, L.c.holder == holder))
                           .values(expires_at=self._now + ttl_s, address=address)).rowcount
             if not n:  # not ours: take it if it ran out (a new token)
@@ -65,6 +76,7 @@ class SqlLeaseStore:
 
     def renew(self, lease: Lease, ttl_s: float) -> Lease | None:
         with self.engine.begin() as c:
+            self._bounded(c)
             n = c.execute(update(L).where(and_(L.c.name == lease.name, L.c.holder == lease.holder,
                                                L.c.token == lease.token))
                           .values(expires_at=self._now + ttl_s)).rowcount
@@ -75,6 +87,7 @@ class SqlLeaseStore:
     def release(self, lease: Lease) -> None:
         """Expire it now; the token stays, so the next holder's is still larger."""
         with self.engine.begin() as c:
+            self._bounded(c)
             c.execute(update(L).where(and_(L.c.name == lease.name, L.c.holder == lease.holder,
                                            L.c.token == lease.token))
                       .values(expires_at=self._now - 1.0, holder=""))
