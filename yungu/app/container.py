@@ -14,10 +14,11 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Engine
@@ -26,19 +27,23 @@ from yungu.adapters.certs import CertSigner
 from yungu.adapters.config import PlatformConfig, load_catalogue, load_config
 from yungu.adapters.executors.registry import build_executor
 from yungu.adapters.executors.standby import ExclusiveExecutors, StandbyLocal
+from yungu.adapters.files import private_dir, private_sqlite
 from yungu.adapters.ledger.billing_store import BillingStore
 from yungu.adapters.ledger.market_store import MarketStore
 from yungu.adapters.ledger.statement_keys import platform_key
 from yungu.adapters.ledger.store import LedgerStore, ensure_system_accounts
 from yungu.adapters.signals import LiveSignals
 from yungu.adapters.store import tables as _tables  # noqa: F401  (registers core tables)
+from yungu.adapters.store.audit_store import AuditLog
 from yungu.adapters.store.batcher import SubmitBatcher
 from yungu.adapters.store.db import create_engine, migrate, sqlite_url
 from yungu.adapters.store.job_store import SqlStore
 from yungu.adapters.store.lease_store import SqlLeaseStore
+from yungu.adapters.store.read_models import ReadModels
 from yungu.adapters.store.record_store import CertificateStore, StatementStore
 from yungu.adapters.system import Ids, SystemClock
 from yungu.adapters.telemetry.store import TelemetryStore
+from yungu.app import tokens as tokens_wiring  # issue 14: the token service
 from yungu.control.billing import BillingLoop, Budgets, budget_admission, release_unused
 from yungu.control.leader import Leadership
 from yungu.control.reconciler import Reconciler
@@ -49,6 +54,11 @@ from yungu.engines.ledger.invoice import Party
 from yungu.engines.scheduler.green import GreenScheduler
 from yungu.ports.executor import Executor
 from yungu.ports.store import Lease
+
+# Federation seams (issue 12 wires them): peer platforms' quotes for a job the console asks
+# about, the peers for the big screen, and peers' public keys for token receipts.
+PeerQuotes = Callable[[Any, str], list[dict[str, Any]]]
+Peers = Callable[[], list[dict[str, Any]]]
 
 log = logging.getLogger("yungu")
 
@@ -80,6 +90,12 @@ class Container:
     submit_batcher: SubmitBatcher
     billing_runner: BillingRunner
     leader: Leadership
+    audit: AuditLog
+    read_models: ReadModels
+    tokens: tokens_wiring.TokenServices | None = None
+    peer_quotes: PeerQuotes | None = None
+    peers: Peers | None = None
+    peer_keys: dict[str, Any] = field(default_factory=dict)
 
     @property
     def world(self) -> World:
@@ -100,6 +116,8 @@ class Container:
         return "leader" if self.leader.leading else "standby"
 
     def close(self) -> None:
+        if self.tokens is not None:
+            self.tokens.close()
         self.leader.stop(release=True)  # stops the loop and the billing runner if leading
         self.submit_batcher.close()
         self.reconciler.stop()
@@ -113,12 +131,14 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
           lease_ttl_s: float = 3.0) -> Container:
     """Build the platform. ``clock``/``executors`` replace the real ones (tests, embedding);
     ``start_loop=False`` builds everything but never competes for the control loop."""
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = private_dir(data_dir.resolve())  # 0700: the database, keys and run dirs are the platform's
     catalogue = load_catalogue()
     config = load_config(config_path, catalogue)
     world = config.world
-    engine = create_engine(db_url or os.environ.get("YUNGU_DB_URL") or sqlite_url(data_dir))
+    url = db_url or os.environ.get("YUNGU_DB_URL") or sqlite_url(data_dir)
+    if url == sqlite_url(data_dir):
+        private_sqlite(data_dir / "yungu.db")
+    engine = create_engine(url)
     migrate(engine)
     store = SqlStore(engine, world.platform_id)
     if store.platform_value("platform_id") is None:
@@ -165,9 +185,12 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
         telemetry.rollup(now)
         telemetry.enforce_retention(now)
 
-    runner = BillingRunner(store, ledger.loop, clock, housekeeping)
+    hooks: list[Callable[[], object]] = []  # more billing passes (token usage), run by the runner first
+    runner = BillingRunner(store, ledger.loop, clock, housekeeping, hooks=hooks)
     c = Container(data_dir, config, catalogue, engine, store, execs, reconciler, clock, ids, ledger, telemetry,
-                  CertificateStore(engine), StatementStore(engine), SubmitBatcher(store), runner, leader)
+                  CertificateStore(engine), StatementStore(engine), SubmitBatcher(store), runner, leader,
+                  AuditLog(engine), ReadModels(engine))
+    c.tokens = tokens_wiring.wire(c, ledger, hooks)  # issue 14: gateway, inference jobs, token billing
     roles.container = c
     if start_loop:
         leader.start()
@@ -186,7 +209,8 @@ def _executors(config: PlatformConfig, data_dir: Path, given: Mapping[str, Execu
     for name, settings in config.executors.items():
         kind = str(settings["type"])
         rest = {k: v for k, v in settings.items() if k != "type"}
-        if kind == "local":
+        if kind == "local":  # issue 14: inference replicas run the platform's model server
+            rest = tokens_wiring.with_runtime_binds(dict(settings), data_dir)
             exclusive[name] = (lambda k=kind, n=name, s=rest: build_executor(k, n, s, data_dir, clock))
             placeholders[name] = StandbyLocal(name, data_dir / "executors" / name)
         else:
@@ -225,6 +249,8 @@ class _Roles:
             return
         c.reconciler.start()
         c.billing_runner.start()
+        if c.tokens is not None:
+            c.tokens.start_inference()  # it scales inference services by submitting jobs: one process
         while failed and not self._stop_opening.wait(1.0):
             failed = c.executors.open()
             if not failed:
@@ -236,6 +262,8 @@ class _Roles:
         if self._opener is not None:
             self._opener.join(timeout=10)
         c.billing_runner.stop()
+        if c.tokens is not None:
+            c.tokens.stop_inference()
         c.reconciler.stop()
         c.reconciler.store = c.store
         c.executors.close()
@@ -248,8 +276,10 @@ class BillingRunner:
     only; built from ports and callables, so it can live in ``yungu.control``."""
 
     def __init__(self, jobs: SqlStore, loop: BillingLoop, clock: Clock,
-                 housekeeping: Callable[[datetime], None] | None = None, interval_s: float = 5.0) -> None:
+                 housekeeping: Callable[[datetime], None] | None = None, interval_s: float = 5.0,
+                 hooks: list[Callable[[], object]] | None = None) -> None:
         self.jobs, self.loop, self.clock, self.housekeeping = jobs, loop, clock, housekeeping
+        self.hooks = hooks if hooks is not None else []
         self.interval_s = interval_s
         self._since: datetime | None = None  # first pass after a start rescans everything
         self._stop = threading.Event()
@@ -268,6 +298,11 @@ class BillingRunner:
 
     def run_once(self) -> tuple[int, int, int]:
         jobs = self.jobs.finished_since(self._since)
+        for hook in self.hooks:  # e.g. token usage -> usage records
+            try:
+                hook()
+            except Exception:
+                log.exception("billing hook %s failed", getattr(hook, "__qualname__", hook))
         out = self.loop.run_once(jobs)
         if jobs:
             # Keep the last instant: jobs finishing in the same instant are seen again (harmless).

@@ -1,8 +1,10 @@
-"""Small ports the API is handed by the composition root: ids, submission batching, and the
-stores of signed documents (``yungu.adapters.store.record_store`` implements the last two)."""
+"""Small ports the API is handed by the composition root: ids, submission batching, the audit
+log (``adapters/store/audit_store.py``) and the stores of signed documents
+(``adapters/store/record_store.py``)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -19,6 +21,28 @@ class Submitter(Protocol):
     async def submit(self, tenant_id: str, spec: JobSpec, job_id: str, body_hash: str | None, now: datetime) -> Job:
         """Insert a pending job (group commit with concurrent submissions); durable on return."""
         ...
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    at: datetime
+    key_id: str
+    role: str
+    action: str
+    subject: str
+    reason: str
+    outcome: str
+    detail: dict[str, Any]
+
+
+class AuditLog(Protocol):
+    """Who moved money or changed keys, when, why, with what outcome (append only)."""
+
+    def record(self, at: datetime, key_id: str, role: str, action: str, subject: str, reason: str,
+               outcome: str, detail: dict[str, Any] | None = None) -> None: ...
+
+    def entries(self, after: int = 0, limit: int = 100) -> list[AuditEntry]: ...
 
 
 class CertificateStore(Protocol):
