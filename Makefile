@@ -69,7 +69,7 @@ test-times: $(STAMP) system-deps
 
 check: $(STAMP)
 	$(BIN)/ruff check yungu tests bench
-	$(BIN)/mypy yungu/domain yungu/engines
+	$(BIN)/mypy yungu/domain yungu/engines yungu/ports yungu/control yungu/testing
 	$(BIN)/lint-imports
 
 bench: $(STAMP)

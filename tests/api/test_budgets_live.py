@@ -53,8 +53,8 @@ def test_prepaid_budget_holds_jobs_until_topped_up_and_books_usage_once(sqlite_p
     assert sorted(s["state"] for s in states.values()) == ["pending", "succeeded", "succeeded"], states
     assert float(wallet(p, tid)["available"]) >= 0
 
-    p.c.extras["billing_runner"].run_once()  # what the runner does every few seconds
-    p.c.extras["billing_runner"].run_once()  # and again: nothing is booked twice
+    p.c.billing_runner.run_once()  # what the runner does every few seconds
+    p.c.billing_runner.run_once()  # and again: nothing is booked twice
     usage = p.http.get("/api/v1/billing/usage", params={"tenant_id": tid}, headers=p.admin).json()
     items = usage["items"] if isinstance(usage, dict) else usage
     assert len([u for u in items if u["job_id"] in (first, second, third)]) == 2
@@ -115,11 +115,11 @@ def _run(p: Platform, name: str) -> dict[str, object]:
             settled += 1
             if settled == 3 or not waiting:
                 break
-            p.c.extras["billing_runner"].run_once()  # booking settles holds: admission may go on
+            p.c.billing_runner.run_once()  # booking settles holds: admission may go on
             time.sleep(1.5)  # held jobs are retried every round
         assert time.monotonic() < deadline, js
         time.sleep(0.3)
-    p.c.extras["billing_runner"].run_once()
+    p.c.billing_runner.run_once()
     usage = [u for u in p.http.get("/api/v1/billing/usage", params={"tenant": tid}, headers=p.admin).json()
              if u["job_id"] in ids]
     ran = [j for j in js if j["state"] in ("succeeded", "failed", "cancelled")]

@@ -1,8 +1,8 @@
 """One platform, two kinds of site: a local one and a real Slurm cluster.
 
 A job pinned to the Slurm site's pool really runs under Slurm through the whole platform
-(API -> loop -> SlurmExecutor -> sbatch). When a site's engine is unreachable, its jobs wait
-with the engine's reason recorded, and the other sites keep serving.
+(API -> loop -> SlurmExecutor -> sbatch). When a site's engine is unreachable it receives no
+new placements, its jobs wait with the reason recorded, and the other sites keep serving.
 """
 
 from __future__ import annotations
@@ -111,8 +111,14 @@ def test_slurm_site_runs_jobs_and_an_unreachable_site_does_not_stop_the_others(s
                                                  "tenant_id": t.id}, headers=h).json()["id"]
             assert _wait(http, h, ok, {"succeeded", "failed"})["state"] == "succeeded"
             time.sleep(2)
+            # Its launch was tried and may have got through: it stays placed and is retried with
+            # the same request id; the loop marked the site down, so nothing new goes there.
             waiting = http.get(f"/api/v1/jobs/{stuck}", headers=h).json()
             assert waiting["state"] == "scheduled" and "dispatch retrying" in waiting["reason"], waiting
+            later = http.post("/api/v1/jobs", json={**body, "name": "later"}, headers=h).json()["id"]
+            time.sleep(2)
+            queued = http.get(f"/api/v1/jobs/{later}", headers=h).json()
+            assert queued["state"] == "queued" and "site hpc-dc unreachable" in queued["reason"], queued
             check = {i["site_id"]: i for i in http.get("/api/v1/sites/check", headers=h).json()["items"]}
             assert not check["hpc-dc"]["reachable"] and check["local-dc"]["reachable"]
     finally:

@@ -509,9 +509,9 @@ def test_latency_histogram_quantiles() -> None:
 
 def test_registry_rejects_duplicates_and_unknown_kinds(data_dir: Path) -> None:
     reg = ExecutorRegistry()
-    reg.register("local", lambda n, s, d: LocalExecutor(n, s, d))
+    reg.register("local", lambda n, s, d, c: LocalExecutor(n, s, d, clock=c))
     with pytest.raises(Conflict):
-        reg.register("local", lambda n, s, d: LocalExecutor(n, s, d))
+        reg.register("local", lambda n, s, d, c: LocalExecutor(n, s, d, clock=c))
     assert default_registry().kinds() == ("local", "ray", "slurm")
     with pytest.raises(InvalidInput, match="unknown executor kind 'kubernetes'"):
         build_executor("kubernetes", "k", {}, data_dir)

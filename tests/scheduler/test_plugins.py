@@ -133,7 +133,8 @@ def test_registry_rejects_duplicates_across_kinds():
 
 def test_default_registry_names():
     reg = default_registry(home_only=True)
-    assert [n for n, _ in reg.filters()] == ["declared-fit", "reachable", "max-price", "remote-placement", "home-only"]
+    assert [n for n, _ in reg.filters()] == ["declared-fit", "reachable", "supported", "max-price", "remote-placement",
+                                             "home-only"]
     assert set(reg.scores()) == {"cost", "carbon", "green", "latency", "wait", "finish", "deadline_risk"}
 
 

@@ -11,7 +11,7 @@ from yungu.domain.ids import uuid7
 
 
 class SystemClock:
-    """The machine's clock, optionally offset (``YUNGU_CLOCK_OFFSET_S``: tests of clock skew
+    """The machine's clocks (UTC wall time, ``time.monotonic``, a real sleep), the wall time optionally offset (``YUNGU_CLOCK_OFFSET_S``: tests of clock skew
     between federated platforms run one platform ahead or behind without touching the box)."""
 
     def __init__(self, offset_s: float | None = None) -> None:
@@ -21,6 +21,12 @@ class SystemClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC) + self._offset if self._offset else datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
 
 
 class Ids:

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from yungu.api import openapi, problems
+from yungu.api.deps import Platform
 from yungu.api.guards import MAX_BODY_BYTES, RequestGuard, SecurityHeaders
 from yungu.api.ratelimit import Limiter, RateLimit, RateLimits
 from yungu.api.routes import admin, jobs, world
@@ -30,12 +31,12 @@ from yungu.api.routes import tokens as tokens_routes  # issue 14: /api/v1/tokens
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
 
-def _token_gateway(container: Any) -> Any:
-    tokens = getattr(container, "extras", {}).get("tokens")
+def _token_gateway(container: Platform) -> Any:
+    tokens = container.tokens
     return None if tokens is None else tokens.gateway
 
 
-def create_app(container: Any, limits: RateLimits | None = None) -> FastAPI:
+def create_app(container: Platform, limits: RateLimits | None = None) -> FastAPI:
     """The API over ``container``; ``limits`` are the rate limits (defaults: ``RateLimits()``)."""
     app = FastAPI(title="Yungu 云谷 API", version="0.1.0",
                   description="Federated compute-power network: monitor, schedule and trade capacity.",
@@ -57,7 +58,7 @@ def create_app(container: Any, limits: RateLimits | None = None) -> FastAPI:
     async def health() -> JSONResponse:
         c = app.state.container
         return JSONResponse({"status": "ok", "platform_id": c.world.platform_id,
-                             "platform_name": c.world.platform_name, "reconciler_rounds": c.reconciler.rounds})
+                             "platform_name": c.world.platform_name, "reconciler_rounds": c.reconciler.rounds, "role": c.role})
 
     for module in (jobs, world, admin, explain_routes):
         app.include_router(module.router, prefix="/api/v1")

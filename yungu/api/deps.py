@@ -1,4 +1,4 @@
-"""Request-scoped dependencies: the container and the authenticated principal.
+"""Request-scoped dependencies: the platform's services and the authenticated principal.
 
 Authentication takes an API key (``Authorization: Bearer`` or ``X-API-Key``). A failed
 attempt (no key, unknown or revoked key) costs the caller's address a token of the
@@ -10,8 +10,8 @@ plugs in at ``_credential``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fastapi import Request
 
@@ -20,10 +20,104 @@ from yungu.api.sessions import session_principal
 from yungu.domain.errors import Forbidden, Unauthorized
 from yungu.domain.tenancy import Principal, Role
 
+if TYPE_CHECKING:
+    from pathlib import Path
 
-def container(request: Request) -> Any:
-    """The composition root's ``Container`` (typed loosely: the api layer sits below ``app``)."""
-    return request.app.state.container
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from yungu.adapters.certs import CertSigner
+    from yungu.adapters.config import PlatformConfig
+    from yungu.adapters.telemetry.store import TelemetryStore
+    from yungu.control.reconciler import Reconciler
+    from yungu.domain.catalogue import Catalogue
+    from yungu.domain.clock import Clock
+    from yungu.domain.world import World
+    from yungu.ports.executor import Executor
+    from yungu.ports.records import AuditLog, CertificateStore, IdSource, StatementStore, Submitter
+    from yungu.ports.store import PlatformStore
+
+
+class Platform(Protocol):
+    """What the API needs from the composition root (``yungu.app.container.Container``
+    implements it; the api layer sits below ``app``, so it names the services, not the class).
+    Every service is built by ``yungu.app.container.build``; no route builds one."""
+
+    @property
+    def data_dir(self) -> Path: ...
+
+    @property
+    def config(self) -> PlatformConfig: ...
+
+    @property
+    def catalogue(self) -> Catalogue: ...
+
+    @property
+    def store(self) -> PlatformStore: ...
+
+    @property
+    def executors(self) -> Mapping[str, Executor]: ...
+
+    @property
+    def reconciler(self) -> Reconciler: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    @property
+    def ids(self) -> IdSource: ...
+
+    @property
+    def ledger(self) -> Any: ...  # LedgerServices (ledger, billing, market, budgets, loop): ports to come
+
+    @property
+    def telemetry(self) -> TelemetryStore: ...
+
+    @property
+    def certificates(self) -> CertificateStore: ...
+
+    @property
+    def statements(self) -> StatementStore: ...
+
+    @property
+    def submit_batcher(self) -> Submitter: ...
+
+    @property
+    def world(self) -> World: ...
+
+    @property
+    def signer(self) -> CertSigner: ...
+
+    @property
+    def statement_key(self) -> Ed25519PrivateKey: ...
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
+
+    @property
+    def read_models(self) -> Any: ...  # ReadModels: the console's and big screen's read-only queries
+
+    @property
+    def tokens(self) -> Any: ...  # TokenServices (issue 14), or None where the token service is not wired
+
+    @property
+    def peer_quotes(self) -> Any: ...  # federation seam (issue 12): (spec, tenant) -> peer options, or None
+
+    @property
+    def peers(self) -> Any: ...  # federation seam: () -> peer platforms for the big screen, or None
+
+    @property
+    def federation(self) -> Any: ...  # Federation (issue 12): peers, delegations, clearing; None where not wired
+
+    @property
+    def billing_runner(self) -> Any: ...  # BillingRunner: metering, booking and budgets (on the leader)
+
+
+def container(request: Request) -> Platform:
+    """The platform's services (the composition root's ``Container``, seen as a :class:`Platform`)."""
+    return request.app.state.container  # type: ignore[no-any-return]
 
 
 def _credential(request: Request) -> str:

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
 
-from yungu.adapters.store.codec import allocation_to_dict, spec_to_dict
+from yungu.adapters.codec import allocation_to_dict, spec_to_dict
 from yungu.domain.errors import InvalidInput
 from yungu.domain.job import (
     MAX_ENV_VARS,

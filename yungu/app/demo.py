@@ -179,5 +179,5 @@ def start(c: Any, url: str) -> None:
               "exposes it (measured), else power model x measured utilisation (modelled)", flush=True)
     except Exception as exc:
         log.warning("demo node agent not started: %s", exc)
-    stop = c.extras.setdefault("demo_stop", threading.Event())
+    stop = threading.Event()  # never set: the trickle ends with the process
     threading.Thread(target=_trickle, args=(c, stop), name="yungu-demo-trickle", daemon=True).start()

@@ -68,12 +68,18 @@ def serve(host: str, port: int, data_dir: Path, config: Path | None, db_url: str
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations are routine at every start
     os.umask(0o077)  # whatever the platform creates (database, keys, logs, run dirs) is its own
-    c = build(data_dir, config, db_url)
-    secret = bootstrap_admin(c)
     url = f"http://{host}:{port}"
+    c = build(data_dir, config, db_url, address=url)
+    secret = bootstrap_admin(c)
     print(f"Yungu 云谷 — platform {c.world.platform_id}: {len(c.world.regions)} regions, "
           f"{len(c.world.sites)} sites, {len(c.world.pools)} pools ({c.config.source})", flush=True)
     print(f"  API  {url}/api/v1   docs {url}/api/v1/docs   data {c.data_dir}", flush=True)
+    held = c.leader.lease or c.leader.leases.current(c.leader.name)
+    if c.leader.leading:
+        print(f"  Control loop: this server leads (lease token {held.token if held else '?'})", flush=True)
+    else:
+        print(f"  Control loop: standby — {held.address if held and held.address else 'another server'} leads; "
+              "this server serves the API and takes over if it goes away", flush=True)
     if secret:
         print("  Admin key created (saved to {}):\n    export YUNGU_URL={} YUNGU_API_KEY={}".format(
             c.data_dir / "admin.key", url, secret), flush=True)

@@ -1,12 +1,16 @@
 """Wiring of the token service (issue 14): store, gateway, inference manager, ledger batches
-and receipts, kept apart from the rest of the composition root. ``wire(c)`` fills
-``c.extras["tokens"]`` (a :class:`TokenServices`); ``demo(c)`` sets up the demo world's model,
-prices, inference service and a token key for the demo tenant."""
+and receipts, kept apart from the rest of the composition root. ``wire(c, ledger, hooks)``
+returns the :class:`TokenServices` (the container's ``tokens``) and adds its billing passes
+to ``hooks``; the inference manager, which scales inference services by submitting jobs,
+runs only on the server that leads the control loop (``start_inference`` on taking over).
+``demo(c)`` sets up the demo world's model, prices, inference service and a token key for
+the demo tenant."""
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +27,6 @@ from yungu.adapters.gateway.inference import (
 from yungu.adapters.gateway.model_server import models_available
 from yungu.adapters.gateway.service import TokenService
 from yungu.adapters.gateway.store import Service, TokenStore
-from yungu.adapters.ledger.statement_keys import platform_key
 from yungu.domain.tenancy import Role
 from yungu.engines.gateway.budget import Period
 from yungu.engines.gateway.keys import KeyPolicy
@@ -43,25 +46,39 @@ class TokenServices:
     inference: InferenceManager
     billing: TokenBilling
     receipts: Receipts
+    make_inference: Callable[[], InferenceManager]
+    inference_running: bool = False
+
+    def start_inference(self) -> None:
+        """Start scaling inference services (a fresh manager each time: its thread is one-shot)."""
+        if not self.inference_running:
+            self.inference = self.make_inference()
+            self.inference.start()
+            self.inference_running = True
+
+    def stop_inference(self) -> None:
+        if self.inference_running:
+            self.inference.stop()
+            self.inference_running = False
 
     def close(self) -> None:
-        self.inference.stop()
+        self.stop_inference()
         self.gateway.close()
 
 
-def wire(c: Any, ledger: Any, start: bool) -> TokenServices:
+def wire(c: Any, ledger: Any, hooks: list[Callable[[], object]]) -> TokenServices:
     store = TokenStore(c.engine)
     gateway = TokenService(store, c.store.principal, c.clock, c.ids.new, c.world.platform_id)
-    inference = InferenceManager(c.store, store, gateway, c.world, c.clock, c.ids.new, c.data_dir,
-                                 wake=c.reconciler.wake)
+
+    def make_inference() -> InferenceManager:
+        return InferenceManager(c.store, store, gateway, c.world, c.clock, c.ids.new, c.data_dir,
+                                wake=c.reconciler.wake)
+
     billing = TokenBilling(store, ledger.billing, c.ids.new, c.clock)
-    receipts = Receipts(c.world.platform_id, store, ledger.ledger, c.ids.new, c.clock, platform_key(c.data_dir),
-                        peers=lambda platform: c.extras.get("peer_keys", {}).get(platform))
-    s = c.extras["tokens"] = TokenServices(store, gateway, inference, billing, receipts)
-    c.extras.setdefault("billing_hooks", []).extend([billing.run_once, receipts.book])
-    if start:
-        inference.start()
-    return s
+    receipts = Receipts(c.world.platform_id, store, ledger.ledger, c.ids.new, c.clock, c.statement_key,
+                        peers=lambda platform: c.peer_keys.get(platform))
+    hooks.extend([billing.run_once, receipts.book])
+    return TokenServices(store, gateway, make_inference(), billing, receipts, make_inference)
 
 
 def with_runtime_binds(settings: dict[str, Any], data_dir: Path) -> dict[str, Any]:
@@ -111,7 +128,7 @@ def prepare_weights(data_dir: Path) -> None:
 def demo(c: Any) -> str | None:
     """The demo's token service: SmolLM2 and MiniLM with prices, one inference service on a
     CPU pool (min 1, max 2 replicas) and a key for the demo tenant. Returns the key (first start)."""
-    s: TokenServices = c.extras["tokens"]
+    s: TokenServices = c.tokens
     now = c.clock.now()
     s.store.set_model(DEMO_CHAT, "chat", Price(Decimal("0.5000"), Decimal("1.0000")), 512, now,
                       "SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0) on a CPU pool")

@@ -38,17 +38,22 @@ class BillingRunner:
         self.housekeeping_interval_s = housekeeping_interval_s
         self._unparked = False
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, name="yungu-billing", daemon=True),
-                         threading.Thread(target=self._run_budgets, name="yungu-budgets", daemon=True)]
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        """Start (or, after a lost and regained leadership, restart) both threads."""
+        self.stop()
+        self._stop = threading.Event()
+        self._unparked = False
+        self._threads = [threading.Thread(target=self._run, name="yungu-billing", daemon=True),
+                         threading.Thread(target=self._run_budgets, name="yungu-budgets", daemon=True)]
         for t in self._threads:
             t.start()
 
     def stop(self) -> None:
         self._stop.set()
         for t in self._threads:
-            if t.is_alive():
+            if t.is_alive() and t is not threading.current_thread():
                 t.join(timeout=10)
 
     def run_once(self) -> tuple[int, int, int]:

@@ -2,36 +2,48 @@
 
 One round (``run_once``):
 
-1. **observe** every dispatched/running job through its executor (one batch call per
-   executor) and record what the world says: started, succeeded, failed, cancelled, lost;
-2. **cancel** what users asked to cancel (queued jobs at once; running ones via the executor);
-3. **admit** pending jobs (validate against the world);
-4. **decide**: build a frozen snapshot and ask the scheduler for a plan; record placements
-   (queued -> scheduled, with the allocation) *before* acting on them;
-5. **act**: dispatch scheduled jobs through their site's executor with the attempt's request
-   id. A crash anywhere here is harmless: on restart a scheduled job is dispatched again with
-   the same request id, and the executor returns the first launch instead of running twice.
+1. **observe** every dispatched, running or preempted job through its executor (one batch
+   call per reachable executor) and record what the world says: started, succeeded,
+   failed, cancelled, lost, or (for a preempted one) stopped, which requeues it;
+2. **re-place** jobs this loop placed on a site whose executor has become unreachable before
+   it tried to launch them (a launch that may have been sent is never placed a second time);
+3. **cancel** what users asked to cancel (queued jobs at once; placed ones via the executor);
+4. **admit** pending jobs (validate against the world; the admission hook, e.g. budgets);
+5. **decide**: build a frozen snapshot (free capacity, reachability and capabilities per
+   pool) and ask the scheduler for a plan; ``apply_plan`` turns every part of it into
+   transitions (placements, rejections, preemptions), stops, rests and reasons, recorded
+   *before* acting on them;
+6. **act**: stop preempted attempts (SIGTERM, grace, SIGKILL: the executor's cancel) and
+   dispatch scheduled jobs with the attempt's request id. A crash anywhere here is
+   harmless: on restart a scheduled job is dispatched again with the same request id (the
+   executor returns the first launch), a preempted one is stopped again (the grace period
+   is not extended).
+
+The loop runs only in the process that holds the control lease (``yungu.control.leader``);
+its store is then a fenced view, so every write carries the lease's token and a paused old
+leader's writes are refused (``Fenced``). Time comes from the injected ``Clock`` only.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from yungu.control.capacity import hold_devices, pool_states
+from yungu.control.health import ExecutorHealth
 from yungu.domain.catalogue import Catalogue
 from yungu.domain.clock import Clock
 from yungu.domain.job import PLATFORM_STOP, Event, Job, JobState
 from yungu.domain.status import Code, Status
 from yungu.domain.world import World
+from yungu.engines.apply import apply_plan, preempting, stopped
 from yungu.engines.federation.offers import executor_name, split_remote
+from yungu.engines.scheduler.pool_state import hold_devices, pool_states
 from yungu.engines.scheduler.types import Plan, PoolState, Scheduler, Snapshot
 from yungu.ports.executor import (
     ExecError,
@@ -43,12 +55,19 @@ from yungu.ports.executor import (
     ReplicaLaunch,
 )
 from yungu.ports.federation import RemoteCapacity
-from yungu.ports.store import Transition
+from yungu.ports.store import Fenced, JobStore, Transition
 
 log = logging.getLogger("yungu.control")
 
-ACTIVE = (JobState.SCHEDULED, JobState.DISPATCHED, JobState.RUNNING)
+# Jobs that hold capacity: a preempted one keeps its devices until its stop is confirmed.
+ACTIVE = (JobState.SCHEDULED, JobState.DISPATCHED, JobState.RUNNING, JobState.PREEMPTED)
 WAITING = (JobState.PENDING, JobState.QUEUED)
+GRACE_LABEL = "yungu.grace_s"  # a job may ask for a longer grace period when preempted (capped)
+
+Signals = Callable[[datetime], Mapping[str, object]]
+Admission = Callable[[Job], Status]
+Reservations = Callable[[datetime], Sequence[tuple[str, str, int]]]
+OnTransition = Callable[[list[Job]], None]
 
 
 def run_times(j: Job, st: ExecStatus, now: datetime) -> tuple[dict[str, datetime], str]:
@@ -92,13 +111,19 @@ def cancel_reason(j: Job) -> str:
 
 
 class Reconciler:
-    def __init__(self, store: Any, scheduler: Scheduler, executors: Mapping[str, Executor], world: World,
-                 catalogue: Catalogue, clock: Clock,
-                 signals: Callable[[datetime], Mapping[str, object]] | None = None,
-                 on_transition: Callable[[list[Job]], None] | None = None,
+    def __init__(self, store: JobStore, scheduler: Scheduler, executors: Mapping[str, Executor], world: World,
+                 catalogue: Catalogue, clock: Clock, *,
+                 signals: Signals | None = None,
+                 on_transition: OnTransition | None = None,
+                 admission: Admission | None = None,
+                 reservations: Reservations | None = None,
                  cancel_grace_s: float = 5.0,
-                 admission: Callable[[Job], Status] | None = None,
-                 reservations: Callable[[datetime], Sequence[tuple[str, str, int]]] | None = None) -> None:
+                 preempt_grace_s: float = 10.0,
+                 max_preempt_grace_s: float = 300.0,
+                 checkpoint_root: str = "",
+                 may_act: Callable[[], bool] | None = None,
+                 on_fenced: Callable[[Fenced], None] | None = None,
+                 background: bool = True) -> None:
         self.store = store
         self.scheduler = scheduler
         self.executors = executors  # executor name -> Executor
@@ -107,17 +132,32 @@ class Reconciler:
         self.clock = clock
         self.signals = signals
         self.on_transition = on_transition
-        self.cancel_grace_s = cancel_grace_s
         self.admission = admission  # e.g. the budget check; UNSCHEDULABLE holds the job pending
         self.reservations = reservations  # (tenant, pool, devices) in force now: market trades
+        self.cancel_grace_s = cancel_grace_s
+        self.preempt_grace_s = preempt_grace_s
+        self.max_preempt_grace_s = max_preempt_grace_s
+        self.checkpoint_root = checkpoint_root.rstrip("/")  # "" : no checkpoint directory
+        # Actions on executors happen only while this returns True (the leader sets it to
+        # "my lease is still valid by my own clock"): a paused leader that wakes up does not
+        # launch or stop anything before it has noticed it lost the lease.
+        self.may_act: Callable[[], bool] = may_act or (lambda: True)
+        self.on_fenced = on_fenced
+        self.health = ExecutorHealth(executors, clock, on_up=self._executor_back)
         self._site_executor = {s.id: s.executor for s in world.sites}
         self._pool_executor = {p.id: self._site_executor[p.site_id] for p in world.pools}
         self.federation: RemoteCapacity | None = None  # issue 12: peers' offers as pools
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._cancelling: set[str] = set()
+        self._stopping: set[str] = set()  # preempted attempts whose stop was asked (this process)
+        # Request ids this leadership placed and has not yet tried to launch: the only ones that
+        # certainly reached no executor, so the only ones that may be placed again elsewhere.
+        self._unsent: set[str] = set()
+        self._sweep: set[str] = set()  # executors back up: sweep for orphans next round
         self._dirty = True
-        self._last_decide = 0.0
+        self._freed = False  # capacity was freed since the last decision
+        self._last_decide = float("-inf")
         self.decide_interval_s = 1.0
         # Jobs the scheduler deferred to a time rest (store: ``not_before``) until then, or at
         # most ``revisit_s`` since forecasts and capacity change, so thousands of jobs waiting
@@ -126,11 +166,14 @@ class Reconciler:
         # Active jobs are cached between rounds (this loop makes their transitions) and
         # reloaded from the store at least every ``active_refresh_s`` and after any wake.
         self._active: dict[str, Job] | None = None
-        self._active_at = 0.0
+        self._active_at = float("-inf")
         self.active_refresh_s = 1.0
-        self._retry_at: dict[str, float] = {}  # dispatch back-off for unreachable engines
+        self._retry_at: dict[str, float] = {}  # request id -> dispatch back-off (engine errors)
         self.dispatch_retry_s = 5.0
-        self._cancel_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="yungu-cancel")
+        self._background = background
+        self._pool: ThreadPoolExecutor | None = (
+            ThreadPoolExecutor(max_workers=4, thread_name_prefix="yungu-act") if background else None)
+        self._probing = threading.Lock()
         self._decided: OrderedDict[str, Snapshot] = OrderedDict()  # job -> the round that decided it
         self.last_plan: Plan | None = None
         self.last_snapshot: Snapshot | None = None
@@ -156,26 +199,66 @@ class Reconciler:
         self._wake.set()
 
     def start(self) -> None:
+        """Start the loop (again): what this process remembered from an earlier leadership
+        is dropped, since another process may have led in between."""
+        self._stop.clear()
+        self._active, self._dirty = None, True
+        self._stopping.clear()
+        self._unsent.clear()
+        self._cancelling.clear()
+        self._retry_at.clear()
+        self._sweep.clear()
+        self.health.reset()
+        if self._background:
+            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="yungu-act")
         self._thread = threading.Thread(target=self._run, name="yungu-reconciler", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
-        if self._thread:
+        if self._thread and self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
-        self._cancel_pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None  # a round run by hand now acts inline
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
 
     def _run(self) -> None:
-        self.adopt_orphans()
+        try:
+            self.adopt_orphans()
+        except Fenced as exc:
+            self._fenced(exc)
+            return
+        except Exception:
+            log.exception("orphan sweep at start failed")
         while not self._stop.is_set():
             busy = False
             try:
                 busy = self.run_once()
+            except Fenced as exc:
+                self._fenced(exc)
+                return
             except Exception:  # a bug: log it and keep the platform serving
                 log.exception("reconcile round failed")
             self._wake.wait(timeout=0.01 if busy else 0.5)
             self._wake.clear()
+
+    def _fenced(self, exc: Fenced) -> None:
+        log.warning("control loop stops: %s", exc.message)
+        self._stop.set()
+        if self.on_fenced is not None:
+            self.on_fenced(exc)
+
+    def _submit(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn`` off the loop thread (inline when built with ``background=False``)."""
+        if self._pool is None:
+            fn(*args)
+        else:
+            self._pool.submit(fn, *args)
 
     # ------------------------------------------------------------ the round
     def run_once(self) -> bool:
@@ -187,7 +270,8 @@ class Reconciler:
         waiting for greener hours does not spin.
         """
         self.rounds += 1
-        mono = time.monotonic()
+        mono = self.clock.monotonic()
+        self._probe()
         if self._active is None or self._dirty or mono - self._active_at >= self.active_refresh_s:
             active = self.store.in_states(ACTIVE)  # the store is the truth; the cache saves reloads
             self._active_at = mono
@@ -195,20 +279,27 @@ class Reconciler:
             active = list(self._active.values())
         observed = self._observe([j for j in active if j.state is not JobState.SCHEDULED])
         if any(j.state not in ACTIVE for j in observed):
-            self._dirty = True  # capacity was freed
+            self._dirty = self._freed = True  # capacity was freed
         active = observed + [j for j in active if j.state is JobState.SCHEDULED]
+        active = self._replace_unreachable(active)
         placed: list[Job] = []
         if self._dirty or mono - self._last_decide >= self.decide_interval_s:
             self._dirty = False
             self._last_decide = mono
-            waiting = self.store.waiting(self.clock.now())
+            # Freed capacity: jobs resting until a reservation's estimated start (or a greener
+            # hour) are looked at again, as the simulator does, since the room may be theirs now.
+            waiting = self.store.waiting(self.clock.now(), resting=self._freed)
+            self._freed = False
             waiting = self._cancel(waiting, active)
             admits, waiting = self._admit(waiting)
             active = [j for j in active if j.state in ACTIVE]
-            placed = self._decide([j for j in waiting if j.state is JobState.QUEUED], active, admits)
+            placed, preempted = self._decide([j for j in waiting if j.state is JobState.QUEUED], active, admits)
+            active += preempted
         else:
             self._cancel([], active)
             active = [j for j in active if j.state in ACTIVE]
+        self._stop_preempted([j for j in active if j.state is JobState.PREEMPTED])
+        self._sweep_orphans()
         after = {j.id: j for j in active}
         for j in self._dispatch([j for j in active if j.state is JobState.SCHEDULED] + placed):
             after[j.id] = j
@@ -216,12 +307,13 @@ class Reconciler:
         self._cancelling.intersection_update(self._active)  # stops that ended (see ``stopping``)
         return bool(active or placed)
 
-    def _record(self, trs: list[Transition]) -> list[Job]:
+    def _record(self, trs: Sequence[Transition]) -> list[Job]:
         applied = self.store.record(trs)
         if applied and self.on_transition:
             self.on_transition(applied)
         return applied
 
+    # ------------------------------------------------------------ observe
     def _observe(self, jobs: list[Job]) -> list[Job]:
         by_exec: dict[str, list[Job]] = defaultdict(list)
         for j in jobs:
@@ -231,17 +323,24 @@ class Reconciler:
         trs: list[Transition] = []
         result: dict[str, Job] = {j.id: j for j in jobs}
         for name, group in by_exec.items():
+            if not self.health.reachable(name):
+                continue  # probes find out when it is back; its jobs stay where they are
             statuses = self.executors[name].observe([j.request_id for j in group])
             for j in group:
                 st = statuses.get(j.request_id)
+                self.health.note(name, st)
                 tr = self._transition_for(j, st, now)
                 if tr:
                     trs.append(tr)
         for a in self._record(trs):
             result[a.id] = a
+            if a.state is not JobState.PREEMPTED:
+                self._stopping.discard(a.id)
         return list(result.values())
 
     def _transition_for(self, j: Job, st: ExecStatus | ExecError | None, now: datetime) -> Transition | None:
+        if j.state is JobState.PREEMPTED:
+            return self._stopped_for(j, st, now)
         if st is None or isinstance(st, ExecError):
             if isinstance(st, ExecError) and st.code is ExecErrorCode.NOT_FOUND:
                 return Transition(j, j.apply(Event.REQUEUE, now, reason=f"executor lost the job: {st.message}"),
@@ -274,6 +373,74 @@ class Reconciler:
             return Transition(j, j.apply(Event.REQUEUE, now, reason=f"requeued: {why}"), Event.REQUEUE, why)
         return None
 
+    def _stopped_for(self, j: Job, st: ExecStatus | ExecError | None, now: datetime) -> Transition | None:
+        """A preempted attempt: once the executor no longer runs it, requeue it (attempt + 1)."""
+        if isinstance(st, ExecError):
+            if st.code is ExecErrorCode.NOT_FOUND:  # never launched (it was only scheduled) or forgotten
+                return stopped(j, now, why="the executor has no such launch")
+            return None
+        if st is None or not st.done:
+            return None  # still stopping (SIGTERM sent; SIGKILL follows after the grace period)
+        if st.phase is ExecPhase.SUCCEEDED:
+            return stopped(j, now, finished=True, exit_code=st.exit_code)
+        return stopped(j, now, exit_code=st.exit_code, why=st.reason or st.phase.value)
+
+    # ------------------------------------------------------------ unreachable sites
+    def _replace_unreachable(self, active: list[Job]) -> list[Job]:
+        """Jobs this loop placed on a site whose executor has become unreachable, and that it
+        has not tried to launch, are placed again under their own policy (a new attempt).
+
+        Only those: a job whose launch was attempted (the answer "unreachable" does not say
+        whether it got through) or that an earlier leader placed (it may have been launching
+        when it died or paused) stays placed and is launched again with the *same* request id
+        when the site answers, which the executor makes harmless. So a job never runs twice."""
+        now = self.clock.now()
+        scheduled = {j.request_id for j in active if j.state is JobState.SCHEDULED}
+        self._unsent &= scheduled
+        trs = []
+        for j in active:
+            if (j.state is not JobState.SCHEDULED or j.allocation is None or j.cancel_requested
+                    or j.request_id not in self._unsent):
+                continue
+            name = self.executor_name(j.allocation.pool_id)
+            if self.health.reachable(name):
+                continue
+            self._retry_at.pop(j.request_id, None)
+            why = f"placed again: site of {j.allocation.pool_id} unreachable ({self.health.reason(name)})"[:2000]
+            trs.append(Transition(j, j.apply(Event.UNPLACE, now, attempt=j.attempt + 1, reason=why),
+                                  Event.UNPLACE, why))
+        if not trs:
+            return active
+        for tr in trs:
+            self._unsent.discard(tr.before.request_id)
+        moved = {a.id: a for a in self._record(trs)}
+        if moved:
+            self._dirty = self._freed = True
+        return [moved.get(j.id, j) for j in active if moved.get(j.id, j).state in ACTIVE]
+
+    def _probe(self) -> None:
+        """Ask down executors whether they are back, and refresh capabilities (off the loop)."""
+        due = self.health.due()
+        if due and self._probing.acquire(blocking=False):
+            def run() -> None:
+                try:
+                    self.health.probe(due)
+                finally:
+                    self._probing.release()
+
+            self._submit(run)
+
+    def _executor_back(self, name: str) -> None:
+        self._sweep.add(name)
+        self.wake()
+
+    def _sweep_orphans(self) -> None:
+        while self._sweep:
+            name = self._sweep.pop()
+            if self.may_act():
+                self._submit(self.adopt_orphans, [name])
+
+    # ------------------------------------------------------------ cancel
     def _cancel(self, waiting: list[Job], active: list[Job]) -> list[Job]:
         """Waiting jobs are cancelled at once. Placed ones go through the executor, even when
         only *scheduled*: a crash may have left a launch the store never recorded."""
@@ -282,9 +449,9 @@ class Reconciler:
                for j in waiting if j.cancel_requested]
         done = {a.id for a in self._record(trs)}
         for j in active:
-            if j.cancel_requested and j.id not in self._cancelling:
+            if j.cancel_requested and j.id not in self._cancelling and self.may_act():
                 self._cancelling.add(j.id)
-                self._cancel_pool.submit(self._cancel_placed, j)
+                self._submit(self._cancel_placed, j)
         return [j for j in waiting if j.id not in done]
 
     def _cancel_placed(self, job: Job) -> None:
@@ -292,7 +459,9 @@ class Reconciler:
         try:
             assert job.allocation is not None
             now = self.clock.now()
-            st = self.executor_for_pool(job.allocation.pool_id).cancel(job.request_id, self.cancel_grace_s)
+            name = self.executor_name(job.allocation.pool_id)
+            st = self.executors[name].cancel(job.request_id, self.cancel_grace_s)
+            self.health.note(name, st)
             if isinstance(st, ExecError) and st.code is not ExecErrorCode.NOT_FOUND:
                 log.warning("cancel of %s failed, will retry: %s", job.id, st.message)
                 return
@@ -307,8 +476,10 @@ class Reconciler:
                 exit_code = st.exit_code if isinstance(st, ExecStatus) else None
                 why = cancel_reason(job)
                 tr = Transition(job, job.apply(Event.CANCEL, now, exit_code=exit_code, reason=why), Event.CANCEL, why)
-            if tr:
-                self._record([tr])
+            if tr and self._record([tr]):
+                self._freed = True
+        except Fenced:
+            log.info("cancel of %s not recorded: this process no longer leads", job.id)
         except Exception:
             log.exception("cancel of %s failed", job.id)
         finally:
@@ -316,6 +487,53 @@ class Reconciler:
                 self._cancelling.discard(job.id)
             self.wake()
 
+    # ------------------------------------------------------------ preemption
+    def grace_for(self, job: Job) -> float:
+        """The victim's grace period: the platform's, or the job's ``yungu.grace_s`` label
+        (capped at ``max_preempt_grace_s``, so a job cannot make itself unpreemptible)."""
+        raw = job.spec.labels.get(GRACE_LABEL)
+        if raw is not None:
+            try:
+                asked = float(raw)
+            except ValueError:
+                asked = -1.0
+            if asked >= 0:
+                return min(asked, self.max_preempt_grace_s)
+        return self.preempt_grace_s
+
+    def _stop_preempted(self, preempted: list[Job]) -> None:
+        """Ask the executor to stop every preempted attempt once (SIGTERM, then SIGKILL after
+        the grace period); the next observation that finds it gone requeues it."""
+        for j in preempted:
+            if j.id in self._stopping or j.allocation is None or not self.may_act():
+                continue
+            if not self.health.reachable(self.executor_name(j.allocation.pool_id)):
+                continue
+            self._stopping.add(j.id)
+            self._submit(self._stop_one, j)
+
+    def _stop_one(self, job: Job) -> None:
+        try:
+            assert job.allocation is not None
+            name = self.executor_name(job.allocation.pool_id)
+            st = self.executors[name].cancel(job.request_id, self.grace_for(job))
+            self.health.note(name, st)
+            if isinstance(st, ExecError) and st.code is not ExecErrorCode.NOT_FOUND:
+                log.warning("stop of preempted %s failed, will retry: %s", job.id, st.message)
+                self._stopping.discard(job.id)
+                return
+            tr = self._stopped_for(job, st, self.clock.now())
+            if tr is not None and self._record([tr]):
+                self._stopping.discard(job.id)
+                self._freed = True
+                self.wake()  # its devices are free: the preempting job can be placed
+        except Fenced:
+            log.info("stop of %s not recorded: this process no longer leads", job.id)
+        except Exception:
+            log.exception("stop of preempted %s failed", job.id)
+            self._stopping.discard(job.id)
+
+    # ------------------------------------------------------------ admit
     def _admit(self, waiting: list[Job]) -> tuple[list[Transition], list[Job]]:
         """Admission transitions (recorded together with this round's placements, so a job
         admitted and placed at once costs one write) and the jobs as they will then be."""
@@ -350,39 +568,48 @@ class Reconciler:
                 return f"unknown accelerator {acc!r}"
         return ""
 
-    def _decide(self, queued: list[Job], active: list[Job], admits: list[Transition]) -> list[Job]:
+    # ------------------------------------------------------------ decide
+    def _decide(self, queued: list[Job], active: list[Job], admits: list[Transition]) -> tuple[list[Job], list[Job]]:
+        """Schedule and record the plan; returns the jobs placed and the jobs preempted."""
+        # A job whose victims are still stopping waits for them: scheduling it again would
+        # pick a second set of victims for the same room.
+        making_room = preempting(active)
+        queued = [j for j in queued if j.id not in making_room]
         if not queued:
             self._record(admits)
-            return []
+            return [], []
         now = self.clock.now()
         plan = self._plan(now, queued, active)
-        by_id = {j.id: j for j in queued}
-        trs = [Transition(by_id[s.job_id], by_id[s.job_id].apply(Event.PLACE, now, allocation=s.allocation,
-                                                                  reason=s.explanation), Event.PLACE, s.explanation)
-               for s in plan.starts]
-        for inf in plan.infeasible:
-            why = "infeasible: " + "; ".join(inf.status.reasons)[:2000]
-            trs.append(Transition(by_id[inf.job_id], by_id[inf.job_id].apply(Event.REJECT, now, reason=why),
-                                  Event.REJECT, why))
-        placed = self._record(admits + trs)
-        revisit = now + timedelta(seconds=self.revisit_s)
-        self.store.rest({d.job_id: min(d.until, revisit) for d in plan.defers if d.until is not None and d.until > now})
-        reasons = {d.job_id: "waiting: " + "; ".join(d.status.reasons) for d in plan.defers}
-        self.store.set_reasons({k: v for k, v in reasons.items() if by_id[k].reason != v})  # write changes only
-        return [j for j in placed if j.state is JobState.SCHEDULED]
+        holding = {j.id: j for j in active if j.state is not JobState.PREEMPTED}
+        fx = apply_plan(plan, {j.id: j for j in queued}, holding, now, grace=self.grace_for, revisit_s=self.revisit_s)
+        for jid in fx.unknown:
+            log.warning("plan names job %s that is not in the round (ignored)", jid)
+        recorded = self._record(admits + list(fx.transitions))
+        self._unsent.update(j.request_id for j in recorded if j.state is JobState.SCHEDULED)
+        self.store.rest(fx.rest)
+        self.store.set_reasons(fx.reasons)
+        return ([j for j in recorded if j.state is JobState.SCHEDULED],
+                [j for j in recorded if j.state is JobState.PREEMPTED])
+
+    def _pool_states(self, holding: Sequence[Job]) -> dict[str, PoolState]:
+        available, unsupported = self.health.by_pool(self.world)
+        return pool_states(self.world, holding, available, unsupported)
 
     def _schedule(self, now: datetime, pending: list[Job], active: list[Job], pools: dict[str, PoolState]) -> Plan:
+        running = tuple(j for j in active if j.state is not JobState.PREEMPTED)  # stopping: not victims again
         world = self.world
         signals: Mapping[str, object] = self.signals(now) if self.signals else {}
-        if self.federation is not None:
+        if self.federation is not None:  # issue 12: peers' offers as pools
             world, pools, signals = self.federation.extend_snapshot(now, world, pools, signals, active)
         snapshot = Snapshot(now=now, world=world, catalogue=self.catalogue, pools=pools, pending=tuple(pending),
-                            running=tuple(active), signals=signals)
+                            running=running, signals=signals)
         plan = self.scheduler.schedule(snapshot)
         self.last_plan, self.last_snapshot = plan, snapshot
-        for d in (*plan.starts, *plan.defers, *plan.infeasible):
-            self._decided[d.job_id] = snapshot  # explanations are computed on demand from it
-            self._decided.move_to_end(d.job_id)
+        decided = [*(s.job_id for s in plan.starts), *(d.job_id for d in plan.defers),
+                   *(i.job_id for i in plan.infeasible)]
+        for jid in decided:
+            self._decided[jid] = snapshot  # explanations are computed on demand from it
+            self._decided.move_to_end(jid)
         while len(self._decided) > 20_000:
             self._decided.popitem(last=False)
         return plan
@@ -392,7 +619,7 @@ class Reconciler:
         reserved devices are theirs), then everyone else on what the reservations leave."""
         held = list(self.reservations(now)) if self.reservations else []
         if not held:
-            return self._schedule(now, queued, active, pool_states(self.world, active))
+            return self._schedule(now, queued, active, self._pool_states(active))
         left: dict[tuple[str, str], int] = defaultdict(int)
         for tenant, pool, devices in held:
             left[(tenant, pool)] += devices
@@ -402,18 +629,21 @@ class Reconciler:
         holders = {t for (t, _p), n in left.items() if n > 0}
         first = [j for j in queued if j.tenant_id in holders]
         rest = [j for j in queued if j.tenant_id not in holders]
-        plan1 = self._schedule(now, first, active, pool_states(self.world, active)) if first else Plan()
+        plan1 = self._schedule(now, first, active, self._pool_states(active)) if first else Plan()
         by_id = {j.id: j for j in first}
         placed = [replace(by_id[s.job_id], allocation=s.allocation) for s in plan1.starts]
         for s in plan1.starts:
             key = (by_id[s.job_id].tenant_id, s.allocation.pool_id)
             if key in left:
                 left[key] -= s.allocation.devices
-        pools = pool_states(self.world, [*active, *placed])
+        pools = self._pool_states([*active, *placed])
         for (_tenant, pool), n in left.items():
             if n > 0 and pool in pools:
                 pools[pool] = hold_devices(pools[pool], n)
-        plan2 = self._schedule(now, rest, [*active, *placed], pools) if rest else Plan()
+        # Devices of the first pass's preemption victims are theirs: not victims again.
+        victims = {p.job_id for p in plan1.preempts}
+        second = [j for j in [*active, *placed] if j.id not in victims]
+        plan2 = self._schedule(now, rest, second, pools) if rest else Plan()
         return Plan(starts=plan1.starts + plan2.starts, defers=plan1.defers + plan2.defers,
                     preempts=plan1.preempts + plan2.preempts, infeasible=plan1.infeasible + plan2.infeasible)
 
@@ -421,35 +651,42 @@ class Reconciler:
         """The frozen snapshot of the round that last decided ``job_id`` (for ``explain``)."""
         return self._decided.get(job_id)
 
+    # ------------------------------------------------------------ act
     def launch_for(self, j: Job) -> Launch:
         a = j.allocation
         assert a is not None
         return Launch(request_id=j.request_id, job_id=j.id, tenant_id=j.tenant_id, pool_id=a.pool_id,
                       command=j.spec.command, replicas=tuple(ReplicaLaunch(r.node, r.devices) for r in a.replicas),
                       cpus_per_replica=a.cpus_per_replica, memory_gb_per_replica=a.memory_gb_per_replica,
-                      accelerators_per_replica=j.spec.resources.accelerators, env=dict(j.spec.env))
+                      accelerators_per_replica=j.spec.resources.accelerators, env=dict(j.spec.env),
+                      checkpoint_dir=f"{self.checkpoint_root}/{j.id}" if self.checkpoint_root else "")
 
     def _dispatch(self, scheduled: list[Job]) -> list[Job]:
         """Launch scheduled jobs; returns every job as it now is (recorded or unchanged)."""
         now = self.clock.now()
-        mono = time.monotonic()
+        mono = self.clock.monotonic()
         trs: list[Transition] = []
         out: dict[str, Job] = {}
         for j in scheduled:
             out[j.id] = j
-            if j.cancel_requested or self._retry_at.get(j.id, 0.0) > mono:
+            if j.cancel_requested or self._retry_at.get(j.request_id, float("-inf")) > mono or not self.may_act():
                 continue
             assert j.allocation is not None
-            st = self.executor_for_pool(j.allocation.pool_id).submit(self.launch_for(j))
+            name = self.executor_name(j.allocation.pool_id)
+            if not self.health.reachable(name):
+                continue  # placed again next round if it was never sent; else it waits for the site
+            self._unsent.discard(j.request_id)  # from here on the launch may reach the executor
+            st = self.executors[name].submit(self.launch_for(j))
+            self.health.note(name, st)
             if isinstance(st, ExecError):
                 if st.code is ExecErrorCode.REJECTED:
                     why = f"executor rejected the launch: {st.message}"
                     trs.append(Transition(j, j.apply(Event.FAIL, now, reason=why), Event.FAIL, why))
-                else:  # unreachable: keep the job placed, retry after a pause
-                    self._retry_at[j.id] = mono + self.dispatch_retry_s
+                else:  # unreachable (now marked down) or internal: retried with the same request id
+                    self._retry_at[j.request_id] = mono + self.dispatch_retry_s
                     self.store.set_reasons({j.id: f"dispatch retrying: {st.message}"})
                 continue
-            self._retry_at.pop(j.id, None)
+            self._retry_at.pop(j.request_id, None)
             d = j.apply(Event.DISPATCH, now, reason="")
             trs.append(Transition(j, d, Event.DISPATCH))
             follow = self._transition_for(d, st, now)
@@ -459,15 +696,26 @@ class Reconciler:
             out[a.id] = a
         return list(out.values())
 
-    def adopt_orphans(self) -> None:
-        """After a restart: stop engine work that no live job attempt owns (never both run)."""
+    def adopt_orphans(self, names: Sequence[str] | None = None) -> None:
+        """Stop engine work that no live job attempt owns (never both run): at the start of
+        leadership, and on an executor that has come back after being unreachable.
+
+        The engines are listed *before* the store is read: a launch made meanwhile was
+        recorded as scheduled before it was made, so it is found live, never taken for an
+        orphan."""
+        listed: dict[str, Sequence[ExecStatus]] = {}
+        for name in names if names is not None else list(self.executors):
+            got = self.executors[name].list_active()
+            self.health.note(name, got)
+            if isinstance(got, ExecError):
+                log.warning("executor %s unreachable for the orphan sweep: %s", name, got.message)
+                continue  # swept when it is back (on_up)
+            listed[name] = got
+        if not listed:
+            return
         live = {j.request_id for j in self.store.in_states(ACTIVE)}
-        for name, ex in self.executors.items():
-            listed = ex.list_active()
-            if isinstance(listed, ExecError):
-                log.warning("executor %s unreachable at start: %s", name, listed.message)
-                continue
-            for st in listed:
-                if st.request_id not in live:
+        for name, statuses in listed.items():
+            for st in statuses:
+                if st.request_id not in live and self.may_act():
                     log.warning("cancelling orphan %s on %s (no live job attempt owns it)", st.request_id, name)
-                    ex.cancel(st.request_id, self.cancel_grace_s)
+                    self.executors[name].cancel(st.request_id, self.cancel_grace_s)

@@ -7,8 +7,11 @@ job's state)::
        │                 ▲  ▲               │                       │                  │
        │                 │  └────unplace────┘                       │                  │
        └─reject─▶ failed │                                          ▼                  ▼
-                         └──────requeue────── preempted ◀─preempt── (dispatched|running)
+                         └──────requeue────── preempted ◀─preempt── (scheduled|dispatched|running)
                                   (also: lost dispatched/running ──requeue──▶ queued)
+    preempted: the loop asked the executor to stop the attempt (SIGTERM, then SIGKILL after
+    the grace period); its devices stay held until the executor confirms the stop, then it
+    is requeued as attempt + 1 (or succeeded, if it finished first).
     (dispatched|running) ──succeed/fail──▶ succeeded / failed
     (pending|queued|scheduled|dispatched|running) ──cancel──▶ cancelled
 
@@ -94,9 +97,11 @@ TRANSITIONS: Mapping[tuple[JobState, Event], JobState] = {
     (S.DISPATCHED, Event.FAIL): S.FAILED,
     (S.RUNNING, Event.SUCCEED): S.SUCCEEDED,
     (S.RUNNING, Event.FAIL): S.FAILED,
+    (S.SCHEDULED, Event.PREEMPT): S.PREEMPTED,  # placed, maybe launched: stopped like a running one
     (S.DISPATCHED, Event.PREEMPT): S.PREEMPTED,
     (S.RUNNING, Event.PREEMPT): S.PREEMPTED,
-    (S.PREEMPTED, Event.REQUEUE): S.QUEUED,
+    (S.PREEMPTED, Event.REQUEUE): S.QUEUED,  # the executor confirmed the stop: a new attempt
+    (S.PREEMPTED, Event.SUCCEED): S.SUCCEEDED,  # it finished before the stop reached it
     (S.DISPATCHED, Event.REQUEUE): S.QUEUED,  # the engine lost it before it ran
     (S.RUNNING, Event.REQUEUE): S.QUEUED,  # the engine lost it; run again
     (S.PENDING, Event.CANCEL): S.CANCELLED,

@@ -68,6 +68,10 @@ class Launch:
     accelerators_per_replica: int = 0
     env: Mapping[str, str] = field(default_factory=dict)
     time_limit_s: int | None = None
+    # A directory per *job* (not per attempt) that survives a requeue: a job stopped for a
+    # preemption gets SIGTERM and a grace period to save its state there, and its next
+    # attempt finds it. The executor creates it and exports it as YUNGU_CHECKPOINT_DIR.
+    checkpoint_dir: str = ""
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 The public methods of :class:`yungu.ports.executor.Executor` live here and do the same
 four things around each backend call, so the backends stay small and alike:
 
-1. time the call into a per-executor, per-operation latency histogram kept in memory
-   (``stats()``; the telemetry area may export it);
+1. time the call (on the injected ``Clock``'s monotonic reading) into a per-executor,
+   per-operation latency histogram kept in memory (``stats()``; telemetry may export it);
 2. log it as a structured record (``logging`` with ``extra=``; DEBUG for every call,
    WARNING for expected errors, ERROR with traceback for bugs);
 3. map an unexpected exception to ``ExecError(INTERNAL)`` at the boundary, because the
@@ -20,10 +20,11 @@ from __future__ import annotations
 import logging
 import math
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import ClassVar, TypeVar
 
+from yungu.adapters.system import SystemClock
+from yungu.domain.clock import Clock
 from yungu.ports.executor import (
     Capabilities,
     ExecError,
@@ -95,8 +96,9 @@ class BaseExecutor:
 
     kind: ClassVar[str] = "base"
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, clock: Clock | None = None) -> None:
         self.name = name
+        self.clock: Clock = clock or SystemClock()  # every time reading of a backend goes through it
         self._hist: dict[str, LatencyHistogram] = {}
         self._hist_lock = threading.Lock()
 
@@ -118,7 +120,7 @@ class BaseExecutor:
 
     def observe(self, request_ids: Sequence[str]) -> Mapping[str, ExecStatus | ExecError]:
         ids = list(request_ids)
-        start = time.perf_counter()
+        start = self.clock.monotonic()
         try:
             result = dict(self._observe(ids))
         except Exception as exc:
@@ -147,7 +149,7 @@ class BaseExecutor:
         return self._call("logs", request_id, lambda: self._logs(request_id, stream, offset, limit))
 
     def list_active(self) -> Sequence[ExecStatus] | ExecError:
-        start = time.perf_counter()
+        start = self.clock.monotonic()
         try:
             result = self._list_active()
         except Exception as exc:
@@ -162,7 +164,7 @@ class BaseExecutor:
         return result
 
     def check(self) -> Mapping[str, object]:
-        start = time.perf_counter()
+        start = self.clock.monotonic()
         try:
             result = dict(self._check())
         except Exception as exc:
@@ -229,7 +231,7 @@ class BaseExecutor:
     # ---- plumbing --------------------------------------------------------------------
 
     def _call(self, op: str, request_id: str, fn: Callable[[], _T]) -> _T | ExecError:
-        start = time.perf_counter()
+        start = self.clock.monotonic()
         try:
             result = fn()
         except Exception as exc:
@@ -260,7 +262,7 @@ class BaseExecutor:
         return result
 
     def _record(self, op: str, start: float, *, error: bool = False) -> None:
-        elapsed = time.perf_counter() - start
+        elapsed = self.clock.monotonic() - start
         with self._hist_lock:
             hist = self._hist.get(op)
             if hist is None:

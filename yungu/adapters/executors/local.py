@@ -76,6 +76,7 @@ from typing import Any
 import psutil
 
 from yungu.adapters.executors.base import BaseExecutor
+from yungu.adapters.executors.env import ensure_checkpoint_dir, replica_env
 from yungu.adapters.executors.local_runs import (
     SHIM,
     SHIM_ARGV0,
@@ -98,6 +99,7 @@ from yungu.adapters.executors.local_runs import (
     write_private,
 )
 from yungu.adapters.executors.sandbox import (
+    CHECKPOINT_DIR,
     JOB_BASE_ENV,
     SANDBOX_KEYS,
     SANDBOX_SHIM,
@@ -566,6 +568,9 @@ class LocalExecutor(BaseExecutor):
             if self._sandbox is not None:
                 self._spawn_sandboxed(run, launch, self._sandbox)
             else:
+                problem = ensure_checkpoint_dir(launch)
+                if problem:
+                    raise OSError(problem)
                 for rep, spec in zip(run.replicas, launch.replicas, strict=True):
                     platform_vars = [f"{k}={v}" for k, v in self._platform_vars(launch, rep.index, spec).items()]
                     self._spawn_replica(run, rep, launch.command, env, platform_vars)
@@ -583,29 +588,26 @@ class LocalExecutor(BaseExecutor):
         run.launch = None
 
     def _platform_vars(self, launch: Launch, index: int, spec: ReplicaLaunch) -> dict[str, str]:
-        devices = ",".join(str(d) for d in spec.devices)
-        out = {
-            "YUNGU_JOB_ID": launch.job_id,
-            "YUNGU_REQUEST_ID": launch.request_id,
-            "YUNGU_REPLICA": str(index),
-            "YUNGU_REPLICAS": str(len(launch.replicas)),
-            "YUNGU_DEVICES": devices,
-            "YUNGU_NODE": str(spec.node),
-        }
+        out = replica_env(launch, index)  # the YUNGU_* block every executor builds the same way
         if self.settings.set_cuda_visible_devices and spec.devices:
-            out["CUDA_VISIBLE_DEVICES"] = devices
+            out["CUDA_VISIBLE_DEVICES"] = out["YUNGU_DEVICES"]
         return out
 
     def _spawn_sandboxed(self, run: _Run, launch: Launch, sb: Sandbox) -> None:
         """One supervisor per replica; see ``sandbox.py`` for the chain it starts."""
         uid, work = sb.prepare(launch.request_id, launch.tenant_id)
+        # The job's own checkpoint directory (kept across attempts), at /checkpoint inside.
+        ckpt = sb.checkpoint_dir(launch.job_id, uid) if launch.checkpoint_dir else None
         for rep, spec in zip(run.replicas, launch.replicas, strict=True):
             prefix = run.path / f"replica-{rep.index}"
             env = {**JOB_BASE_ENV, **launch.env, **self._platform_vars(launch, rep.index, spec)}
+            if ckpt is not None:
+                env["YUNGU_CHECKPOINT_DIR"] = CHECKPOINT_DIR
             write_private(Path(f"{prefix}.args"), sb.env_args(env))
             procs = sb.cgroup(_leaf(run.request_id, rep.index), launch.cpus_per_replica, launch.memory_gb_per_replica)
             proc = subprocess.Popen(
-                ["/bin/sh", "-c", SANDBOX_SHIM, SHIM_ARGV0, str(prefix), procs, *sb.argv(uid, work, launch.command)],
+                ["/bin/sh", "-c", SANDBOX_SHIM, SHIM_ARGV0, str(prefix), procs,
+                 *sb.argv(uid, work, launch.command, ckpt)],
                 cwd="/",
                 env=SUPERVISOR_ENV,
                 stdin=subprocess.DEVNULL,

@@ -46,7 +46,6 @@ from __future__ import annotations
 import base64
 import re
 import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -55,6 +54,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import httpx
 
 from yungu.adapters.executors.base import BaseExecutor
+from yungu.adapters.executors.env import ensure_checkpoint_dir, platform_env
+from yungu.domain.clock import Clock
 from yungu.ports.executor import (
     Capabilities,
     ExecError,
@@ -157,8 +158,8 @@ class RayConfig:
 class RayExecutor(BaseExecutor):
     kind: ClassVar[str] = "ray"
 
-    def __init__(self, name: str, config: RayConfig) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, config: RayConfig, clock: Clock | None = None) -> None:
+        super().__init__(name, clock)
         self.config = config
         self._client: JobSubmissionClient | None = None
         self._client_lock = threading.Lock()
@@ -192,15 +193,10 @@ class RayExecutor(BaseExecutor):
             return ExecError(ExecErrorCode.REJECTED, infeasible)
         n = len(launch.replicas)
         memory = int(launch.memory_gb_per_replica * (1 << 30))
-        env = {
-            **launch.env,
-            "YUNGU_REQUEST_ID": launch.request_id,
-            "YUNGU_JOB_ID": launch.job_id,
-            "YUNGU_TENANT_ID": launch.tenant_id,
-            "YUNGU_POOL_ID": launch.pool_id,
-            "YUNGU_REPLICAS": str(n),
-            "YUNGU_COMMAND": launch.command,
-        }
+        problem = ensure_checkpoint_dir(launch)  # on a real cluster: shared storage
+        if problem:
+            return ExecError(ExecErrorCode.REJECTED, problem)
+        env = {**launch.env, **platform_env(launch), "YUNGU_COMMAND": launch.command}
         kwargs: dict[str, Any]
         if n == 1:
             env["YUNGU_REPLICA"] = "0"
@@ -239,12 +235,12 @@ class RayExecutor(BaseExecutor):
             client.stop_job(request_id)
         except Exception as exc:
             return _map_error(exc)
-        deadline = time.monotonic() + min(grace_s, 5.0)
+        deadline = self.clock.monotonic() + min(grace_s, 5.0)
         while True:
             st = self._status(request_id)
-            if isinstance(st, ExecError) or st.done or time.monotonic() >= deadline:
+            if isinstance(st, ExecError) or st.done or self.clock.monotonic() >= deadline:
                 return st
-            time.sleep(0.2)
+            self.clock.sleep(0.2)
 
     def _status(self, request_id: str) -> ExecStatus | ExecError:
         client = self._connect()
@@ -355,12 +351,12 @@ class RayExecutor(BaseExecutor):
             return ExecStatus(rid, ExecPhase.PENDING, reason=_short(info.message), native_id=rid)
         limit = _time_limit(info)
         if status == JobStatus.RUNNING:
-            if limit is not None and started is not None and (datetime.now(UTC) - started).total_seconds() > limit:
+            if limit is not None and started is not None and (self.clock.now() - started).total_seconds() > limit:
                 # Ray has no time limit of its own: the executor enforces it when it observes the
                 # job. The stop is asynchronous; the outcome reads the same before and after it.
                 self._stop_quietly(rid)
                 return ExecStatus(rid, ExecPhase.FAILED, reason=f"time limit of {limit}s exceeded", native_id=rid,
-                                  started_at=started, finished_at=datetime.now(UTC))
+                                  started_at=started, finished_at=self.clock.now())
             return ExecStatus(rid, ExecPhase.RUNNING, native_id=rid, started_at=started)
         if status == JobStatus.SUCCEEDED:
             return ExecStatus(rid, ExecPhase.SUCCEEDED, exit_code=0 if code is None else code, native_id=rid,
@@ -401,7 +397,7 @@ class RayExecutor(BaseExecutor):
 
     def _cluster_node_types(self) -> list[dict[str, float]] | None:
         """Resources of each node type (cached for a few seconds); None when unreachable."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if self._node_types and now - self._node_types[0] < _NODE_TYPES_TTL_S:
             return self._node_types[1]
         try:

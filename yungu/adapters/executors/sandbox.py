@@ -72,6 +72,8 @@ log = logging.getLogger("yungu.executor.local")
 DEFAULT_ROOT_PRIVILEGED = Path("/var/lib/yungu-runs")
 RUNS_ROOT_ENV = "YUNGU_RUNS_ROOT"
 JOB_DIR = "/job"
+CHECKPOINT_DIR = "/checkpoint"  # where a job sees its YUNGU_CHECKPOINT_DIR inside the sandbox
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # The supervisor's own environment: only what it needs to run absolute paths. Never the
 # job's (root must not run with a tenant's LD_PRELOAD) and never the platform's.
 SUPERVISOR_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C"}
@@ -458,6 +460,27 @@ class Sandbox:
             raise SandboxError(f"cannot give run directory {work} to uid {uid}: {exc.strerror}") from exc
         return uid, work
 
+    def checkpoint_dir(self, job_id: str, uid: int) -> Path:
+        """The job's checkpoint directory on the host, owned by its tenant's uid (0700): one per
+        *job* (``<runs root>/<key>/.checkpoints/<job id>``), so an attempt after a preemption
+        finds what the last one saved. Bound at ``/checkpoint`` in the sandbox."""
+        if not _JOB_ID.match(job_id):
+            raise SandboxError(f"job id {job_id!r} cannot name a checkpoint directory")
+        parent = self.root / ".checkpoints"
+        path = parent / job_id
+        try:
+            parent.mkdir(mode=0o711, exist_ok=True)
+            path.mkdir(mode=0o700, exist_ok=True)
+            st = path.lstat()
+            if path.is_symlink() or not path.is_dir() or (self.privileged and st.st_uid not in (uid, 0)):
+                raise SandboxError(f"checkpoint directory {path} exists and is not this job's")
+            if self.privileged:
+                os.chown(path, uid, uid)
+            os.chmod(path, 0o700)
+        except OSError as exc:
+            raise SandboxError(f"cannot prepare checkpoint directory {path}: {exc.strerror}") from exc
+        return path
+
     def env_args(self, env: Mapping[str, str]) -> bytes:
         """bwrap --args content: clear the environment, then set exactly ``env``."""
         items = ["--clearenv"]
@@ -465,7 +488,7 @@ class Sandbox:
             items += ["--setenv", k, v]
         return b"".join(x.encode() + b"\0" for x in items)
 
-    def argv(self, uid: int, work: Path, command: str) -> list[str]:
+    def argv(self, uid: int, work: Path, command: str, checkpoint: Path | None = None) -> list[str]:
         pre: list[str] = []
         if self.privileged:
             pre = [
@@ -479,6 +502,8 @@ class Sandbox:
         if self.network == "none":
             ns.append("--unshare-net")
         fs = [*self._system, "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind", str(work), JOB_DIR]
+        if checkpoint is not None:
+            fs += ["--bind", str(checkpoint), CHECKPOINT_DIR]
         for b in self.binds:
             fs += [_BIND_MODES[b.mode], b.src, b.dst]
         tail = ["--chdir", JOB_DIR, "--die-with-parent", "--new-session", "--args", "3", "--", "/bin/sh", "-c", command]

@@ -48,7 +48,6 @@ import re
 import shlex
 import subprocess
 import threading
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -57,6 +56,8 @@ from pathlib import Path
 from typing import ClassVar
 
 from yungu.adapters.executors.base import BaseExecutor
+from yungu.adapters.executors.env import ensure_checkpoint_dir, platform_env
+from yungu.domain.clock import Clock
 from yungu.ports.executor import (
     Capabilities,
     ExecError,
@@ -142,8 +143,8 @@ class _Run:
 class SlurmExecutor(BaseExecutor):
     kind: ClassVar[str] = "slurm"
 
-    def __init__(self, name: str, config: SlurmConfig) -> None:
-        super().__init__(name)
+    def __init__(self, name: str, config: SlurmConfig, clock: Clock | None = None) -> None:
+        super().__init__(name, clock)
         self.config = config
         config.workdir.mkdir(parents=True, exist_ok=True)
         self._probe: dict[str, str] | None = None
@@ -181,6 +182,9 @@ class SlurmExecutor(BaseExecutor):
                 return existing
             if existing is not None:
                 return self._status(launch.request_id)
+            problem = ensure_checkpoint_dir(launch)
+            if problem:
+                return ExecError(ExecErrorCode.REJECTED, problem)
             script = jdir / "job.sh"
             script.write_text(self._script(launch, jdir))
             script.chmod(0o755)
@@ -202,11 +206,11 @@ class SlurmExecutor(BaseExecutor):
         current = self._status(request_id)
         if isinstance(current, ExecError) or current.done:
             return current
-        _write_atomic(jdir / "cancelled", datetime.now(UTC).isoformat())
+        _write_atomic(jdir / "cancelled", self.clock.now().isoformat())
         if current.phase is ExecPhase.RUNNING and grace_s > 0:
             # SIGTERM to every process of the job now; the hard stop (scancel: SIGTERM again, then
             # SIGKILL after the cluster's KillWait) once grace_s has passed, from the observer.
-            _write_atomic(jdir / "kill_after", repr(time.time() + grace_s))
+            _write_atomic(jdir / "kill_after", repr(self.clock.now().timestamp() + grace_s))
             run = self._run(["scancel", "--signal=TERM", "--full", current.native_id])
         else:
             run = self._run(["scancel", current.native_id])
@@ -215,12 +219,12 @@ class SlurmExecutor(BaseExecutor):
         if run.rc != 0:
             return self._classify(run, default=ExecErrorCode.INTERNAL)
         # Slurm cancels asynchronously; wait briefly so callers usually see the outcome.
-        deadline = time.monotonic() + min(grace_s, 5.0)
+        deadline = self.clock.monotonic() + min(grace_s, 5.0)
         while True:
             st = self._status(request_id)
-            if isinstance(st, ExecError) or st.done or time.monotonic() >= deadline:
+            if isinstance(st, ExecError) or st.done or self.clock.monotonic() >= deadline:
                 return st
-            time.sleep(0.1)
+            self.clock.sleep(0.1)
 
     def _status(self, request_id: str) -> ExecStatus | ExecError:
         return self._observe([request_id])[request_id]
@@ -288,13 +292,13 @@ class SlurmExecutor(BaseExecutor):
         if not due or (jdir / "killed").exists():
             return
         try:
-            if time.time() < float(due):
+            if self.clock.now().timestamp() < float(due):
                 return
         except ValueError:
             pass
         run = self._run(["scancel", job_id])
         if not isinstance(run, ExecError) and run.rc == 0:
-            _write_atomic(jdir / "killed", datetime.now(UTC).isoformat())
+            _write_atomic(jdir / "killed", self.clock.now().isoformat())
 
     def _remember_outcome(self, st: ExecStatus) -> ExecStatus:
         """Write a final status once (first writer wins); return the recorded one."""
@@ -376,15 +380,7 @@ class SlurmExecutor(BaseExecutor):
 
     def _script(self, launch: Launch, jdir: Path) -> str:
         n = len(launch.replicas)
-        env = {
-            **launch.env,
-            "YUNGU_REQUEST_ID": launch.request_id,
-            "YUNGU_JOB_ID": launch.job_id,
-            "YUNGU_TENANT_ID": launch.tenant_id,
-            "YUNGU_POOL_ID": launch.pool_id,
-            "YUNGU_REPLICAS": str(n),
-            "YUNGU_COMMAND": launch.command,
-        }
+        env = {**launch.env, **platform_env(launch), "YUNGU_COMMAND": launch.command}
         exports = "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())
         exitcode = shlex.quote(str(jdir / "exitcode"))
         started = shlex.quote(str(jdir / "started_at"))

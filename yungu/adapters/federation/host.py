@@ -27,8 +27,6 @@ from yungu.adapters.federation.identity import Identity
 from yungu.adapters.federation.settings import FederationSettings
 from yungu.adapters.federation.store import FederationStore, PeerRecord
 from yungu.adapters.federation.watchdog import LEASE_EXPIRED_EXIT, LOCAL_NAME, wrap, write_lease
-from yungu.control.billing import arrears, meter
-from yungu.control.capacity import pool_states
 from yungu.domain.catalogue import Catalogue
 from yungu.domain.errors import InvalidInput, NotFound
 from yungu.domain.job import Job, JobSpec, JobState, Resources
@@ -46,7 +44,9 @@ from yungu.engines.federation.messages import (
 from yungu.engines.federation.offers import group_free
 from yungu.engines.federation.receipts import clearing_account, peer_entry
 from yungu.engines.ledger import Account, AccountKind
+from yungu.engines.ledger.accounts import arrears
 from yungu.engines.ledger.rating import period_of, rate_device_time
+from yungu.engines.scheduler.pool_state import pool_states
 
 log = logging.getLogger("yungu.federation.host")
 
@@ -89,6 +89,9 @@ class HostDeps:
     data_dir: Path
     settings: FederationSettings
     peers: Callable[[], Mapping[str, PeerRecord]]
+    # A finished job -> its rated usage (``control.billing.meter`` over this world, given by the
+    # composition root: adapters do not import the control loops).
+    meter: Callable[[Job], Any] = lambda job: None
 
 
 class FederationHost:
@@ -554,7 +557,7 @@ class FederationHost:
             if not have.booked:
                 self._book_issued(UsageReceipt.from_dict(_json(have.body)), row.tenant_id)
             return {"body": _json(have.body), "signature": have.signature}
-        usage = meter(job, self.d.world, self.d.catalogue, set())
+        usage = self.d.meter(job)
         if usage is None:
             return None
         u = usage.usage

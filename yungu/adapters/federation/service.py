@@ -36,8 +36,6 @@ from yungu.adapters.federation.identity import Identity, fingerprint, load_publi
 from yungu.adapters.federation.settings import FederationSettings
 from yungu.adapters.federation.store import FederationStore, PeerRecord
 from yungu.adapters.store.ledger_tables import usage_records
-from yungu.control.billing import arrears, sys_account, wallet
-from yungu.control.capacity import hold_devices
 from yungu.domain.errors import Conflict, InvalidInput, NotFound
 from yungu.domain.job import Job
 from yungu.domain.world import World
@@ -63,7 +61,9 @@ from yungu.engines.federation.offers import (
 from yungu.engines.federation.policy import PeeringPolicy
 from yungu.engines.federation.receipts import DelegationRecord, clearing_account, origin_entry, validate
 from yungu.engines.ledger import Account, AccountKind, Result
+from yungu.engines.ledger.accounts import arrears, sys_account, wallet
 from yungu.engines.ledger.rating import period_of, rate_device_time, usage_id
+from yungu.engines.scheduler.pool_state import hold_devices
 from yungu.engines.scheduler.types import PoolState
 from yungu.ports.executor import Launch
 
@@ -168,6 +168,7 @@ class FederationDeps:
     signals: Callable[[datetime], Mapping[str, object]] | None = None
     wake: Callable[[], None] = lambda: None
     executor_for_pool: Callable[[str], Any] = lambda pool: None
+    meter: Callable[[Job], Any] = lambda job: None  # see HostDeps.meter
 
 
 class Federation:
@@ -192,7 +193,8 @@ class Federation:
         self.host = FederationHost(HostDeps(
             me=d.me, world=d.world, catalogue=d.catalogue, jobs=d.jobs, fed=self.fed, identity=self.identity,
             clock=d.clock, new_id=d.new_id, wake=lambda: self.d.wake(), executor_for_pool=lambda p: self.d.executor_for_pool(p),
-            ledger=d.ledger, signals=d.signals, data_dir=d.data_dir, settings=d.settings, peers=self.peers_map))
+            ledger=d.ledger, signals=d.signals, data_dir=d.data_dir, settings=d.settings, peers=self.peers_map,
+            meter=d.meter))
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.offer_pushes = 0

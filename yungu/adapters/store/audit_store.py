@@ -8,7 +8,6 @@ role and the ledger's outcome, after the ledger has answered.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -16,19 +15,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.engine import Engine
 
 from yungu.adapters.store import tables as t
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    seq: int
-    at: datetime
-    key_id: str
-    role: str
-    action: str
-    subject: str
-    reason: str
-    outcome: str
-    detail: dict[str, Any]
+from yungu.ports.records import AuditEntry
 
 
 class AuditLog:

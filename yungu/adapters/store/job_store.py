@@ -3,27 +3,34 @@
 Every state change goes through ``record``: a compare-and-set on (id, state, attempt) plus
 an append to ``job_events`` in the same transaction, so the log and the state never
 disagree, and a stale writer (a crashed-and-restarted loop) cannot overwrite newer state.
+
+Fencing (``fenced(fence)``): the control loop's writes (``record``, ``rest``,
+``set_reasons``) first read the lease row's token in the same transaction (``FOR SHARE`` on
+PostgreSQL, so a takeover waits for the write or the write sees the takeover) and refuse
+with ``Fenced`` when another process has taken the lease since. Such a transaction left
+idle for 2 s (its writer paused) is ended by the server, so it cannot block a takeover.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
-from sqlalchemy.engine import Engine, Row
+from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.exc import IntegrityError
 
+from yungu.adapters.codec import dumps_allocation, dumps_spec, loads_allocation, loads_spec
 from yungu.adapters.store import tables as t
-from yungu.adapters.store.codec import dumps_allocation, dumps_spec, loads_allocation, loads_spec
 from yungu.adapters.store.db import reader
 from yungu.domain.errors import Conflict, InvalidInput, NotFound
 from yungu.domain.job import Job, JobSpec, JobState
 from yungu.domain.tenancy import ApiKey, Principal, Role, Tenant
-from yungu.ports.store import Transition
+from yungu.ports.store import Fence, Fenced, Transition
 
 KEY_PREFIX = "yg_"
 
@@ -40,6 +47,33 @@ class SqlStore:
         self.platform_id = platform_id
         self._spec_cache: dict[str, JobSpec] = {}
         self._prepaid: dict[str, bool] = {}
+        self._fence: Fence | None = None
+
+    def fenced(self, fence: Fence | None) -> SqlStore:
+        """This store (same engine and caches) with the loop's writes made under ``fence``."""
+        view = copy.copy(self)
+        view._fence = fence
+        return view
+
+    def blocks_event_loop(self) -> bool:
+        """SQLite is in-process (a thread hop costs more than the query); a server is not."""
+        return self.engine.dialect.name != "sqlite"
+
+    def _check_fence(self, c: Connection) -> None:
+        f = self._fence
+        if f is None:
+            return
+        if c.dialect.name == "postgresql":
+            # The share lock below would hold up a takeover for as long as this transaction
+            # lives; a writer paused inside it (SIGSTOP, a VM migration) would hold it up for
+            # good. The server ends such a transaction after 2 s idle, releasing the lock; the
+            # paused writer's commit then fails (it has lost the lease anyway).
+            c.exec_driver_sql("SET LOCAL idle_in_transaction_session_timeout = '2s'")
+        token = c.execute(select(t.control_lease.c.token).where(t.control_lease.c.name == f.lease)
+                          .with_for_update(read=True)).scalar()
+        if token != f.token:
+            raise Fenced(f"lease {f.lease!r} moved on (token {token}, this writer holds {f.token}): "
+                         "another process leads the control loop now")
 
     # ---------------------------------------------------------------- platform
     def platform_value(self, key: str) -> str | None:
@@ -301,25 +335,28 @@ class SqlStore:
             ).all()
         return [self._job(r) for r in rows]
 
-    def waiting(self, now: datetime) -> list[Job]:
+    def waiting(self, now: datetime, resting: bool = False) -> list[Job]:
         """Jobs the loop must look at: pending ones, and queued ones not resting (a deferral
-        in force) unless a cancel was asked for. Highest priority first, then submission."""
+        in force) unless a cancel was asked for, or every queued one with ``resting`` (after
+        capacity was freed). Highest priority first, then submission."""
+        queued = t.jobs.c.state == JobState.QUEUED.value
+        if not resting:
+            queued = and_(queued, or_(t.jobs.c.not_before.is_(None), t.jobs.c.not_before <= now,
+                                      t.jobs.c.cancel_requested.is_(True)))
         q = (select(t.jobs)
-             .where(or_(t.jobs.c.state == JobState.PENDING.value,
-                        and_(t.jobs.c.state == JobState.QUEUED.value,
-                             or_(t.jobs.c.not_before.is_(None), t.jobs.c.not_before <= now,
-                                 t.jobs.c.cancel_requested.is_(True)))))
+             .where(or_(t.jobs.c.state == JobState.PENDING.value, queued))
              .order_by(t.jobs.c.priority.desc(), t.jobs.c.id))
         with self.reads.connect() as c:
             return [self._job(r) for r in c.execute(q).all()]
 
-    def rest(self, until: dict[str, datetime]) -> None:
+    def rest(self, until: Mapping[str, datetime]) -> None:
         """Record deferrals: these queued jobs are left out of rounds until the given time."""
         if not until:
             return
         stmt = (update(t.jobs).where(and_(t.jobs.c.id == bindparam("b_id"), t.jobs.c.state == JobState.QUEUED.value))
                 .values(not_before=bindparam("nb")))
         with self.engine.begin() as c:
+            self._check_fence(c)
             c.execute(stmt, [{"b_id": k, "nb": v} for k, v in until.items()])
 
     def finished_since(self, since: datetime | None, limit: int = 5000) -> list[Job]:
@@ -410,6 +447,7 @@ class SqlStore:
         applied: list[Job] = []
         events: list[dict[str, Any]] = []
         with self.engine.begin() as c:
+            self._check_fence(c)
             for chain in chains:
                 b, a = chain[0].before, chain[-1].after
                 res = c.execute(self._CAS, {
@@ -430,11 +468,7 @@ class SqlStore:
                 c.execute(self._EVENT, events)
         return applied
 
-    def set_reason(self, job_id: str, reason: str) -> None:
-        with self.engine.begin() as c:
-            c.execute(update(t.jobs).where(t.jobs.c.id == job_id).values(reason=reason))
-
-    def set_reasons(self, reasons: dict[str, str]) -> None:
+    def set_reasons(self, reasons: Mapping[str, str]) -> None:
         if not reasons:
             return
         # One executemany (a pipeline on PostgreSQL): a round can defer thousands of jobs, and
@@ -442,6 +476,7 @@ class SqlStore:
         stmt = (update(t.jobs).where(and_(t.jobs.c.id == bindparam("b_id"), t.jobs.c.reason != bindparam("b_reason")))
                 .values(reason=bindparam("b_reason")))
         with self.engine.begin() as c:
+            self._check_fence(c)
             c.execute(stmt, [{"b_id": k, "b_reason": v} for k, v in reasons.items()])
 
     def request_cancel(self, job_id: str, now: datetime, reason: str = "") -> Job:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -95,6 +97,20 @@ job_events = Table(
     Column("attempt", Integer, nullable=False),
     Column("reason", Text, nullable=False, default=""),
     Index("ix_job_events_job_id", "job_id"),
+)
+
+# The control plane's leases (``yungu.adapters.store.lease_store``): one row per role ("loop").
+# ``token`` grows by one at every change of holder: the fencing token that every write of
+# the loop carries. ``expires_at`` is in seconds since the epoch *on the database's clock*,
+# so processes on machines with different clocks agree on when a lease ran out.
+control_lease = Table(
+    "control_lease",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(200), nullable=False),
+    Column("token", BigInteger, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("address", String(200), nullable=False, default=""),
 )
 
 audit_log = Table(  # who did what to money or keys, and why (append only)

@@ -88,9 +88,7 @@ def revoke_key(request: Request, key_id: str, _p: Principal = Depends(require())
 def audit_log(request: Request, after: int = Query(0, ge=0, le=2**62), limit: int = Query(100, ge=1, le=1000),
               _p: Principal = Depends(require(Role.OPERATOR))) -> dict[str, Any]:
     """Operator money movements: who (key id, role), what, why, and the outcome / 审计日志."""
-    from yungu.adapters.store.audit_store import AuditLog
-
-    items = AuditLog(container(request).engine).entries(after, limit)
+    items = container(request).audit.entries(after, limit)
     return {"items": [{"seq": e.seq, "at": e.at.isoformat(), "key_id": e.key_id, "role": e.role,
                        "action": e.action, "subject": e.subject, "reason": e.reason, "outcome": e.outcome,
                        "detail": e.detail} for e in items],

@@ -46,7 +46,7 @@ TenantQuery = Query(None, max_length=64)
 @router.post("/billing/run")
 def run(request: Request, p: Principal = Depends(require(*STAFF))) -> dict[str, int]:
     """One metering -> rating -> booking pass over finished jobs (also run by the billing loop)."""
-    metered, booked, expired = container(request).extras["billing_runner"].run_once()
+    metered, booked, expired = container(request).billing_runner.run_once()
     return {"metered": metered, "booked": booked, "expired": expired}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from datetime import UTC, datetime
@@ -11,10 +10,8 @@ from uuid import UUID
 
 from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.responses import HTMLResponse
-from sqlalchemy import select
 
 from yungu.adapters.certs import CertSigner, to_html, verify
-from yungu.adapters.store.telemetry_tables import energy_certificates
 from yungu.adapters.telemetry.reports import job_report
 from yungu.api.deps import ANY_ROLE, container, require
 from yungu.api.routes.energy import check_job_access
@@ -29,18 +26,12 @@ router = APIRouter(tags=["certificates"])
 
 
 def signer(c: Any) -> CertSigner:
-    s = c.extras.get("cert_signer")
-    if s is None:
-        s = c.extras["cert_signer"] = CertSigner.load_or_create(c.data_dir)
-    return s  # type: ignore[no-any-return]
+    return c.signer  # type: ignore[no-any-return]
 
 
 def _store_cert(c: Any, cert: dict[str, Any]) -> dict[str, Any]:
     b = cert["body"]
-    with c.engine.begin() as conn:
-        conn.execute(energy_certificates.insert().values(
-            id=b["id"], kind=b["kind"], subject=b["subject"], tenant_id=b["tenant_id"], issued_at=c.clock.now(),
-            body=canonical_json(b).decode(), signature=cert["signature"]["value"], key_id=cert["signature"]["key_id"]))  # fmt: skip
+    c.certificates.add(b, canonical_json(b), cert["signature"]["value"], cert["signature"]["key_id"], c.clock.now())
     return cert
 
 
@@ -101,13 +92,12 @@ def issue_month(
 
 
 def _load(c: Any, cert_id: str, p: Principal) -> dict[str, Any]:
-    with c.engine.connect() as conn:
-        r = conn.execute(select(energy_certificates).where(energy_certificates.c.id == cert_id)).first()
-    if r is None or not p.may_access_tenant(r.tenant_id):
+    r = c.certificates.get(cert_id)
+    if r is None or not p.may_access_tenant(r["tenant_id"]):
         raise NotFound(f"no certificate {cert_id} / 证书不存在")
     s = signer(c)
-    return {"body": json.loads(r.body), "signature": {"alg": "Ed25519", "key_id": r.key_id,
-            "public_key": s.public_key_b64, "value": r.signature}}  # fmt: skip
+    return {"body": r["body"], "signature": {"alg": "Ed25519", "key_id": r["key_id"],
+            "public_key": s.public_key_b64, "value": r["signature"]}}  # fmt: skip
 
 
 @router.get("/certs/{cert_id:uuid}")  # a UUID: "/certs/verify" is not a certificate (405 says POST)

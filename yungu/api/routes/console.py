@@ -3,7 +3,7 @@
 - ``POST /quote``: the scheduler's options for a job that is *not* submitted (one-click run):
   the same engine and explanation as ``GET /jobs/{id}/explain``, on the control loop's
   current view of capacity and energy signals; optionally restricted to some regions. Peer
-  platforms' offers join the list where federation is wired (``extras["peer_quotes"]``).
+  platforms' offers join the list where federation is wired (the container's ``peer_quotes``).
 - ``GET /jobs/{id}/logs/stream``: a job's log as server-sent events until it finishes.
 - ``GET /usage/summary?start&end``: my jobs, spend, kWh and green share over a time range.
 - ``GET /market/orders``, ``GET /market/auctions``: order book and auction results (read-only).
@@ -25,7 +25,6 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
-from yungu.api import readmodels
 from yungu.api.deps import ANY_ROLE, container, require
 from yungu.api.openapi import SSE_RESPONSES
 from yungu.api.routes.explain import explanation_json
@@ -33,18 +32,18 @@ from yungu.api.routes.ledger import STAFF, money, services
 from yungu.api.routes.overview import parse_range
 from yungu.api.schemas import JobIn
 from yungu.control.billing import wallet
-from yungu.control.capacity import pool_states
 from yungu.control.reconciler import ACTIVE, WAITING
 from yungu.domain.errors import InvalidInput, NotFound
 from yungu.domain.job import Job, JobSpec, JobState
 from yungu.domain.tenancy import Principal, Role
+from yungu.engines.scheduler.pool_state import pool_states
 from yungu.engines.scheduler.types import Snapshot
 from yungu.ports.executor import ExecError
 
 router = APIRouter(tags=["console"])
 SUBMITTERS = (Role.TENANT, Role.OPERATOR)
 
-# Federation seam: ``container.extras["peer_quotes"]`` may hold a callable
+# Federation seam: ``container.peer_quotes`` may hold a callable
 # ``(spec: JobSpec, tenant_id: str) -> list[dict]`` returning peer platforms' options in the
 # shape of ``explanation_json`` alternatives plus ``platform_id``; they are listed after ours.
 PeerQuotes = Callable[[JobSpec, str], list[dict[str, Any]]]
@@ -97,7 +96,7 @@ def quote_doc(c: Any, p: Principal, body: QuoteIn) -> dict[str, Any]:
         a["region_id"] = c.world.region_of_pool(a["pool_id"])
     if body.platforms and here not in body.platforms:
         doc["alternatives"] = []
-    peer_quotes: PeerQuotes | None = c.extras.get("peer_quotes")
+    peer_quotes: PeerQuotes | None = c.peer_quotes
     peers: list[dict[str, Any]] = []
     if peer_quotes is not None:
         try:
@@ -205,7 +204,7 @@ def job_energy_when_ready(request: Request, job_id: str, p: Principal = Depends(
 def summary_doc(c: Any, p: Principal, tenant: str | None, start: datetime, end: datetime) -> dict[str, Any]:
     if not p.role.can_see_all_tenants():
         tenant = p.tenant_id or "\0"
-    per_pool = readmodels.usage_totals(c.engine, tenant, start, end)
+    per_pool = c.read_models.usage_totals(tenant, start, end)
     gross = sum(x["gross_fen"] for x in per_pool.values())
     kwh = sum((x.get("facility_kwh", Decimal(0)) for x in per_pool.values()), Decimal(0))
     green = Decimal(0)
@@ -265,7 +264,7 @@ def list_orders(request: Request, limit: int = Query(100, ge=1, le=1000),
                 p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
     c = container(request)
     party = None if p.role.can_see_all_tenants() else (p.tenant_id or "\0")
-    rows = readmodels.orders(c.engine, party, limit)
+    rows = c.read_models.orders(party, limit)
     return {"items": [{"id": r["id"], "product": r["product"], "side": r["side"], "party": r["party"],
                        "pool_id": r["pool_id"] or None, "quantity": r["quantity"], "price": money(r["price_fen"]),
                        "filled": r["filled"], "auction_id": r["auction_id"],
@@ -277,7 +276,7 @@ def list_auctions(request: Request, start: str | None = None, limit: int = Query
                   _p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
     c = container(request)
     since = parse_range(c, start, None)[0] if start else None
-    rows = readmodels.recent_auctions(c.engine, limit, since)
+    rows = c.read_models.recent_auctions(limit, since)
     return {"items": [{"id": r["id"], "product": r["product"], "region": r["region"],
                        "accelerator_class": r["accelerator_class"], "window_start": r["window_start"].isoformat(),
                        "window_end": r["window_end"].isoformat(), "cleared_at": r["cleared_at"].isoformat(),

@@ -3,11 +3,10 @@
 The payload lists the chosen option and the best alternatives, each with estimated cost,
 carbon, green share, wait, run time and latency, and the reasons it lost. Sources, in order:
 
-1. an explanation stored for the job (``container.extras["explanations"][job_id]``, kept by
-   the control loop from the round that placed or deferred it);
-2. computed now from the control loop's last snapshot when the scheduler can explain
-   (``GreenScheduler.explain``) and the job is in that snapshot;
-3. otherwise only the job's recorded reason.
+1. computed now from the frozen snapshot of the round that last decided the job (or the
+   loop's last snapshot) when the scheduler can explain (``GreenScheduler.explain``) and the
+   job is in that snapshot — on the server that leads the control loop;
+2. otherwise (a standby server, a job not decided since the start) the job's recorded reason.
 """
 
 from __future__ import annotations
@@ -60,9 +59,6 @@ def explain_job(job_id: str, request: Request, p: Principal = Depends(require(*A
     job = c.store.get(job_id)
     if not p.may_access_tenant(job.tenant_id):
         raise NotFound(f"no job {job_id}")
-    stored = getattr(c, "extras", {}).get("explanations", {}).get(job_id)
-    if isinstance(stored, Explanation):
-        return {"source": "stored", "state": job.state.value, **explanation_json(stored)}
     rec = getattr(c, "reconciler", None)
     sched = getattr(rec, "scheduler", None)
     snap = rec.snapshot_for(job_id) if rec is not None and hasattr(rec, "snapshot_for") else None

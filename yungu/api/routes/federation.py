@@ -33,7 +33,7 @@ STAFF = (Role.ADMIN, Role.OPERATOR)
 
 
 def federation(request: Request) -> Any:
-    fed = container(request).extras.get("federation")
+    fed = container(request).federation
     if fed is None:
         raise NotFound("federation is not enabled on this platform")
     return fed
@@ -304,7 +304,7 @@ def clearing_get(request: Request, period: str, p: Principal = Depends(require(*
 @router.get("/federation/books", summary="Ledger balance checks: the sum of all balances, clearing accounts")
 def books(request: Request, p: Principal = Depends(require(*STAFF))) -> dict[str, Any]:
     c = container(request)
-    ledger = c.extras["ledger"].ledger
+    ledger = c.ledger.ledger
     accts = ledger.accounts(currency="CNY")
     total = sum(b.posted for _a, b in accts)
     clearing = {a.id: b.posted for a, b in accts if a.id.startswith("peer:")}

@@ -34,7 +34,7 @@ async def _store_read(request: Request, fn: Callable[..., T], *args: Any) -> T:
     """Run a store read for an async endpoint. SQLite is in-process: call it directly (a thread
     hop costs more than the query). Over a network (PostgreSQL) wait for it off the event
     loop, so other requests go on meanwhile."""
-    if container(request).engine.dialect.name == "sqlite":
+    if not container(request).store.blocks_event_loop():
         return fn(*args)
     return await run_in_threadpool(fn, *args)
 
@@ -63,7 +63,7 @@ async def submit(request: Request, body: JobIn = Body(...),
     spec = body.to_spec()
     check_submission(spec, c.clock.now(), c.world, c.catalogue, c.executors)
     body_hash = hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
-    batcher = c.extras.get("submit_batcher")
+    batcher = c.submit_batcher
     if idempotency_key is None and batcher is not None:  # group commit with concurrent submissions
         job, created = await batcher.submit(tenant_id, spec, c.ids.new(), body_hash, c.clock.now()), True
     else:

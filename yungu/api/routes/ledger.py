@@ -9,61 +9,28 @@ audit log with the caller's key and the outcome (``GET /admin/audit``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from yungu.adapters.ledger.alerts import TableAlerts
-from yungu.adapters.ledger.billing_store import BillingStore
-from yungu.adapters.ledger.market_store import MarketStore
-from yungu.adapters.ledger.store import (
-    LedgerStore,
-    ensure_system_accounts,
-    new_accounts_for_tenant,
-    raise_for,
-)
-from yungu.adapters.store.audit_store import AuditLog
+from yungu.adapters.ledger.store import new_accounts_for_tenant, raise_for
 from yungu.api.deps import ANY_ROLE, container, require
 from yungu.api.schemas import Money
-from yungu.control.billing import BillingLoop, Budgets, wallet
+from yungu.control.billing import wallet
 from yungu.domain.errors import Forbidden, InvalidInput
 from yungu.domain.money import MINOR_UNITS, parse_amount
 from yungu.domain.tenancy import Principal, Role
 from yungu.engines.ledger import Account, AccountKind, Balance, Recorded, Transfer, TransferKind
-from yungu.engines.ledger.invoice import Party
 from yungu.engines.ledger.rating import from_minor, to_minor
 
 router = APIRouter(tags=["ledger"])
 STAFF = (Role.ADMIN, Role.OPERATOR)
 
 
-@dataclass
-class LedgerServices:
-    ledger: LedgerStore
-    billing: BillingStore
-    market: MarketStore
-    budgets: Budgets
-    loop: BillingLoop
-
-
-def services(c: Any) -> LedgerServices:
-    """The area's services, built once per container from its engine, clock and world."""
-    s = c.extras.get("ledger")
-    if s is None:
-        ledger = LedgerStore(c.engine, c.clock)
-        ensure_system_accounts(ledger)
-        billing = BillingStore(c.engine, c.clock)
-        def buyers(tenant_id: str) -> Party:  # read at invoice time: tenants created later are found
-            t = c.store.tenant(tenant_id)
-            return Party(t.name, t.social_credit_code)
-
-        seller = Party(c.world.platform_name, getattr(c.config, "social_credit_code", "") or "")
-        loop = BillingLoop(ledger, billing, c.world, c.clock, c.catalogue, seller, buyers,
-                           is_prepaid=c.store.is_prepaid, alerts=TableAlerts(c.engine))
-        s = c.extras["ledger"] = LedgerServices(ledger, billing, MarketStore(c.engine, c.clock), loop.budgets, loop)
-    return s  # type: ignore[no-any-return]
+def services(c: Any) -> Any:
+    """The area's services (``yungu.app.container.LedgerServices``), built by the composition root."""
+    return c.ledger
 
 
 def minor(value: object, currency: str) -> int:
@@ -81,9 +48,7 @@ def audit(request: Request, p: Principal, action: str, subject: str, reason: str
     """Run a money movement and write who, why and the outcome to the audit log. A refused
     movement (an error) moved nothing and writes nothing: hostile input changes nothing."""
     c = container(request)
-    log = c.extras.get("audit")
-    if log is None:
-        log = c.extras["audit"] = AuditLog(c.engine)
+    log = c.audit
     out = run()
     res = getattr(out, "result", None) or getattr(out, "code", None)
     outcome = getattr(res, "value", None) or "ok"

@@ -4,19 +4,16 @@ and signed cross-platform clearing statements."""
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import select
 
 from yungu.adapters.ledger.market_store import Reservation
 from yungu.adapters.ledger.signing import canonical
 from yungu.adapters.ledger.store import raise_for
-from yungu.adapters.store.ledger_tables import clearing_statements
 from yungu.api.deps import ANY_ROLE, container, require
 from yungu.api.routes.ledger import STAFF, Currency, LedgerId, Reason, audit, minor, money, services
 from yungu.api.schemas import IsoTime, Money, Period, Ratio
@@ -206,20 +203,15 @@ def sla(request: Request, body: SlaIn, p: Principal = Depends(require(*STAFF))) 
 def statement(request: Request, body: StatementIn, p: Principal = Depends(require(*STAFF))) -> dict[str, Any]:
     """Multilateral netting of peer obligations, signed by this platform (Ed25519)."""
     from yungu.adapters.ledger.signing import public_b64, sign, statement_body
-    from yungu.adapters.ledger.statement_keys import platform_key
 
     c = container(request)
     pos = net_positions([(o.debtor, o.creditor, minor(o.amount, body.currency)) for o in body.obligations])
     doc = statement_body(body.period, body.currency, pos)
-    key = platform_key(c.data_dir)
+    key = c.statement_key
     transfers = minimal_settlements(pos)
     sigs = {c.world.platform_id: sign(doc, key)}
     sid = f"stmt:{body.period}:{body.currency}:{hashlib.sha256(canonical(doc)).hexdigest()[:16]}"
-    with c.engine.begin() as conn:  # the same statement twice is stored once
-        if conn.execute(select(clearing_statements.c.id).where(clearing_statements.c.id == sid)).first() is None:
-            conn.execute(clearing_statements.insert().values(
-                id=sid, period=body.period, currency=body.currency, body=canonical(doc).decode(),
-                signatures=json.dumps(sigs), created_at=c.clock.now()))
+    c.statements.save(sid, body.period, body.currency, canonical(doc), sigs, c.clock.now())  # stored once
     return {"id": sid, "body": doc, "signatures": sigs, "public_key": public_b64(key), "transfers": len(transfers)}
 
 

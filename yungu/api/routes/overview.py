@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,12 +29,10 @@ from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from yungu.adapters.telemetry.reports import site_signals
-from yungu.api import readmodels
 from yungu.api.deps import ANY_ROLE, container, require
 from yungu.api.openapi import SSE_RESPONSES
 from yungu.api.routes.ledger import money, services
 from yungu.api.routes.telemetry import telemetry_store
-from yungu.control.capacity import pool_load
 from yungu.control.reconciler import ACTIVE
 from yungu.domain.catalogue import Precision
 from yungu.domain.errors import InvalidInput
@@ -41,6 +40,7 @@ from yungu.domain.job import Job
 from yungu.domain.tenancy import Principal, Role
 from yungu.domain.world import ComputeClass, Pool
 from yungu.engines.energy.accounting import account
+from yungu.engines.scheduler.pool_state import pool_load
 
 router = APIRouter(tags=["overview"])
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -263,14 +263,14 @@ def flows_doc(c: Any, active: list[Job], start: datetime, end: datetime, limit: 
 
 def activity_doc(c: Any, start: datetime, end: datetime, limit: int = 30) -> dict[str, Any]:
     items = []
-    for a in readmodels.recent_auctions(c.engine, limit, start):
+    for a in c.read_models.recent_auctions(limit, start):
         if a["cleared_at"] >= end:
             continue
         items.append({"kind": "trade", "at": a["cleared_at"].isoformat(), "region": a["region"],
                       "product": a["product"], "accelerator_class": a["accelerator_class"],
                       "price": None if a["price_fen"] is None else money(a["price_fen"]),
                       "volume": a["volume"], "orders": a["orders"]})
-    for u in readmodels.recent_usage(c.engine, limit, start):
+    for u in c.read_models.recent_usage(limit, start):
         if u["ended_at"] >= end:
             continue
         items.append({"kind": "settlement", "at": u["ended_at"].isoformat(), "job_id": u["job_id"],
@@ -299,12 +299,27 @@ def price_index_doc(c: Any) -> dict[str, Any]:
 _SLOW_TTL_S = 15.0  # energy today and the 48 h outlook change slowly: recomputed at most this often
 
 
+
+# What this API process caches per platform (the overview's slow parts, the shared live
+# frame, its lock): the API's own state, kept here, not in the composition root.
+_CACHES: dict[int, dict[str, Any]] = {}
+
+
+def _cache(c: Any) -> dict[str, Any]:
+    key = id(c)
+    got = _CACHES.get(key)
+    if got is None:
+        got = _CACHES[key] = {}
+        weakref.finalize(c, _CACHES.pop, key, None)  # a new container at the same address starts empty
+    return got
+
+
 def overview_doc(c: Any, start: datetime, end: datetime) -> dict[str, Any]:
     now = c.clock.now()
     active = c.store.in_states(ACTIVE)
     cap = capacity_doc(c, active)
     power = _site_power(c, now)
-    cache = c.extras.setdefault("overview_slow", {})
+    cache = _cache(c).setdefault("overview_slow", {})
     key = (start.isoformat(), end.isoformat() if end < now - timedelta(seconds=5) else "now")
     hit = cache.get(key)
     if hit is None or time.monotonic() - hit[0] > _SLOW_TTL_S:
@@ -373,8 +388,8 @@ def overview_doc(c: Any, start: datetime, end: datetime) -> dict[str, Any]:
 
 
 def peers_doc(c: Any) -> list[dict[str, Any]]:
-    """Peer platforms, where federation is wired (``extras["peers"]``: a callable returning dicts)."""
-    peers = c.extras.get("peers")
+    """Peer platforms, where federation is wired (the container's ``peers``: a callable returning dicts)."""
+    peers = c.peers
     try:
         return list(peers()) if callable(peers) else []
     except Exception:  # a peer listing failure must not blank the screen
@@ -397,7 +412,7 @@ async def overview(request: Request, start: str | None = None, end: str | None =
 
 def _shared_live(c: Any) -> bytes:
     """The live document, computed at most once per interval whoever is watching."""
-    slot = c.extras.setdefault("overview_live", {"at": 0.0, "body": b""})
+    slot = _cache(c).setdefault("overview_live", {"at": 0.0, "body": b""})
     if time.monotonic() - slot["at"] >= STREAM_INTERVAL_S * 0.9:
         s, e = parse_range(c, None, None)
         slot["body"] = orjson.dumps(overview_doc(c, s, e))
@@ -411,7 +426,7 @@ async def overview_stream(request: Request, _p: Principal = Depends(require(*STA
     c = container(request)
 
     async def gen() -> Any:
-        lock = c.extras.setdefault("overview_lock", asyncio.Lock())
+        lock = _cache(c).setdefault("overview_lock", asyncio.Lock())
         while not await request.is_disconnected():
             async with lock:
                 body = await run_in_threadpool(_shared_live, c)

@@ -36,11 +36,8 @@ MAX_BATCH = 5000
 
 
 def telemetry_store(c: Any) -> TelemetryStore:
-    """The container's telemetry store (created on first use, kept in ``extras``)."""
-    s = c.extras.get("telemetry")
-    if s is None:
-        s = c.extras["telemetry"] = TelemetryStore(c.engine)
-    return s  # type: ignore[no-any-return]
+    """The container's telemetry store (built by the composition root)."""
+    return c.telemetry  # type: ignore[no-any-return]
 
 
 def _now(c: Any) -> datetime:

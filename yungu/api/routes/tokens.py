@@ -24,7 +24,7 @@ router = APIRouter(tags=["tokens"])
 
 
 def _tokens(request: Request) -> Any:
-    t = container(request).extras.get("tokens")
+    t = container(request).tokens
     if t is None:
         raise NotFound("the token service is not wired on this platform")
     return t

@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 
 from yungu.api.deps import ANY_ROLE, container, require
-from yungu.control.capacity import pool_load
 from yungu.control.reconciler import ACTIVE
 from yungu.domain.catalogue import Precision
 from yungu.domain.tenancy import Principal, Role
+from yungu.engines.scheduler.pool_state import pool_load
 
 router = APIRouter(tags=["world"])
 log = logging.getLogger("yungu.api")

@@ -121,7 +121,7 @@ class Carry:
         self.sched: GreenScheduler | None = None
         self.world: World | None = None
         self.table: PoolTable | None = None
-        self.reach: tuple[bool, ...] = ()
+        self.reach: tuple[tuple[bool, tuple[tuple[str, str], ...]], ...] = ()  # per pool: reachable, unsupported
         self.filters = FilterStore()
         self.ranks: RankStore | None = None
         self.best: dict[str, tuple[SiteOutlook, tuple[float, float, float]]] = {}
@@ -145,7 +145,9 @@ class Carry:
             self.table = PoolTable(snap.world, sched.catalogue, sched.policy.power_load)
         self.world = snap.world
         pools = snap.pools
-        reach = tuple((st := pools.get(pid)) is not None and st.available for pid in self.table.ids)
+        reach = tuple(((st := pools.get(pid)) is not None and st.available,
+                       tuple(sorted(st.unsupported.items())) if st is not None else ())
+                      for pid in self.table.ids)
         if reach != self.reach:
             self.reach, self.filters, self.ranks = reach, FilterStore(), None
         self.rounds += 1

@@ -11,7 +11,7 @@ so two plugins can never silently shadow each other.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import NamedTuple, Protocol
@@ -76,12 +76,14 @@ class OptionArrays:
 
 @dataclass(frozen=True)
 class PoolView:
-    """What a filter may look at: the pool, its site, and whether the site is reachable."""
+    """What a filter may look at: the pool, its site, whether the site is reachable, and what
+    the site's executor says it does not support (feature -> reason)."""
 
     pool: Pool
     site: Site
     available: bool
     hourly_price_cny: Decimal  # the job's devices (or CPUs) x the pool's price per hour
+    unsupported: Mapping[str, str] = field(default_factory=dict)
 
 
 class FilterPlugin(Protocol):
@@ -160,6 +162,29 @@ class Reachable:
         if not pool.available:
             return Status(Code.UNSCHEDULABLE, (f"site {pool.site.id} unreachable",), "reachable")
         return Status.success("reachable")
+
+
+def needs(job: Job) -> tuple[str, ...]:
+    """The executor features a job relies on (names as in ``Capabilities.unsupported``)."""
+    out = []
+    if job.spec.resources.accelerators:
+        out.append("devices")
+    if job.spec.replicas > 1:
+        out.append("gangs")
+    return tuple(out)
+
+
+class Supported:
+    """The site's executor supports what the job needs (devices for accelerator work, gangs
+    for more than one replica). Capabilities change (a cluster gains GPU nodes), so a miss is
+    a wait, not a failure."""
+
+    def filter(self, job: Job, pool: PoolView) -> Status:
+        missing = [f"{f} unsupported by the site's executor: {pool.unsupported[f]}"
+                   for f in needs(job) if f in pool.unsupported]
+        if missing:
+            return Status(Code.UNSCHEDULABLE, tuple(missing), "supported")
+        return Status.success("supported")
 
 
 class MaxPrice:
@@ -308,6 +333,7 @@ def default_registry(*, home_only: bool = False) -> Registry:
     reg = Registry()
     reg.add_filter("declared-fit", DeclaredFit())
     reg.add_filter("reachable", Reachable())
+    reg.add_filter("supported", Supported())
     reg.add_filter("max-price", MaxPrice())
     reg.add_filter("remote-placement", RemotePlacement())  # issue 12: pin/forbid peers and regions
     if home_only:

@@ -44,7 +44,8 @@ def queue_order(rd: Round, pending: Iterable[Job]) -> list[Job]:
 
 def filter_pools(rd: Round, job: Job) -> tuple[list[Pool], dict[str, Status]]:
     """The pools every filter plugin admits, and each rejected pool's status (memoised per
-    feasibility key while the world and the pools' reachability stay the same)."""
+    feasibility key while the world and the pools' reachability and unsupported features stay
+    the same)."""
     keyed = rd.s.keyed_filters
     key: object = rd.facts(job).filter_id if not keyed else (rd.facts(job).filter_id, *(p.key(job) for p in keyed))
     hit = rd.filters.views.get(key)
@@ -54,7 +55,8 @@ def filter_pools(rd: Round, job: Job) -> tuple[list[Pool], dict[str, Status]]:
     rejected: dict[str, Status] = {}
     for pool in rd.snap.world.pools:
         st = rd.snap.pools.get(pool.id)
-        view = PoolView(pool, rd.sites[pool.site_id], st is not None and st.available, hourly_price(job, pool))
+        view = PoolView(pool, rd.sites[pool.site_id], st is not None and st.available, hourly_price(job, pool),
+                        st.unsupported if st is not None else {})
         for _, plugin in rd.registry.filters():
             status = plugin.filter(job, view)
             if not status.ok:

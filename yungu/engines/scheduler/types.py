@@ -31,6 +31,10 @@ class PoolState:
     pool_id: str
     nodes: tuple[NodeFree, ...]
     available: bool = True  # the site's executor is reachable
+    # What the site's executor says it cannot do (``Capabilities.unsupported``: feature ->
+    # reason), e.g. ``{"devices": "no node declares GRES gpu"}``: the ``supported`` filter
+    # keeps jobs that need such a feature off the pool.
+    unsupported: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 Each round builds a real :class:`Snapshot` (free nodes and device indices, pending and
 running :class:`Job` values, forecasts issued at the round's time) and applies the returned
-:class:`Plan` exactly as the control loop does: starts take the named devices (an allocation
-that over-commits a node is a bug and stops the run), infeasible jobs fail with their
-reasons, defers wake the job at ``until``, preemptions requeue the victim (its work is lost).
+:class:`Plan` through the *same* ``yungu.engines.apply.apply_plan`` as the control loop:
+starts take the named devices (an allocation that over-commits a node is a bug and stops
+the run), infeasible jobs fail with their reasons, defers wake the job at ``until``,
+preemptions stop the victim at once (its work is lost) and requeue it as attempt + 1.
 
 Rounds happen at multiples of ``round_interval_s`` when something changed (an arrival, a
 completion, a wake-up) and at least hourly while jobs wait (forecasts move). Jobs run for
@@ -24,8 +25,9 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from yungu.domain.errors import YunguError
-from yungu.domain.job import Allocation, Job, JobSpec, JobState, Resources
+from yungu.domain.job import Allocation, Event, Job, JobSpec, JobState, Resources
 from yungu.domain.world import Pool
+from yungu.engines.apply import apply_plan, stopped
 from yungu.engines.energy.signals import SignalType, SiteForecast, floor_hour
 from yungu.engines.scheduler.capacity import device_power_w, throughput
 from yungu.engines.scheduler.outlook import Curve
@@ -275,50 +277,50 @@ def simulate(
             if timer:
                 round_s.append(timer() - t_a)
             rounds += 1
-            for inf in plan.infeasible:
-                job = pending.pop(inf.job_id)
-                records[job.id] = JobRecord(
-                    job.id, job.tenant_id, job.submitted_at, None, None, None, None, 0, 0.0, 0.0, 0.0,
-                    Decimal("0.00"), job.spec.deadline, feasible.get(job.id, False), job.attempt, "failed",
-                    "; ".join(inf.status.reasons)[:500],
-                )
-                done += 1
-            for pre in plan.preempts:
-                victim = running.pop(pre.job_id, None)
-                if victim is None:
-                    raise SimulationError(f"plan preempts {pre.job_id}, which is not running")
-                assert victim.allocation is not None and victim.started_at is not None
-                pools[victim.allocation.pool_id].give(victim.allocation)
-                account(victim, victim.started_at, now, "unfinished", "preempted")
-                preemptions += 1
-                pending[victim.id] = replace(
-                    victim, state=JobState.QUEUED, attempt=victim.attempt + 1, allocation=None, started_at=None
-                )
-                again = True
-            for st in plan.starts:
-                if st.job_id not in pending:
-                    raise SimulationError(f"plan starts {st.job_id}, which is not pending")
-                job = pending.pop(st.job_id)
-                if st.allocation.job_id != job.id:
-                    raise SimulationError(f"allocation for {st.allocation.job_id} given to {job.id}")
-                need = job.spec.resources.accelerators
-                if len(st.allocation.replicas) != job.spec.replicas or any(len(r.devices) != need for r in st.allocation.replicas):
-                    raise SimulationError(f"{job.id}: allocation splits or resizes the gang")
-                prt = pools[st.allocation.pool_id]
-                prt.take(st.allocation)
-                job = replace(job, state=JobState.RUNNING, allocation=st.allocation, started_at=now, updated_at=now)
-                running[job.id] = job
-                true_run = jobs_by_id[job.id].duration_s / throughput(cat, prt.pool)
-                heapq.heappush(events, (now_s + true_run, seq, FINISH, job.id, job.attempt))
-                seq += 1
-                wake_at.pop(job.id, None)
-            for d in plan.defers:
-                if d.until is not None and d.until > now:
-                    ws = (d.until - t0).total_seconds()
-                    if wake_at.get(d.job_id) != ws:
-                        wake_at[d.job_id] = ws
-                        heapq.heappush(events, (ws, seq, WAKE, d.job_id, 0))
-                        seq += 1
+            fx = apply_plan(plan, pending, running, now, grace=0.0, explain=False)
+            if fx.unknown:
+                raise SimulationError(f"plan names jobs that are not pending or running: {sorted(fx.unknown)}")
+            why_infeasible = {inf.job_id: inf.status for inf in plan.infeasible}
+            for change in fx.transitions:
+                job = change.after
+                if change.event is Event.REJECT:
+                    del pending[job.id]
+                    records[job.id] = JobRecord(
+                        job.id, job.tenant_id, job.submitted_at, None, None, None, None, 0, 0.0, 0.0, 0.0,
+                        Decimal("0.00"), job.spec.deadline, feasible.get(job.id, False), job.attempt, "failed",
+                        "; ".join(why_infeasible[job.id].reasons)[:500],
+                    )
+                    done += 1
+                elif change.event is Event.PREEMPT:
+                    victim = running.pop(job.id)
+                    assert victim.allocation is not None and victim.started_at is not None
+                    pools[victim.allocation.pool_id].give(victim.allocation)
+                    account(victim, victim.started_at, now, "unfinished", "preempted")
+                    preemptions += 1
+                    # The simulated engine stops it at once; the same requeue as the live loop.
+                    pending[victim.id] = stopped(job, now).after
+                    again = True
+                elif change.event is Event.PLACE:
+                    pending.pop(job.id)
+                    alloc = job.allocation
+                    assert alloc is not None
+                    need = job.spec.resources.accelerators
+                    if len(alloc.replicas) != job.spec.replicas or any(len(r.devices) != need for r in alloc.replicas):
+                        raise SimulationError(f"{job.id}: allocation splits or resizes the gang")
+                    prt = pools[alloc.pool_id]
+                    prt.take(alloc)
+                    job = job.apply(Event.DISPATCH, now).apply(Event.START, now)
+                    running[job.id] = job
+                    true_run = jobs_by_id[job.id].duration_s / throughput(cat, prt.pool)
+                    heapq.heappush(events, (now_s + true_run, seq, FINISH, job.id, job.attempt))
+                    seq += 1
+                    wake_at.pop(job.id, None)
+            for jid, until in fx.rest.items():
+                ws = (until - t0).total_seconds()
+                if wake_at.get(jid) != ws:
+                    wake_at[jid] = ws
+                    heapq.heappush(events, (ws, seq, WAKE, jid, 0))
+                    seq += 1
         last_round = now_s
         idle = idle + 1 if (pending and not running) else 0
         if idle > 5000:

@@ -1,4 +1,4 @@
-"""Core tables: platform identity, tenants, API keys, jobs, job events.
+"""Core tables: platform identity, tenants, API keys, jobs, job events, control leases.
 
 Revision ID: 0001_spine
 Revises:
@@ -81,6 +81,14 @@ def upgrade() -> None:
     )
     op.create_index("ix_job_events_job_id", "job_events", ["job_id"])
     op.create_table(
+        "control_lease",
+        sa.Column("name", sa.String(64), primary_key=True),
+        sa.Column("holder", sa.String(200), nullable=False),
+        sa.Column("token", sa.BigInteger, nullable=False),
+        sa.Column("expires_at", sa.Float, nullable=False),
+        sa.Column("address", sa.String(200), nullable=False, server_default=""),
+    )
+    op.create_table(
         "audit_log",
         sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
         sa.Column("at", UTCDateTime, nullable=False),
@@ -96,5 +104,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for t in ("audit_log", "job_events", "jobs", "api_keys", "tenants", "platform_kv"):
+    for t in ("audit_log", "control_lease", "job_events", "jobs", "api_keys", "tenants", "platform_kv"):
         op.drop_table(t)

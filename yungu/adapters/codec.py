@@ -1,4 +1,5 @@
-"""JSON encoding of domain values kept in text columns (job specs, allocations)."""
+"""JSON forms of domain values: job specs and allocations, as the store keeps them in text
+columns and the API shows them (one encoding for both)."""
 
 from __future__ import annotations
 

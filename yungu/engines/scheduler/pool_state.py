@@ -9,9 +9,13 @@ from yungu.domain.world import World
 from yungu.engines.scheduler.types import NodeFree, PoolState
 
 
-def pool_states(world: World, active: Iterable[Job], available: Mapping[str, bool] | None = None) -> dict[str, PoolState]:
-    """Build the scheduler's view of free capacity. Raises if the store holds an over-commit,
-    because that would be a bug we must not paper over."""
+def pool_states(world: World, active: Iterable[Job], available: Mapping[str, bool] | None = None,
+                unsupported: Mapping[str, Mapping[str, str]] | None = None) -> dict[str, PoolState]:
+    """Build the scheduler's view of free capacity: declared capacity minus what ``active``
+    jobs hold (preempted ones included until their stop is confirmed), with each pool's
+    reachability and its executor's unsupported features (by pool id; absent: reachable,
+    nothing unsupported). Raises if the store holds an over-commit, because that would be
+    a bug we must not paper over."""
     used: dict[str, dict[int, list[int]]] = {}  # pool -> node -> [cpus, mem, *devices]
     devs_used: dict[tuple[str, int], set[int]] = {}
     local = {p.id for p in world.pools}
@@ -38,7 +42,8 @@ def pool_states(world: World, active: Iterable[Job], available: Mapping[str, boo
             free_devs = tuple(d for d in range(pool.accelerators_per_node) if d not in taken)
             nodes.append(NodeFree(pool.cpus_per_node - cpus, pool.memory_gb_per_node - mem, free_devs))
         ok = True if available is None else available.get(pool.id, True)
-        states[pool.id] = PoolState(pool.id, tuple(nodes), ok)
+        missing = {} if unsupported is None else unsupported.get(pool.id, {})
+        states[pool.id] = PoolState(pool.id, tuple(nodes), ok, missing)
     return states
 
 
@@ -68,4 +73,4 @@ def hold_devices(state: PoolState, devices: int) -> PoolState:
         if take:
             nodes[i] = NodeFree(n.cpus, n.memory_gb, n.devices[: len(n.devices) - take])
             devices -= take
-    return PoolState(state.pool_id, tuple(nodes), state.available)
+    return PoolState(state.pool_id, tuple(nodes), state.available, state.unsupported)
