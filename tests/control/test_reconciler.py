@@ -259,7 +259,7 @@ def test_a_write_under_a_stale_fencing_token_is_refused(make_rig: Callable[..., 
 
     rig = make_rig()
     leases = SqlLeaseStore(rig.store.engine)
-    old = leases.acquire("loop", "old-leader", ttl_s=0.0)
+    old = leases.acquire("loop", "old-leader", ttl_s=-1.0)  # already ran out (julianday has ms resolution: 0 s may still be "now")
     assert old is not None and old.token == 1
     new = leases.acquire("loop", "new-leader", ttl_s=30.0)  # the old one ran out: taken over
     assert new is not None and new.token == 2
