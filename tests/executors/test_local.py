@@ -44,7 +44,15 @@ from yungu.adapters.executors.local_runs import ReplicaState as _R
 from yungu.adapters.executors.local_runs import decide, shim_index
 from yungu.adapters.executors.registry import ExecutorRegistry, build_executor, default_registry
 from yungu.domain.errors import Conflict, InvalidInput, Unavailable
-from yungu.ports.executor import ExecError, ExecErrorCode, ExecPhase, Executor, ExecStatus, Launch, ReplicaLaunch
+from yungu.ports.executor import (
+    ExecError,
+    ExecErrorCode,
+    ExecPhase,
+    ExecStatus,
+    Executor,
+    Launch,
+    ReplicaLaunch,
+)
 
 FAST = {"poll_interval_s": 0.02, "gang_kill_grace_s": 1.0, "binds": BINDS}
 PLAIN = {"poll_interval_s": 0.02, "gang_kill_grace_s": 1.0, "sandbox": False}

@@ -257,6 +257,7 @@ class LocalExecutor(BaseExecutor):
         self._lock = threading.RLock()
         self._active: dict[str, _Run] = {}
         self._finished: OrderedDict[str, tuple[ExecStatus, int]] = OrderedDict()
+        self._shown_running: OrderedDict[str, None] = OrderedDict()  # observe has reported them running
         self._queue: deque[str] = deque()
         self._to_persist: list[dict[str, Any]] = []
         self._journaled: set[str] = set()
@@ -437,8 +438,26 @@ class LocalExecutor(BaseExecutor):
         with self._lock:
             for rid in request_ids:
                 found = self._lookup(rid, load=True)
-                out[rid] = found or ExecError(ExecErrorCode.NOT_FOUND, f"unknown request {rid}")
+                out[rid] = self._not_skipping_running(found) if found else ExecError(
+                    ExecErrorCode.NOT_FOUND, f"unknown request {rid}")
         return out
+
+    def _not_skipping_running(self, st: ExecStatus) -> ExecStatus:
+        """``observe`` reports a launch that ran as running at least once before its outcome.
+
+        Launches start off the caller's thread, so a short one can start and end between two
+        observations (or while the platform is down); a caller that records "started" when
+        it sees running (the control loop) would otherwise never see it start. The running
+        view carries the real start record; the outcome follows on the next observation."""
+        rid = st.request_id
+        if st.phase is ExecPhase.RUNNING:
+            self._shown_running[rid] = None
+        elif st.done and st.started_at is not None and rid not in self._shown_running:
+            self._shown_running[rid] = None
+            while len(self._shown_running) > _FINISHED_CACHE:
+                self._shown_running.popitem(last=False)
+            return ExecStatus(rid, ExecPhase.RUNNING, native_id=st.native_id, started_at=st.started_at)
+        return st
 
     def _logs(self, request_id: str, stream: str, offset: int, limit: int) -> LogChunk | ExecError:
         m = _STREAM.match(stream)
