@@ -329,23 +329,33 @@ def test_close_starts_what_was_accepted_and_hands_the_lock_over(data_dir: Path, 
     assert json.loads((data_dir / "runs" / la.request_id / "replica-0.pid").read_text())["pid"] > 0
 
 
+def _status_until_done(ex: LocalExecutor, rid: str) -> ExecStatus:
+    """Poll with ``status`` (never ``observe``) until the launch has its outcome."""
+    deadline = time.monotonic() + 20
+    while not (st := ok(ex.status(rid))).done:
+        assert time.monotonic() < deadline, st
+        time.sleep(0.02)
+    return st
+
+
 def test_observe_never_skips_the_running_phase_of_a_launch_that_ran(data_dir: Path, out: Path) -> None:
     """A launch that starts and ends between two observations (here: before the first) is
     reported running once, with its real start, then its outcome: a caller that records the
     start when it sees running (the control loop) never misses one. ``status`` tells the
-    outcome straight away. Also after a restart, for a run that ended while nobody watched."""
+    outcome as soon as it is known. Also after a restart, for a run that ended while nobody watched."""
     ex = LocalExecutor("launch-test", FAST, data_dir)
     try:
         la = make_launch(f"echo once >> {out}")
         ok(ex.submit(la))
-        wait_file(ex.runs_dir / la.request_id / "replica-0.exit", 20)
-        assert wait_until(ex, la.request_id, lambda s: s.phase is not ExecPhase.PENDING, 20).phase is ExecPhase.RUNNING
-        assert ok(ex.status(la.request_id)).phase is ExecPhase.SUCCEEDED
+        _status_until_done(ex, la.request_id)  # ended before anyone observed it
+        first = ok(ex.observe([la.request_id])[la.request_id])
+        assert first.phase is ExecPhase.RUNNING and first.started_at is not None
         views = [ok(ex.observe([la.request_id])[la.request_id]) for _ in range(3)]
         assert [v.phase for v in views] == [ExecPhase.SUCCEEDED] * 3, "once running, then the outcome for good"
+        assert views[0].started_at == first.started_at
         gone = make_launch("echo unwatched")
         ok(ex.submit(gone))
-        wait_file(ex.runs_dir / gone.request_id / "replica-0.exit", 20)
+        _status_until_done(ex, gone.request_id)
     finally:
         ex.close()
     back = LocalExecutor("launch-test", FAST, data_dir)

@@ -124,6 +124,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _STREAM = re.compile(r"^(stdout|stderr)(?::(\d{1,6}))?$")
 _FINISHED_CACHE = 100_000
+_ENDED = (ReplicaState.EXITED, ReplicaState.GONE)
 
 
 class _SystemClock:
@@ -199,12 +200,12 @@ class _Replica:
     owned: bool = False  # a child of our launcher, which will report its exit
     reaped: int | None = None  # its wait status as the launcher reported it (Popen's returncode)
     cgroup_events: Events | None = None  # read by the launcher when it reaped the supervisor
-    cgroup_left: bool = False  # the launcher could not remove its cgroups yet
     pid: int | None = None
     create_time: float | None = None
     signalled: bool = False  # we sent its group SIGTERM (so SIGKILL follows after the grace)
     killed: bool = False  # we sent SIGKILL
     started: float | None = None  # the supervisor's start record (epoch seconds)
+    start_checked: bool = False  # ended, and its start record looked for
     ended: float | None = None  # the supervisor's end record
 
 
@@ -222,6 +223,7 @@ class _Run:
     verdict: tuple[ExecPhase, int | None, str] | None = None
     grace_s: float = 0.0
     kill_at: float | None = None  # monotonic time of SIGKILL escalation
+    cached: ExecStatus | None = None  # the last answer, while nothing but an event can change it
 
     @property
     def native_id(self) -> str:
@@ -409,7 +411,8 @@ class LocalExecutor(BaseExecutor):
                 run.slots = n
                 self._slots_used += n
                 self._send(run, request)
-            return self._refresh(run)
+            return self._status_of(run, *decide([(r.state, None) for r in run.replicas])) if run.verdict is None \
+                else self._refresh(run)
 
     def _cancel(self, request_id: str, grace_s: float) -> ExecStatus | ExecError:
         with self._lock:
@@ -621,6 +624,7 @@ class LocalExecutor(BaseExecutor):
         assert run.launch is not None
         run.memory_gb = run.launch.memory_gb_per_replica
         run.launch = None
+        run.cached = None
         if isinstance(request, str):
             self._sandbox_failure(run, request)
             return
@@ -643,6 +647,7 @@ class LocalExecutor(BaseExecutor):
                 if run is None:
                     continue
                 touched[run.request_id] = run
+                run.cached = None
                 kind = ev["ev"]
                 if kind == "spawned":
                     rep = run.replicas[ev["i"]]
@@ -654,9 +659,8 @@ class LocalExecutor(BaseExecutor):
                     rep = run.replicas[ev["i"]]
                     if rep.owned and rep.pid == ev["pid"]:
                         rep.reaped = ev["rc"]
-                        if "oom" in ev:
+                        if "oom" in ev:  # the launcher read the cgroup's counters and removed it
                             rep.cgroup_events = Events(int(ev["oom"]), int(ev["pids_denied"]))
-                            rep.cgroup_left = bool(ev.get("cgroup_left"))
                 elif kind == "skipped":
                     for i in ev["replicas"]:
                         run.replicas[i].state = ReplicaState.GONE
@@ -685,6 +689,7 @@ class LocalExecutor(BaseExecutor):
                       extra={"executor": self.name})
             shims: Mapping[str, tuple[int, float]] | None = None
             for run in list(self._active.values()):
+                run.cached = None
                 for rep in run.replicas:
                     if rep.state is ReplicaState.ALIVE and rep.owned and rep.reaped is None:
                         rep.owned = False  # from now on: probe + exit file, like any adopted one
@@ -771,7 +776,18 @@ class LocalExecutor(BaseExecutor):
             signal_group(rep.pid, signal.SIGKILL)  # leftovers of a finished replica
 
     def _refresh(self, run: _Run) -> ExecStatus:
-        """Bring one run up to date, act on it (kill, escalate, finalise) and say where it is."""
+        """Bring one run up to date, act on it (kill, escalate, finalise) and say where it is.
+
+        A run that only the launcher's events can change (queued, starting, or running as its
+        child with its start seen) answers from its last status: ``observe`` over thousands of
+        launches then costs a lookup each; every event, verdict or hand-over clears it."""
+        if run.cached is not None and not self._needs_watching(run):
+            return run.cached
+        status = self._refresh_now(run)
+        run.cached = status if not status.done else None
+        return status
+
+    def _refresh_now(self, run: _Run) -> ExecStatus:
         for rep in run.replicas:
             self._poll(run, rep)
         if run.verdict is None:
@@ -851,8 +867,9 @@ class LocalExecutor(BaseExecutor):
         exists (the first milliseconds), the moment we forked it."""
         known: list[float] = []
         for rep in run.replicas:
-            if rep.started is None and rep.state is not ReplicaState.QUEUED:
-                rep.started = mtime(run.path / f"replica-{rep.index}.start")
+            if rep.started is None and not rep.start_checked and rep.state in _ENDED:
+                rep.started = mtime(run.path / f"replica-{rep.index}.start")  # (ALIVE: _poll reads it)
+                rep.start_checked = True
             if rep.started is not None:
                 known.append(rep.started)
         if known:
@@ -919,9 +936,7 @@ class LocalExecutor(BaseExecutor):
         leaf = _leaf(run.request_id, rep.index)
         if rep.cgroup_events is None:  # re-adopted, or never spawned: read and remove them here
             return sb.finished(leaf, run.memory_gb)
-        if rep.cgroup_left:
-            sb.retry_removal(leaf)
-        return sb.note(rep.cgroup_events, run.memory_gb)
+        return sb.note(rep.cgroup_events, run.memory_gb)  # the launcher removed them (or retries)
 
     def _status_of(
         self, run: _Run, phase: ExecPhase, code: int | None, reason: str, finished_at: datetime | None = None
@@ -955,7 +970,8 @@ class LocalExecutor(BaseExecutor):
             try:
                 with self._lock:
                     for run in list(self._active.values()):
-                        self._refresh(run)
+                        if self._needs_watching(run):
+                            self._refresh(run)
                     self._start_queued()
                 self._flush()
                 if self._sandbox is not None:
@@ -963,6 +979,18 @@ class LocalExecutor(BaseExecutor):
             except Exception:
                 log.error("local executor monitor failed", exc_info=True, extra={"executor": self.name})
         self._flush()
+
+    @staticmethod
+    def _needs_watching(run: _Run) -> bool:
+        """Whether the monitor must look at a run: one the launcher reports on (its replicas
+        starting, or running as its children) changes only by its events or a deadline."""
+        if run.verdict is not None or run.time_limit_s is not None:
+            return True
+        return not all(
+            r.state in (ReplicaState.QUEUED, ReplicaState.STARTING)
+            or (r.state is ReplicaState.ALIVE and r.owned and r.started is not None)
+            for r in run.replicas
+        )
 
     def _flush(self) -> None:
         """Disk writes that need not hold the lock: the finished journal."""

@@ -24,7 +24,9 @@ platform): ``spawned`` (pid, create time, spawn time), ``exit`` (the supervisor'
 status, the cgroup's OOM and pids counters), ``failed`` (kind ``sandbox``: the launch could
 not be confined and must not run; kind ``spawn``: the OS refused the process) and
 ``skipped`` (cancelled before its spawn). Every replica sent ends in exactly one of
-``spawned``, ``failed`` or ``skipped``.
+``spawned``, ``failed`` or ``skipped``. A cgroup still busy when its supervisor is reaped
+(cgroup v1 may keep an emptied one a moment) is retried here every 0.1 s; what is left when
+the launcher stops goes at the next start's sweep.
 
 Crash safety. The launcher holds a copy of ``executor.lock`` (its open file description),
 spawns nothing once its stdin reaches EOF without a ``stop`` (the platform died) and then
@@ -115,7 +117,8 @@ class LauncherClient:
         data = _line(request)
         with self._cv:
             self._queue.append(data)
-            self._cv.notify()
+            if len(self._queue) == 1:  # the writer takes all that is queued when it runs
+                self._cv.notify()
 
     def _write_loop(self) -> None:
         stdin = self.proc.stdin
@@ -207,7 +210,7 @@ def _line(obj: Mapping[str, Any]) -> bytes:
 class _Child:
     __slots__ = ("index", "leaf", "popen", "rid")
 
-    def __init__(self, rid: str, index: int, leaf: str | None, popen: subprocess.Popen[bytes]) -> None:
+    def __init__(self, rid: str, index: int, leaf: str | None, popen: subprocess.Popen[bytes] | None) -> None:
         self.rid, self.index, self.leaf, self.popen = rid, index, leaf, popen
 
 
@@ -227,6 +230,7 @@ class Launcher:
         self._tail = b""
         self._eof = False  # stdin is closed
         self._stop = False  # ... after a stop request: finish what came before it
+        self._leftover: set[str] = set()  # cgroups still busy when their supervisor was reaped
 
     def run(self) -> None:
         os.set_blocking(0, False)
@@ -234,16 +238,22 @@ class Launcher:
         sel.register(0, selectors.EVENT_READ)
         sel.register(self._wakeup, selectors.EVENT_READ)
         while not self._eof or self._stop:
-            for key, _ in sel.select(timeout=0 if self._eof else None):
+            timeout = 0 if self._eof else 0.1 if self._leftover else None
+            for key, _ in sel.select(timeout=timeout):
                 if key.fd == self._wakeup:
                     with contextlib.suppress(OSError):
                         os.read(self._wakeup, 4096)
             self._reap()
+            self._remove_leftovers()
             self._read()
             while self._pending and (self._stop or not self._eof):
                 msg = self._pending.popleft()
                 if msg.get("op") == "stop":  # a clean close: everything before it is done
                     self._flush()
+                    deadline = time.monotonic() + 1.0
+                    while self._leftover and time.monotonic() < deadline:
+                        time.sleep(0.02)
+                        self._remove_leftovers()
                     return
                 self._handle(msg)
                 self._reap()
@@ -325,16 +335,22 @@ class Launcher:
 
     def _spawn(self, rid: str, rep: Mapping[str, Any]) -> tuple[str, str]:
         """Start one replica's supervisor; ("", "") or (kind, problem)."""
-        from yungu.adapters.executors.local_runs import SHIM, SHIM_ARGV0, write_atomic, write_private
+        from yungu.adapters.executors.local_runs import SHIM, SHIM_ARGV0, write_private
         from yungu.adapters.executors.sandbox import SANDBOX_SHIM, SUPERVISOR_ENV
         from yungu.adapters.executors.sandbox_cgroups import Limits
 
         prefix, index = rep["prefix"], rep["i"]
         leaf: str | None = None
+        popen: subprocess.Popen[bytes] | None = None
         try:
-            if rep.get("kind") == "plain":
+            if rep.get("kind") == "plain":  # its own cwd and environment: subprocess does those
                 argv = ["/bin/sh", "-c", SHIM, SHIM_ARGV0, rep["command"], prefix, *rep["vars"]]
-                cwd, env = rep["cwd"], rep.get("env")
+                at = datetime.now(UTC).isoformat()
+                popen = subprocess.Popen(
+                    argv, cwd=rep["cwd"], env=rep.get("env"), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, start_new_session=True,
+                )
+                pid = popen.pid
             else:
                 procs = ""
                 cg = rep.get("cgroup")
@@ -347,21 +363,19 @@ class Launcher:
                     procs = " ".join(str(p) for p in made)
                 write_private(Path(f"{prefix}.args"), b"".join(x.encode() + b"\0" for x in rep["args"]))
                 argv = ["/bin/sh", "-c", SANDBOX_SHIM, SHIM_ARGV0, prefix, procs, *rep["tail"]]
-                cwd, env = "/", SUPERVISOR_ENV
-            at = datetime.now(UTC).isoformat()
-            popen = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, start_new_session=True,
-            )
+                at = datetime.now(UTC).isoformat()
+                # posix_spawn (vfork + exec in libc) from our cwd "/": every descriptor of ours
+                # is close-on-exec (Python's default), 0-2 become /dev/null.
+                pid = os.posix_spawn("/bin/sh", argv, SUPERVISOR_ENV, file_actions=_DEVNULL_012, setsid=True)
         except OSError as exc:  # EAGAIN, ENOMEM, a vanished run dir...: never started
             if leaf is not None and self._cgroups is not None:
                 self._cgroups.remove(leaf)
             return "spawn", f"could not start processes: {exc}"
-        self._children[popen.pid] = _Child(rid, index, leaf, popen)
-        created = _create_time(popen.pid)
+        self._children[pid] = _Child(rid, index, leaf, popen)
+        created = _create_time(pid)
         with contextlib.suppress(OSError):  # a crash before this is covered by the argv scan
-            write_atomic(Path(f"{prefix}.pid"), {"pid": popen.pid, "create_time": created, "started_at": at})
-        self._emit({"ev": "spawned", "rid": rid, "i": index, "pid": popen.pid, "ct": created, "at": at})
+            _write_once(f"{prefix}.pid", {"pid": pid, "create_time": created, "started_at": at})
+        self._emit({"ev": "spawned", "rid": rid, "i": index, "pid": pid, "ct": created, "at": at})
         return "", ""
 
     def _reap(self) -> None:
@@ -376,22 +390,49 @@ class Launcher:
             if child is None:
                 continue
             rc = os.waitstatus_to_exitcode(status)
-            child.popen.returncode = rc
+            if child.popen is not None:
+                child.popen.returncode = rc
             event: dict[str, Any] = {"ev": "exit", "rid": child.rid, "i": child.index, "pid": pid, "rc": rc}
             if child.leaf is not None and self._cgroups is not None:
                 ev = self._cgroups.events(child.leaf)  # read before removal: the kernel's counters
-                event.update(oom=ev.oom_kills, pids_denied=ev.pids_denied,
-                             cgroup_left=not self._cgroups.remove(child.leaf))
+                if not self._cgroups.remove(child.leaf):
+                    self._leftover.add(child.leaf)  # v1 may keep an emptied cgroup busy a moment
+                event.update(oom=ev.oom_kills, pids_denied=ev.pids_denied)
             self._emit(event)
+
+    def _remove_leftovers(self) -> None:
+        if self._leftover and self._cgroups is not None:
+            self._leftover = {leaf for leaf in self._leftover if not self._cgroups.remove(leaf)}
+
+
+_DEVNULL_012 = [(os.POSIX_SPAWN_OPEN, fd, os.devnull, os.O_RDWR, 0) for fd in (0, 1, 2)]
+_BOOT_TIME: float | None = None
 
 
 def _create_time(pid: int) -> float | None:
-    import psutil
-
+    """A process's start time as psutil reports it (boot time + start ticks), which the
+    executor's ``probe`` compares: from ``/proc/<pid>/stat`` directly, without psutil's
+    per-process setup."""
+    global _BOOT_TIME
     try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
+        if _BOOT_TIME is None:
+            with open("/proc/stat", "rb") as fh:
+                _BOOT_TIME = float(next(line for line in fh if line.startswith(b"btime")).split()[1])
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            ticks = int(fh.read().rsplit(b")", 1)[1].split()[19])
+        return _BOOT_TIME + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
         return None
+
+
+def _write_once(path: str, payload: Mapping[str, Any]) -> None:
+    """A new small file in one write(2): a reader sees it whole or unreadable (the executor
+    then falls back to the argv scan), never half of an old one."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, json.dumps(payload).encode())
+    finally:
+        os.close(fd)
 
 
 def main(argv: Sequence[str]) -> int:
