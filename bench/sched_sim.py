@@ -14,15 +14,18 @@ targets are stated in (JCT / FIFO+backfill, carbon gap closed, cost vs FIFO+back
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from sched_scenarios import load
 
 from yungu.adapters.sim_report import comparison, markdown_table
-from yungu.adapters.traces.scenario import load_scenario
 from yungu.cli.sim import run_scenario
 from yungu.domain.job import Objective
 
@@ -38,7 +41,7 @@ def main() -> None:
     ap.add_argument("--weight", action="append", default=[], metavar="TERM=VALUE",
                     help="operator default weight over every preset (PolicyConfig.weights_override), e.g. finish=0.2")
     a = ap.parse_args()
-    ls = load_scenario(Path(a.scenario))
+    ls = load(Path(a.scenario))  # the scenario file, its ../shared/data paths found (YUNGU_SHARED_DATA)
     for kv in a.set:
         k, _, v = kv.partition("=")
         cur = getattr(ls.policy, k)
@@ -55,12 +58,14 @@ def main() -> None:
     out = run_scenario(ls, a.policy or list(ls.policies), lp=not a.no_lp)
     print(f"scenario {ls.scenario.name}: {len(ls.scenario.jobs)} jobs, objective {a.objective}, "
           f"{time.perf_counter() - t:.0f} s")
-    print(markdown_table(out.metrics))
+    print(markdown_table(out.metrics, out.wall_s))
     for b in out.bounds:
         print(f"LP min {b.objective}: {b.value:,.0f} (carbon {b.carbon_kg:,.0f} kg, cost {b.cost_cny:,.0f} CNY, "
               f"{b.variables} variables, step {b.step_hours:g} h, {b.status})")
     print("\n".join(comparison(out.metrics, out.bounds)))
     print("wall seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in out.wall_s.items()))
+    print("CPU seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in out.cpu_s.items())
+          + f" (load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

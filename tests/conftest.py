@@ -13,7 +13,8 @@ import pytest
 
 from tests.pgserver import PostgresMissing, pg_bin, postgres_server
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared/data beside the checkout; YUNGU_SHARED_DATA points elsewhere (e.g. from a git worktree).
+SHARED_DATA = Path(os.environ.get("YUNGU_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def shared_data(*parts: str) -> Path:

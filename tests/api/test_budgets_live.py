@@ -27,7 +27,7 @@ def test_prepaid_budget_holds_jobs_until_topped_up_and_books_usage_once(sqlite_p
     held = p.http.get(f"/api/v1/jobs/{first}", headers=p.admin).json()
     assert held["state"] == "pending" and "top" in held["reason"], held  # no wallet yet
 
-    r = p.http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": "topup-1", "amount": "2.50"}, headers=p.admin)
+    r = p.http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": "topup-1", "amount": "2.50", "reason": "bank transfer"}, headers=p.admin)
     assert r.status_code == 201, r.text
     second = p.http.post("/api/v1/jobs", json={**JOB, "tenant_id": tid}, headers=p.admin).json()["id"]
     third = p.http.post("/api/v1/jobs", json={**JOB, "tenant_id": tid}, headers=p.admin).json()["id"]

@@ -153,13 +153,14 @@ def test_gang_gets_distinct_devices_and_pools_show_load(sqlite_platform: Platfor
     assert pool["devices_used"] == 8 and pool["jobs"] == 1
 
 
-def test_infeasible_job_fails_with_reasons_instead_of_waiting_forever(sqlite_platform: Platform) -> None:
+def test_job_no_pool_could_ever_run_is_refused_at_submit_with_reasons(sqlite_platform: Platform) -> None:
     p = sqlite_platform
     _, h = p.tenant("lab")
     body = {"name": "huge", "command": "true", "resources": {"accelerators": 16}}
-    jid = p.http.post("/api/v1/jobs", json=body, headers=h).json()["id"]
-    job = p.wait(jid, h, TERMINAL)
-    assert job["state"] == "failed" and "infeasible" in job["reason"] and "16 devices" in job["reason"]
+    r = p.http.post("/api/v1/jobs", json=body, headers=h)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
+    assert "no pool can ever run this job" in r.json()["detail"] and "16 devices" in r.json()["detail"]
+    assert p.http.get("/api/v1/jobs", headers=h).json()["items"] == []  # nothing stored
 
 
 def test_openapi_is_served(sqlite_platform: Platform) -> None:

@@ -28,25 +28,26 @@ def api(tmp_path: Path) -> Iterator[tuple[TestClient, Any, dict[str, str], str, 
 
 def test_topup_transfer_errors_and_tenant_visibility(api) -> None:  # type: ignore[no-untyped-def]
     http, _c, admin, tid, tenant = api
-    r = http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": "pay-1", "amount": "100.00"}, headers=admin)
+    r = http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": "pay-1", "amount": "100.00", "reason": "bank transfer"}, headers=admin)
     assert r.status_code == 201 and r.json()["balance"] == "100.00"
     # replay: same result; different body: 409; float: refused; too many decimals: refused
-    assert http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": "pay-1", "amount": "100.00"},
+    assert http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": "pay-1", "amount": "100.00", "reason": "bank transfer"},
                      headers=admin).json()["balance"] == "100.00"
-    assert http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": "pay-1", "amount": "99"},
+    assert http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": "pay-1", "amount": "99", "reason": "bank transfer"},
                      headers=admin).status_code == 409
-    assert http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": "pay-2", "amount": 1.5},
+    assert http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": "pay-2", "amount": 1.5, "reason": "bank transfer"},
                      headers=admin).status_code == 422
-    assert http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": "pay-3", "amount": "1.001"},
+    assert http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": "pay-3", "amount": "1.001", "reason": "bank transfer"},
                      headers=admin).status_code == 422
     over = http.post("/api/v1/ledger/transfers", headers=admin, json={
-        "id": "x1", "debit_account": f"tenant:{tid}:wallet", "credit_account": "sys:cny:revenue", "amount": "100.01"})
-    assert over.status_code == 429 and over.json()["code"] == "limit_exceeded"
+        "id": "x1", "debit_account": f"tenant:{tid}:wallet", "credit_account": "sys:cny:revenue", "amount": "100.01",
+        "reason": "manual correction"})
+    assert over.status_code == 402 and over.json()["code"] == "insufficient_funds"  # an overdraft is not a 429
     mine = http.get("/api/v1/ledger/accounts", headers=tenant).json()
     assert {a["id"] for a in mine} == {f"tenant:{tid}:wallet", f"tenant:{tid}:arrears"}
     assert http.get("/api/v1/ledger/accounts/sys:cny:revenue", headers=tenant).status_code == 403
     assert http.post("/api/v1/ledger/transfers", headers=tenant, json={"id": "x"}).status_code == 403
-    batch = http.post("/api/v1/ledger/batches", headers=admin, json={"linked": True, "transfers": [
+    batch = http.post("/api/v1/ledger/batches", headers=admin, json={"linked": True, "reason": "escrow", "transfers": [
         {"id": "b1", "debit_account": f"tenant:{tid}:wallet", "credit_account": "sys:cny:escrow", "amount": "60"},
         {"id": "b2", "debit_account": f"tenant:{tid}:wallet", "credit_account": "sys:cny:escrow", "amount": "60"}]})
     assert [x["result"] for x in batch.json()] == ["linked_failed", "exceeds_limit"]
@@ -78,7 +79,7 @@ def test_market_auction_reservations_index_and_sla(api) -> None:  # type: ignore
     idx = http.get("/api/v1/market/index").json()
     assert idx["bj/intelligent"]["vwap"] == "9.00"
     sla = {"id": "res1", "tenant_id": tid, "provider": "acme-idc", "period": "2026-06", "up_seconds": 980,
-           "total_seconds": 1000, "charge": "180.00", "target": "0.999"}
+           "total_seconds": 1000, "charge": "180.00", "target": "0.999", "reason": "outage 2026-06-03"}
     first = http.post("/api/v1/market/sla-credits", headers=admin, json=sla).json()
     assert first == {"availability": "0.98", "credit": "45.00", "result": "ok"}
     assert http.post("/api/v1/market/sla-credits", headers=admin, json=sla).json()["result"] == "exists"
@@ -101,7 +102,7 @@ def test_invoice_json_and_printable_html(api) -> None:  # type: ignore[no-untype
     from yungu.engines.ledger.rating import Usage
 
     http, c, admin, tid, tenant = api
-    http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": "pay-9", "amount": "1000"}, headers=admin)
+    http.post(f"/api/v1/ledger/tenants/{tid}/topup", json={"id": "pay-9", "amount": "1000", "reason": "bank transfer"}, headers=admin)
     start = datetime(2026, 5, 3, tzinfo=UTC)
     u = Usage("usage:jobX.0", tid, "jobX", c.world.pools[0].id, "acme-idc", start, start + timedelta(hours=1), 7200,
               Decimal("2"), Decimal("1.5"))

@@ -28,9 +28,9 @@ yungu = run_cli
 def test_job_to_invoice_through_the_cli(server: ServerProcess, tmp_path: Path) -> None:
     t = json.loads(yungu(server, "admin", "tenant", "create", "bill-lab", "-o", "json").stdout)
     key = json.loads(yungu(server, "admin", "key", "create", "--role", "tenant", "--tenant", t["id"], "-o", "json").stdout)["secret"]
-    yungu(server, "bill", "topup", t["id"], "500.00", "--id", "bank-0001")
-    yungu(server, "bill", "topup", t["id"], "500.00", "--id", "bank-0001")  # a repeat is harmless
-    bad = yungu(server, "bill", "topup", t["id"], "1.001", "--id", "bank-0002", check=False)
+    yungu(server, "bill", "topup", t["id"], "500.00", "--id", "bank-0001", "--reason", "bank transfer")
+    yungu(server, "bill", "topup", t["id"], "500.00", "--id", "bank-0001", "--reason", "bank transfer")  # a repeat is harmless
+    bad = yungu(server, "bill", "topup", t["id"], "1.001", "--id", "bank-0002", "--reason", "bank transfer", check=False)
     assert bad.returncode == 2 and "错误 Error" in bad.stderr
     bal = json.loads(yungu(server, "bill", "balance", f"tenant:{t['id']}:wallet", "-o", "json", key=key).stdout)
     assert bal[0]["balance"] == "500.00"

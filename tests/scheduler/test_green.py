@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 
 import pytest
@@ -79,17 +80,18 @@ def test_gang_all_or_nothing_and_best_fit():
 
 
 def test_time_shift_defers_to_greener_forecast_hour_within_deadline():
+    # No finish budget here: this is the mechanism itself (the budget is tested below).
     # Clean site only; carbon high now, low from hour 5.
     w = world([CLEAN], [PC])
     truth = {"clean": carbon_signal("clean", [500.0] * 5 + [50.0] * 40)}
     j = job("j", 1, dur=3600, deadline_h=20, objective=Objective.GREEN)
-    plan = sched().schedule(snapshot(w, [j], truth=truth))
+    plan = sched(finish_budget_frac=math.inf).schedule(snapshot(w, [j], truth=truth))
     assert not plan.starts
     (d,) = plan.defers
     assert d.status.code is Code.WAIT
     assert d.until == NOW + timedelta(hours=5)
     # Without a deadline the job is not shifted.
-    plan = sched().schedule(snapshot(w, [job("k", 1, objective=Objective.GREEN)], truth=truth))
+    plan = sched(finish_budget_frac=math.inf).schedule(snapshot(w, [job("k", 1, objective=Objective.GREEN)], truth=truth))
     assert pools_of(plan) == {"k": "pc"}
 
 
@@ -196,35 +198,37 @@ def test_explanation_lists_alternatives_with_reasons():
 
 
 def test_flexible_job_without_deadline_shifts_within_its_implicit_window():
+    # No finish budget here: this is the mechanism itself (the budget is tested below).
     # A 20-h green job: carbon 500 for 5 h, then 50. It may shift up to half its run after
     # submission (10 h) and does; a time-objective job starts now.
     w = world([CLEAN], [PC])
     truth = {"clean": carbon_signal("clean", [500.0] * 5 + [50.0] * 60)}
-    plan = sched(flex_shift_frac=0.5).schedule(snapshot(w, [job("g", 1, dur=20 * 3600, objective=Objective.GREEN)], truth=truth))
+    plan = sched(finish_budget_frac=math.inf, flex_shift_frac=0.5).schedule(snapshot(w, [job("g", 1, dur=20 * 3600, objective=Objective.GREEN)], truth=truth))
     (d,) = plan.defers
     assert d.until == NOW + timedelta(hours=5)
-    plan = sched(flex_shift_frac=0.5).schedule(snapshot(w, [job("t", 1, dur=20 * 3600, objective=Objective.TIME)], truth=truth))
+    plan = sched(finish_budget_frac=math.inf, flex_shift_frac=0.5).schedule(snapshot(w, [job("t", 1, dur=20 * 3600, objective=Objective.TIME)], truth=truth))
     assert pools_of(plan) == {"t": "pc"}
     # The window counts from submission: a job submitted 8 h ago may only shift 2 h more,
     # one submitted 10 h ago not at all.
     old = job("o", 1, dur=20 * 3600, objective=Objective.GREEN, submitted=NOW - timedelta(hours=8))
-    (d,) = sched(flex_shift_frac=0.5).schedule(snapshot(w, [old], truth=truth)).defers
+    (d,) = sched(finish_budget_frac=math.inf, flex_shift_frac=0.5).schedule(snapshot(w, [old], truth=truth)).defers
     assert d.until == NOW + timedelta(hours=2)
     older = job("o", 1, dur=20 * 3600, objective=Objective.GREEN, submitted=NOW - timedelta(hours=10))
-    assert pools_of(sched(flex_shift_frac=0.5).schedule(snapshot(w, [older], truth=truth))) == {"o": "pc"}
+    assert pools_of(sched(finish_budget_frac=math.inf, flex_shift_frac=0.5).schedule(snapshot(w, [older], truth=truth))) == {"o": "pc"}
     # Off switch.
-    plan = sched(flex_shift_frac=0).schedule(snapshot(w, [job("g", 1, dur=20 * 3600, objective=Objective.GREEN)], truth=truth))
+    plan = sched(finish_budget_frac=math.inf, flex_shift_frac=0).schedule(snapshot(w, [job("g", 1, dur=20 * 3600, objective=Objective.GREEN)], truth=truth))
     assert pools_of(plan) == {"g": "pc"}
 
 
 def test_flexible_job_waits_longer_for_a_much_greener_full_pool():
+    # No finish budget here: this is the mechanism itself (the budget is tested below).
     # The clean pool frees in 2 h (both nodes busy until then); the run is 4 h. A green job waits for it
     # (2 h <= flexible_wait_frac 0.5 x run), a balanced job (max_wait_frac 0.25 -> 1 h) starts
     # on the dirty pool.
     busy = [running(f"r{n}", PC, n, tuple(range(8)), dur=7200, started=NOW) for n in range(2)]
     for objective, waits in ((Objective.GREEN, True), (Objective.BALANCED, False)):
         j = job("j", 8, dur=4 * 3600, objective=objective)
-        plan = sched(flex_shift_frac=0).schedule(snapshot(W, [j], running_jobs=busy, truth=TRUTH))
+        plan = sched(finish_budget_frac=math.inf, flex_shift_frac=0).schedule(snapshot(W, [j], running_jobs=busy, truth=TRUTH))
         if waits:
             (d,) = plan.defers
             assert d.until == NOW + timedelta(hours=2) and "waiting" in d.status.reasons[0]
@@ -233,6 +237,7 @@ def test_flexible_job_waits_longer_for_a_much_greener_full_pool():
 
 
 def test_several_jobs_may_wait_for_one_greener_pool_in_turn():
+    # No finish budget here: this is the mechanism itself (the budget is tested below).
     # The clean pool's node 0 frees in 2 h, node 1 in 3 h. Three 8-GPU green jobs of 4 h:
     # the first waits until 2 h, the second until 3 h (it also needs the devices promised to
     # the first), the third cannot fit there even then and starts on the dirty pool now.
@@ -240,7 +245,70 @@ def test_several_jobs_may_wait_for_one_greener_pool_in_turn():
             running("r1", PC, 1, tuple(range(8)), dur=3 * 3600, started=NOW)]
     jobs = [job(f"j{i}", 8, dur=4 * 3600, objective=Objective.GREEN, submitted=NOW - timedelta(minutes=3 - i))
             for i in range(3)]
-    plan = sched(flex_shift_frac=0, flexible_wait_frac=1.0).schedule(snapshot(W, jobs, running_jobs=busy, truth=TRUTH))
+    plan = sched(finish_budget_frac=math.inf, flex_shift_frac=0, flexible_wait_frac=1.0).schedule(snapshot(W, jobs, running_jobs=busy, truth=TRUTH))
     until = {d.job_id: d.until for d in plan.defers}
     assert until == {"j0": NOW + timedelta(hours=2), "j1": NOW + timedelta(hours=3)}
     assert pools_of(plan) == {"j2": "pd"}
+
+
+def test_a_jobs_decision_does_not_depend_on_the_size_of_the_job_ranked_before_it():
+    """Waits and time shifts are scored per unit (one device), like the shared rankings: a
+    1-GPU job decides the same whether an 8-GPU job or a 1-GPU job built the ranking first."""
+    s = site("a")
+    p = pool("p", "a", nodes=4)
+    w = world([s], [p])
+    truth = {"a": carbon_signal("a", [500.0] * 2 + [420.0] * 60)}  # a small gain from 02:00
+
+    def decisions(first_gpus: int) -> dict[str, str]:
+        jobs = [job("first", first_gpus, dur=4 * 3600, objective=Objective.GREEN),
+                job("x", 1, dur=4 * 3600, objective=Objective.GREEN)]
+        plan = sched().schedule(snapshot(w, jobs, truth=truth))
+        return {**{st.job_id: "start" for st in plan.starts}, **{d.job_id: "defer" for d in plan.defers}}
+
+    alone = sched().schedule(snapshot(w, [job("x", 1, dur=4 * 3600, objective=Objective.GREEN)], truth=truth))
+    expect = "start" if alone.starts else "defer"
+    assert decisions(8)["x"] == decisions(1)["x"] == expect
+
+
+def test_finish_budget_bounds_how_much_later_a_green_job_may_finish():
+    """Carbon high now, low from hour 5: a 1-hour job with a 20-hour deadline shifts there
+    without a budget, but a 10 % finish budget (about 6 minutes here) keeps it starting now,
+    and a budget of 5x its run lets it go."""
+    w = world([CLEAN], [PC])
+    truth = {"clean": carbon_signal("clean", [500.0] * 5 + [50.0] * 40)}
+    j = job("j", 1, dur=3600, deadline_h=20, objective=Objective.GREEN)
+    assert pools_of(sched(finish_budget_frac=0.1).schedule(snapshot(w, [j], truth=truth))) == {"j": "pc"}
+    (d,) = sched(finish_budget_frac=5.0).schedule(snapshot(w, [j], truth=truth)).defers
+    assert d.until == NOW + timedelta(hours=5)
+    # The budget counts from submission: a job that already waited 10 hours may shift.
+    late = job("late", 1, dur=3600, deadline_h=30, objective=Objective.GREEN, submitted=NOW - timedelta(hours=10))
+    (d,) = sched(finish_budget_frac=0.5).schedule(snapshot(w, [late], truth=truth)).defers
+    assert d.until == NOW + timedelta(hours=5)
+
+
+def test_finish_budget_lets_a_green_job_take_a_slower_greener_pool_only_within_it():
+    """An H100 on a dirty grid (2.5x faster) and an A100 on a clean one, one node each: the
+    A100 run takes 2.5x the H100 run, so a budget of 200 % allows it and 10 % does not."""
+    fast = pool("fast", "dirty", nodes=1, acc="H100", price="20")
+    slow = pool("slow", "clean", nodes=1, acc="A100", price="10")
+    w = world([DIRTY, CLEAN], [fast, slow])
+    j = job("j", 8, dur=4 * 3600, objective=Objective.GREEN)
+    assert pools_of(sched(finish_budget_frac=2.0).schedule(snapshot(w, [j], truth=TRUTH))) == {"j": "slow"}
+    assert pools_of(sched(finish_budget_frac=0.1).schedule(snapshot(w, [j], truth=TRUTH))) == {"j": "fast"}
+
+
+def test_urgent_job_reserves_instead_of_preempting_when_a_pool_frees_in_time():
+    """A deadline job is urgent but the running job ends in 15 minutes, before it must start:
+    it reserves the pool rather than killing an hour of someone's work; if nothing frees in
+    time it preempts (and with preempt_only_if_late off it preempts at once, as before)."""
+    p = pool("p", "clean", nodes=1)
+    w = world([CLEAN], [p])
+    victim = running("v", p, 0, tuple(range(8)), dur=75 * 60, started=NOW - timedelta(hours=1))
+    j = job("d", 8, dur=3600, deadline_h=2.5, objective=Objective.TIME)  # last safe start in 54 min: urgent
+    plan = sched().schedule(snapshot(w, [j], running_jobs=[victim], truth=TRUTH))
+    assert not plan.preempts and plan.defers[0].status.reasons[0].startswith("reserved from")
+    long_victim = running("v", p, 0, tuple(range(8)), dur=10 * 3600, started=NOW - timedelta(hours=1))
+    plan = sched().schedule(snapshot(w, [j], running_jobs=[long_victim], truth=TRUTH))
+    assert [x.job_id for x in plan.preempts] == ["v"]
+    plan = sched(preempt_only_if_late=False).schedule(snapshot(w, [j], running_jobs=[victim], truth=TRUTH))
+    assert [x.job_id for x in plan.preempts] == ["v"]

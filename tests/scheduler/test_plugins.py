@@ -159,3 +159,32 @@ def test_batch_scores_agree_with_per_option_scores(rows):
         got = plugin.score_batch(arrays, ref)
         want = [plugin.score(j, o, ref) for o in opts]
         assert np.allclose(got, want), name
+
+
+def test_a_filter_that_reads_more_of_the_job_declares_it_and_is_not_memoised_across_tenants():
+    """A tenant-dependent filter (as the federation's pin/forbid of remote platforms will be)
+    declares ``key(job)``; two jobs of one shape from different tenants then get their own
+    answers, in one round and in the next round with a carry."""
+    from tests.scheduler.helpers import CAT, job, pool, site, snapshot, world
+    from yungu.domain.status import Code, Status
+    from yungu.engines.scheduler.green import GreenScheduler, PolicyConfig
+    from yungu.engines.scheduler.plugins import default_registry
+
+    class ForbidPool:
+        def filter(self, job, pool):  # type: ignore[no-untyped-def]
+            if job.tenant_id == "strict" and pool.pool.id == "p1":
+                return Status(Code.UNSCHEDULABLE_AND_UNRESOLVABLE, ("tenant forbids p1",), "forbid")
+            return Status.success("forbid")
+
+        def key(self, job):  # type: ignore[no-untyped-def]
+            return job.tenant_id
+
+    reg = default_registry()
+    reg.add_filter("forbid", ForbidPool())
+    w = world([site("a")], [pool("p1", "a", nodes=1)])
+    sched = GreenScheduler(CAT, PolicyConfig(), registry=reg)
+    carry = sched.new_carry()
+    for _ in range(2):
+        plan = sched.schedule(snapshot(w, [job("x", 1, tenant="easy"), job("y", 1, tenant="strict")]), carry=carry)
+        assert [s.job_id for s in plan.starts] == ["x"]
+        assert [i.job_id for i in plan.infeasible] == ["y"]

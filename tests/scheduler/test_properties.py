@@ -10,10 +10,13 @@ from hypothesis import strategies as st
 
 from tests.scheduler.helpers import CAT, NOW, carbon_signal, job, pool, running, site, snapshot, world
 from yungu.domain.job import Objective
+from yungu.engines.scheduler import estimate
 from yungu.engines.scheduler.baselines import BASELINES
 from yungu.engines.scheduler.capacity import Free, devices, earliest_fit, running_by_pool, throughput
 from yungu.engines.scheduler.green import GreenScheduler, PolicyConfig
 from yungu.engines.scheduler.outlook import Curve
+from yungu.engines.scheduler.round import Round
+from yungu.engines.scheduler.steps import filter_pools, rank_now
 
 SITES = [site("a"), site("b"), site("c")]
 ACCS = ["A100", "H100", "A800"]
@@ -186,26 +189,24 @@ def priced_scenarios(draw):
 def test_score_floor_never_exceeds_a_real_score(sc, wait_s):
     """The floor used to skip waits and time shifts unestimated is a true lower bound: no option
     on that pool starting ``wait_s`` or later scores below it."""
-    from yungu.engines.scheduler.green import _Round
-
     w, pending, run, curves = sc
     snap = snapshot(w, pending, running_jobs=run, truth=curves)
     sched = GreenScheduler(CAT, PolicyConfig())
-    rd = _Round(sched, snap)
+    rd = Round(sched, snap)
     for j in pending:
-        pools, _ = rd.candidates(j)
+        pools, _ = filter_pools(rd, j)
         if not pools:
             continue
         ref_s = float(j.spec.estimated_duration_s or 3600)
-        ranking = rd.now_options(j, pools, ref_s)
+        ranking = rank_now(rd, j, pools, ref_s)
         wts = rd.weights(j)
         for sc_ in ranking:
             p = rd.pools[sc_.option.pool_id]
             run_s = ref_s / rd.tput[p.id]
-            floor = rd.wait_floor(j, sc_, float(wait_s), run_s, wts, ranking.ref)
+            floor = estimate.wait_floor(rd, j, sc_, float(wait_s), run_s, wts, ranking.ref)
             for extra in (0, 1800, 5400, 20000):
-                opt = rd.option(j, p, NOW + timedelta(seconds=wait_s + extra), ref_s, False)
-                assert rd.score(j, opt, ranking.ref, wts).score >= floor - 1e-9
+                opt = estimate.option(rd, j, p, NOW + timedelta(seconds=wait_s + extra), ref_s, False)
+                assert estimate.score(rd, j, opt, ranking.ref, wts).score >= floor - 1e-9
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -214,11 +215,26 @@ def test_skipping_hopeless_options_never_changes_the_plan(sc):
     """With the floor switched off (every wait and shift estimated) the plan is the same."""
     from unittest.mock import patch
 
-    from yungu.engines.scheduler.green import _Round
-
     w, pending, run, curves = sc
     snap = snapshot(w, pending, running_jobs=run, truth=curves)
     with_floor = GreenScheduler(CAT, PolicyConfig()).schedule(snap)
-    with patch.object(_Round, "wait_floor", lambda *a, **k: float("-inf")):
+    with patch.object(estimate, "wait_floor", lambda *a, **k: float("-inf")):
         without = GreenScheduler(CAT, PolicyConfig()).schedule(snap)
     assert with_floor == without
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenarios(), st.sampled_from([1, 2, 4, 8]), st.integers(1, 3), st.integers(0, 16))
+def test_lazy_timeline_answers_as_the_full_timeline(sc, gpus, replicas, claimed):
+    """The timeline the round builds as far as it reads gives the same shadow times."""
+    from yungu.engines.scheduler.capacity import Timeline, first_fit_time, fit_timeline
+
+    w, _, run, _ = sc
+    snap = snapshot(w, [], running_jobs=run)
+    by_pool = running_by_pool(run, {p.id: p for p in w.pools}, CAT, NOW)
+    j = job("g", gpus, replicas)
+    for pid, state in snap.pools.items():
+        rs = by_pool.get(pid, [])
+        lazy = Timeline(j, Free(state), rs)
+        for c in (claimed, 0, claimed // 2):  # several questions of one timeline, in any order
+            assert lazy.first_fit(j, NOW, c) == first_fit_time(j, fit_timeline(j, Free(state), rs, NOW), c)

@@ -100,7 +100,10 @@ def test_slice_invariants(loaded, runs):
         for sid, load in res.site_load.items():
             assert max(load) <= res.capacity_devices[sid] + 1e-6, (name, sid)
         m = summarise(res)
-        assert m.feasible_misses == 0, name
+        # Let's Wait Awhile starts at the forecast-best window with no safety margin and no
+        # look at capacity (as in the paper), so it may miss; the others may not.
+        if name != "lets-wait-awhile":
+            assert m.feasible_misses == 0, name
 
 
 def test_jobs_end_at_their_own_time_not_at_the_next_round(loaded, runs):
@@ -186,3 +189,22 @@ def test_scenario_unknown_site_is_a_clear_error(tmp_path: Path):
     p.write_text("[scenario\nname=")
     with pytest.raises(InvalidInput, match="not valid TOML"):
         load_scenario(p)
+
+
+def test_result_carries_the_hourly_carbon_and_price_the_plots_show(loaded, runs, tmp_path):
+    from datetime import timedelta
+
+    from yungu.adapters.sim_report import write_report
+    from yungu.engines.energy.signals import SignalType
+
+    res = runs["yungu"]
+    truth = loaded.scenario.truth["de"].series
+    for h in (0, 5, 17):
+        t = res.start + timedelta(hours=h)
+        assert res.site_carbon["de"][h] == pytest.approx(truth[SignalType.CARBON_INTENSITY].at(t))
+        assert res.site_price["de"][h] == pytest.approx(truth[SignalType.PRICE].at(t))
+    assert len(res.site_carbon["no"]) == len(res.site_load["no"])
+    for focus in ("carbon", "cost"):
+        out = tmp_path / focus
+        write_report(out, "slice", "x", [res], [summarise(res)], focus=focus, wall_s={"yungu": 1.0})
+        assert (out / "sites-yungu.png").stat().st_size > 1000

@@ -79,8 +79,9 @@ def verify(cert: dict[str, Any], trusted_public_key_b64: str | None = None) -> t
         Ed25519PublicKey.from_public_bytes(raw).verify(base64.b64decode(sig["value"]), canonical_json(body))
     except InvalidSignature:
         return False, "signature does not match the content (tampered?) / 签名与内容不符（可能被篡改）"
-    except (KeyError, TypeError, ValueError) as exc:
-        return False, f"malformed certificate: {exc}"
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False, ("malformed certificate: it needs 'body' and 'signature' {alg, public_key, key_id, value} "
+                       "/ 证书格式错误")
     return True, "valid / 验证通过"
 
 

@@ -1,4 +1,12 @@
-"""Request-scoped dependencies: the container and the authenticated principal."""
+"""Request-scoped dependencies: the container and the authenticated principal.
+
+Authentication takes an API key (``Authorization: Bearer`` or ``X-API-Key``). A failed
+attempt (no key, unknown or revoked key) costs the caller's address a token of the
+failed-authentication bucket (``ratelimit.Limiter``); an address that has none left gets 429
+before its key is looked up. Keys already known good (in the key cache) are not held up by
+other failures from the same address (a shared NAT). Another credential (a session cookie)
+plugs in at ``_credential``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,8 @@ from typing import Any
 
 from fastapi import Request
 
+from yungu.api.ratelimit import client_address
+from yungu.api.sessions import session_principal
 from yungu.domain.errors import Forbidden, Unauthorized
 from yungu.domain.tenancy import Principal, Role
 
@@ -16,18 +26,46 @@ def container(request: Request) -> Any:
     return request.app.state.container
 
 
-def principal(request: Request) -> Principal:
+def _credential(request: Request) -> str:
     header = request.headers.get("authorization", "")
-    secret = header[7:].strip() if header.lower().startswith("bearer ") else request.headers.get("x-api-key", "")
-    if not secret:
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' / 缺少 API 密钥")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return request.headers.get("x-api-key", "").strip()
+
+
+def auth_failed(request: Request, message: str) -> Unauthorized:
+    """Count a failed authentication against the caller's address; the error to raise."""
+    limiter = getattr(request.app.state, "limiter", None)
+    if limiter is not None:
+        limiter.auth_failed(client_address(request.scope))
+    return Unauthorized(message)
+
+
+def check_address(request: Request) -> None:
+    """429 if the caller's address has used up its failed authentications."""
+    limiter = getattr(request.app.state, "limiter", None)
+    if limiter is not None:
+        limiter.check_address(client_address(request.scope))
+
+
+def principal(request: Request) -> Principal:
+    secret = _credential(request)
     cache: dict[str, Principal] = request.app.state.key_cache
-    p = cache.get(secret)
+    p = cache.get(secret) if secret else None
+    if p is not None:
+        return p
+    check_address(request)
+    if not secret:
+        sp = session_principal(request)  # the web console's session cookie (issue 13)
+        if sp is not None:
+            return sp
+        raise auth_failed(request, "missing API key: send 'Authorization: Bearer <key>' / 缺少 API 密钥")
+    if len(secret) > 200:
+        raise auth_failed(request, "invalid or revoked API key / API 密钥无效或已吊销")
+    p = container(request).store.principal(secret)
     if p is None:
-        p = container(request).store.principal(secret)
-        if p is None:
-            raise Unauthorized("invalid or revoked API key / API 密钥无效或已吊销")
-        cache[secret] = p
+        raise auth_failed(request, "invalid or revoked API key / API 密钥无效或已吊销")
+    cache[secret] = p
     return p
 
 
@@ -44,6 +82,7 @@ def require(*roles: Role) -> Callable[[Request], Awaitable[Principal]]:
             raise Forbidden(f"role {p.role.value!r} may not do this; needs one of {sorted(r.value for r in allowed)}")
         return p
 
+    _dep.yungu_roles = frozenset(allowed)  # type: ignore[attr-defined]  # read by openapi.py
     return _dep
 
 

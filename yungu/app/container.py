@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 
 from yungu.adapters.config import PlatformConfig, load_catalogue, load_config
 from yungu.adapters.executors.registry import build_executor
+from yungu.adapters.files import private_dir, private_sqlite
 from yungu.adapters.signals import LiveSignals
 from yungu.adapters.store import tables as _tables  # noqa: F401  (registers core tables)
 from yungu.adapters.store.batcher import SubmitBatcher
@@ -22,9 +23,11 @@ from yungu.adapters.store.job_store import SqlStore
 from yungu.adapters.system import Ids, SystemClock
 from yungu.api.routes.ledger import services as ledger_services
 from yungu.api.routes.telemetry import telemetry_store
+from yungu.app import tokens as tokens_wiring  # issue 14: the token service
 from yungu.control.billing import BillingLoop, budget_admission, release_unused
 from yungu.control.reconciler import Reconciler
 from yungu.domain.catalogue import Catalogue
+from yungu.domain.clock import Clock
 from yungu.domain.world import World
 from yungu.engines.scheduler.green import GreenScheduler
 from yungu.ports.executor import Executor
@@ -41,7 +44,7 @@ class Container:
     store: SqlStore
     executors: dict[str, Executor]
     reconciler: Reconciler
-    clock: SystemClock
+    clock: Clock
     ids: Ids
     extras: dict[str, Any] = field(default_factory=dict)  # area services (ledger, telemetry, ...)
 
@@ -50,6 +53,9 @@ class Container:
         return self.config.world
 
     def close(self) -> None:
+        tokens = self.extras.get("tokens")
+        if tokens is not None:
+            tokens.close()
         runner = self.extras.get("billing_runner")
         if runner is not None:
             runner.stop()
@@ -63,19 +69,23 @@ class Container:
 
 
 def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = None,
-          start_loop: bool = True) -> Container:
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+          start_loop: bool = True, clock: Clock | None = None) -> Container:
+    """Wire the platform. ``clock`` is injected by tests that need a fixed instant (default: system)."""
+    data_dir = private_dir(data_dir.resolve())  # 0700: the database, keys and run dirs are the platform's
     catalogue = load_catalogue()
     config = load_config(config_path, catalogue)
-    engine = create_engine(db_url or os.environ.get("YUNGU_DB_URL") or sqlite_url(data_dir))
+    url = db_url or os.environ.get("YUNGU_DB_URL") or sqlite_url(data_dir)
+    if url == sqlite_url(data_dir):
+        private_sqlite(data_dir / "yungu.db")
+    engine = create_engine(url)
     migrate(engine)
     store = SqlStore(engine, config.world.platform_id)
     if store.platform_value("platform_id") is None:
         store.set_platform_value("platform_id", config.world.platform_id)
-    clock, ids = SystemClock(), Ids()
+    clock, ids = clock or SystemClock(), Ids()
     executors: dict[str, Executor] = {
-        name: build_executor(str(settings["type"]), name, {k: v for k, v in settings.items() if k != "type"}, data_dir)
+        name: build_executor(str(settings["type"]), name, tokens_wiring.with_runtime_binds(dict(settings), data_dir),
+                             data_dir)  # issue 14: inference replicas run the platform's model server
         for name, settings in config.executors.items()
     }
     scheduler = GreenScheduler(catalogue, config.policy)
@@ -90,6 +100,7 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
                                            for r in ledger.market.reservations_at(now)]
     c.extras["billing_runner"] = runner = BillingRunner(c, ledger.loop)
     c.extras["submit_batcher"] = SubmitBatcher(store)
+    tokens_wiring.wire(c, ledger, start=start_loop)  # issue 14: gateway, inference jobs, token billing
     if start_loop:
         reconciler.start()
         runner.start()
@@ -117,6 +128,11 @@ class BillingRunner:
 
     def run_once(self) -> tuple[int, int, int]:
         jobs = self.c.store.finished_since(self._since)
+        for hook in self.c.extras.get("billing_hooks", ()):  # e.g. token usage -> usage records
+            try:
+                hook()
+            except Exception:
+                log.exception("billing hook %s failed", getattr(hook, "__qualname__", hook))
         out = self.loop.run_once(jobs)
         if jobs:
             # Keep the last instant: jobs finishing in the same instant are seen again (harmless).

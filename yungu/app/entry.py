@@ -28,6 +28,18 @@ def server(host: str = typer.Option("127.0.0.1", help="bind address"),
         fail(exc.message, "check the --config file / 请检查配置文件")
 
 
+@app.command()
+def gateway(host: str = typer.Option("127.0.0.1", help="bind address"),
+            port: int = typer.Option(8601, help="port"),
+            data_dir: Path = typer.Option(Path(".yungu"), "--data-dir", help="the platform's data dir"),
+            config: Path | None = typer.Option(None, "--config", help="platform TOML"),
+            db_url: str | None = typer.Option(None, "--db-url", envvar="YUNGU_DB_URL", help="postgresql://...")) -> None:
+    """Run the token gateway (/v1) as its own process / 独立运行令牌网关."""
+    from yungu.app.gateway_server import serve_gateway
+
+    serve_gateway(host, port, data_dir, config, db_url)
+
+
 def main() -> None:
     app()
 

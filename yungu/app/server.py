@@ -10,7 +10,11 @@ from pathlib import Path
 
 import uvicorn
 
+from yungu import web
+from yungu.adapters.files import write_private
 from yungu.api.app import create_app
+from yungu.api.ratelimit import RateLimits
+from yungu.app import demo as live_demo
 from yungu.app.container import Container, build
 from yungu.domain.job import JobSpec, Resources
 from yungu.domain.tenancy import Role
@@ -25,13 +29,14 @@ DEMO_JOBS = [
 
 
 def bootstrap_admin(c: Container) -> str | None:
-    """On first start, create an admin key and store it (0600) in the data dir; return it once."""
+    """On first start, create an admin key and store it in the data dir, created 0600 (never
+    readable by anyone else, not even for a moment); return it once."""
     key_file = c.data_dir / "admin.key"
     if c.store.count_admin_keys():
         return None
     _, secret = c.store.create_key(c.ids.new(), Role.ADMIN, None, "bootstrap admin", c.clock.now())
-    key_file.write_text(secret + "\n")
-    os.chmod(key_file, 0o600)
+    key_file.unlink(missing_ok=True)  # a stale file from a wiped database
+    write_private(key_file, (secret + "\n").encode())
     return secret
 
 
@@ -46,10 +51,23 @@ def submit_demo(c: Container) -> list[str]:
     return ids
 
 
+def print_token_demo(c: Container, url: str) -> None:
+    from yungu.app import tokens
+
+    tokens.demo(c)
+    key_file = c.data_dir / "demo-token.key"
+    if key_file.exists():
+        print(f"  Tokens: model {tokens.DEMO_CHAT} starts as an inference job on a CPU pool (about a minute); then\n"
+              f"    curl {url}/v1/chat/completions -H \"Authorization: Bearer $(cat {key_file})\" "
+              f"-d '{{\"model\":\"{tokens.DEMO_CHAT}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'",
+              flush=True)
+
+
 def serve(host: str, port: int, data_dir: Path, config: Path | None, db_url: str | None, demo: bool,
           log_level: str = "warning") -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations are routine at every start
+    os.umask(0o077)  # whatever the platform creates (database, keys, logs, run dirs) is its own
     c = build(data_dir, config, db_url)
     secret = bootstrap_admin(c)
     url = f"http://{host}:{port}"
@@ -66,7 +84,13 @@ def serve(host: str, port: int, data_dir: Path, config: Path | None, db_url: str
         ids = submit_demo(c)
         print(f"  Demo tenant 'demo-lab': submitted {len(ids)} jobs — try: yungu jobs  /  yungu logs -f {ids[0]}",
               flush=True)
-    app = create_app(c)
+    app = create_app(c, RateLimits.from_env())
+    web.mount(app)  # issue 13: the console at / and the big screen at /screen
+    print(f"  Console 控制台  {url}/      big screen 大屏  {url}/screen  (`yungu screen` prints a kiosk link)",
+          flush=True)
+    if demo:
+        live_demo.start(c, url)  # node agent for this machine + a trickle of jobs across regions
+        print_token_demo(c, url)  # issue 14
 
     def _term(*_: object) -> None:
         raise SystemExit(0)

@@ -33,9 +33,12 @@ def balance(account: str = typer.Argument(None, help="account id; default: all v
 @app.command()
 @api_errors
 def topup(tenant: str, amount: str, payment_id: str = typer.Option(..., "--id", help="bank reference / 银行流水号"),
+          reason: str = typer.Option(..., "--reason", help="why (kept in the audit log), e.g. the bank transfer "
+                                     "it records / 原因（记入审计日志）"),
           output: Output = OutputOpt, url: str | None = UrlOpt, key: str | None = KeyOpt) -> None:
     """Record a tenant's payment into its wallet (safe to repeat with the same --id) / 充值."""
-    r = ApiClient(url, key).post(f"/ledger/tenants/{tenant}/topup", {"id": payment_id, "amount": amount})
+    r = ApiClient(url, key).post(f"/ledger/tenants/{tenant}/topup",
+                                 {"id": payment_id, "amount": amount, "reason": reason})
     if output is Output.json:
         emit_json(r)
     else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from yungu.cli.client import ApiClient
-from yungu.cli.output import Output, OutputOpt, api_errors, console, emit_json, table
+from yungu.cli.output import Output, OutputOpt, api_errors, console, emit_json, escape, table
 
 app = typer.Typer(help="Explain a job's placement / 解释作业的调度决策", no_args_is_help=True)
 
@@ -23,8 +23,9 @@ def explain(
     if output is Output.json:
         emit_json(data)
         return
-    console.print(f"[bold]{data['job_id']}[/] [{data['state']}] 决策 decision: {data['decision']}")
-    console.print(f"  {data['summary']}")
+    console.print(f"[bold]{escape(data['job_id'])}[/] {escape('[' + data['state'] + ']')} 决策 decision: "
+                  f"{escape(data['decision'])}")
+    console.print(f"  {escape(data['summary'])}")
     if data.get("weights"):
         console.print("  权重 weights: " + ", ".join(f"{k}={v:g}" for k, v in data["weights"].items()))
     rows = [
@@ -49,4 +50,4 @@ def explain(
             rows,
         )
     for pool, reasons in data.get("filtered", {}).items():
-        console.print(f"  [dim]排除 excluded {pool}: {'; '.join(reasons)}[/]")
+        console.print(f"  [dim]排除 excluded {escape(pool)}: {escape('; '.join(reasons))}[/]")

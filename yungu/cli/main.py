@@ -12,7 +12,7 @@ import typer
 import yaml
 
 from yungu.cli.client import ApiClient
-from yungu.cli.output import Output, OutputOpt, api_errors, console, emit_json, err, fail, table
+from yungu.cli.output import Output, OutputOpt, api_errors, console, emit_json, err, escape, fail, table
 
 app = typer.Typer(help="Yungu 云谷 — federated compute-power network / 算力网络调度平台",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -37,10 +37,18 @@ from yungu.cli import market as _market_cli  # noqa: E402
 app.add_typer(_bill_cli.app, name="bill")
 app.add_typer(_market_cli.app, name="market")
 
+from yungu.cli import tokens as _tokens_cli  # noqa: E402  (issue 14: the token service)
+
+app.add_typer(_tokens_cli.app, name="tokens")
+
 from yungu.cli import explain as _explain_cli  # noqa: E402  (issue 3: scheduler)
 from yungu.cli import sim as _sim_cli  # noqa: E402
 
 app.command("explain")(_explain_cli.explain)
+
+from yungu.cli import screen as _screen_cli  # noqa: E402  (issue 13: big screen)
+
+app.command("screen")(_screen_cli.screen)
 app.command("sim")(_sim_cli.sim)
 
 UrlOpt = typer.Option(None, "--url", envvar="YUNGU_URL", help="platform URL (default http://127.0.0.1:8600)")
@@ -153,10 +161,10 @@ def status(job_id: str, output: Output = OutputOpt, url: str | None = UrlOpt, ke
     if output is Output.json:
         emit_json({**job, "events": events})
         return
-    console.print(f"[bold]{job['name']}[/] {job['id']}  [{STATE_STYLE.get(job['state'], 'white')}]{job['state']}[/]"
+    console.print(f"[bold]{escape(job['name'])}[/] {job['id']}  [{STATE_STYLE.get(job['state'], 'white')}]{job['state']}[/]"
                   f"  attempt={job['attempt']} pool={job['pool_id']} exit={job['exit_code']}")
     if job["reason"]:
-        console.print(f"  原因 reason: {job['reason']}")
+        console.print(f"  原因 reason: {escape(job['reason'])}")
     table("状态变化 Transitions", ["AT (UTC)", "EVENT", "FROM", "TO", "REASON"],
           [(e["at"][:23], e["event"], e["from"], e["to"], e["reason"][:80]) for e in events])
 
@@ -269,10 +277,13 @@ def tenant_list(output: Output = OutputOpt, url: str | None = UrlOpt, key: str |
 @api_errors
 def key_create(role: str = typer.Option(..., "--role", help="admin|operator|provider|tenant"),
                tenant: str | None = typer.Option(None, "--tenant", help="tenant id (for tenant keys)"),
+               provider: str | None = typer.Option(None, "--provider",
+                                                   help="provider name as in the sites' config (provider keys)"),
                name: str = typer.Option("", "--name"),
                output: Output = OutputOpt, url: str | None = UrlOpt, key: str | None = KeyOpt) -> None:
     """Create an API key; the secret is shown once / 创建密钥（仅显示一次）."""
-    k = client(url, key).post("/admin/keys", json={"role": role, "tenant_id": tenant, "name": name})
+    body = {"role": role, "tenant_id": tenant, "name": name} | ({"provider": provider} if provider else {})
+    k = client(url, key).post("/admin/keys", json=body)
     if output is Output.json:
         emit_json(k)
     else:

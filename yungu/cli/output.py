@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from yungu.cli.client import ApiError
@@ -37,14 +38,16 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
     for c in columns:
         t.add_column(c, overflow="fold")  # ids must stay whole: people paste them into other commands
     for r in rows:
-        t.add_row(*["" if v is None else str(v) for v in r])
+        t.add_row(*["" if v is None else escape(str(v)) for v in r])  # data, never markup
     console.print(t)
 
 
 def fail(message: str, hint: str = "", code: int = 1) -> None:
-    err.print(f"[bold red]错误 Error:[/] {message}")
+    # Messages quote user input and files ("[[pool]] #5: unknown site"): print them as text,
+    # never as Rich markup (which would eat anything in square brackets).
+    err.print(f"[bold red]错误 Error:[/] {escape(message)}")
     if hint:
-        err.print(f"[yellow]提示 Hint:[/] {hint}")
+        err.print(f"[yellow]提示 Hint:[/] {escape(hint)}")
     raise typer.Exit(code)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,8 +17,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from yungu.adapters.sim_report import markdown_table, write_report
 from yungu.adapters.traces.scenario import LoadedScenario, load_scenario
-from yungu.cli.output import console, fail
+from yungu.cli.output import console, escape, fail
 from yungu.domain.errors import YunguError
+from yungu.domain.job import Objective
 from yungu.engines.sim.core import simulate
 from yungu.engines.sim.lp import LpBound, lp_bound
 from yungu.engines.sim.metrics import Metrics, summarise
@@ -34,6 +35,7 @@ class RunOutput:
     metrics: tuple[Metrics, ...]
     bounds: tuple[LpBound, ...]
     wall_s: dict[str, float]
+    cpu_s: dict[str, float] = field(default_factory=dict)  # process CPU seconds per policy
 
 
 def run_scenario(
@@ -50,12 +52,14 @@ def run_scenario(
         names.insert(0, "fifo-backfill")
     results: list[SimResult] = []
     wall: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     for name in names:
         sched = make(name, sc.catalogue, ls.policy)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         cb = (lambda d, t, n=name: progress(n, d, t)) if progress else None
         res = simulate(sc, sched, policy_name=name, timer=time.perf_counter, progress=cb)
         wall[name] = time.perf_counter() - t0
+        cpu[name] = time.process_time() - c0
         results.append(res)
     metrics = tuple(summarise(r) for r in results)
     bounds: list[LpBound] = []
@@ -70,7 +74,17 @@ def run_scenario(
             t0 = time.perf_counter()
             bounds.append(lp_bound(sc, bnd, str(obj), step, float(ls.lp.get("time_limit_s", 600))))
             wall[f"lp-{obj}"] = time.perf_counter() - t0
-    return RunOutput(tuple(results), metrics, tuple(bounds), wall)
+    return RunOutput(tuple(results), metrics, tuple(bounds), wall, cpu)
+
+
+def focus(ls: LoadedScenario) -> str:
+    """What the run optimises, for the plots: "cost" when most jobs (or the operator) ask for
+    cost, else "carbon"."""
+    obj = ls.policy.objective_override
+    if obj is None:
+        n = sum(1 for j in ls.scenario.jobs if j.objective is Objective.COST)
+        return "cost" if n * 2 > len(ls.scenario.jobs) else "carbon"
+    return "cost" if obj is Objective.COST else "carbon"
 
 
 @app.command("sim")
@@ -94,7 +108,7 @@ def sim(
         if n not in POLICIES:
             fail(f"unknown policy {n!r}", f"known / 可选: {', '.join(POLICIES)}")
     console.print(
-        f"场景 scenario [bold]{ls.scenario.name}[/]: {len(ls.scenario.jobs)} jobs 作业, "
+        f"场景 scenario [bold]{escape(ls.scenario.name)}[/]: {len(ls.scenario.jobs)} jobs 作业, "
         f"{len(ls.scenario.world.pools)} pools 资源池"
         + (f"; skipped 跳过 {ls.skipped_rows} bad rows 行" if ls.skipped_rows else "")
     )
@@ -113,6 +127,7 @@ def sim(
             res = run_scenario(ls, names, lp=lp, progress=tick)
         except YunguError as exc:
             fail(str(exc))
-    console.print(markdown_table(res.metrics))
-    path = write_report(out, ls.scenario.name, str(scenario), res.results, res.metrics, res.bounds, ls.skipped_rows)
+    console.print(markdown_table(res.metrics, res.wall_s), markup=False, highlight=False)
+    path = write_report(out, ls.scenario.name, str(scenario), res.results, res.metrics, res.bounds, ls.skipped_rows,
+                        wall_s=res.wall_s, focus=focus(ls))
     console.print(f"报告 report: {path}")

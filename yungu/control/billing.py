@@ -305,12 +305,15 @@ class BillingLoop:
         return out
 
     def _builder(self, tenant: str, period: str) -> InvoiceBuilder:
+        from yungu.engines.gateway.invoice import is_token_usage, token_line
         from yungu.engines.ledger.invoice import build_invoice, line_for
 
         buyer = self.buyers(tenant)  # looked up before the store opens its write transaction
 
         def build(number: str, rows: Sequence[UsageRow]) -> Invoice:
-            lines = [line_for(r.usage.id, f"{r.usage.id}:charge", r.spec, r.usage.device_seconds, r.gross,
+            lines = [token_line(r.usage, f"{r.usage.id}:charge", r.gross, DEFAULT_VAT, period, r.late_from)
+                     if is_token_usage(r.usage) else  # issue 14: token usage is priced per million tokens
+                     line_for(r.usage.id, f"{r.usage.id}:charge", r.spec, r.usage.device_seconds, r.gross,
                               DEFAULT_VAT, period, r.late_from) for r in rows if r.gross > 0]
             return build_invoice(number, period, self.clock.now(), buyer,
                                  self.seller, lines)

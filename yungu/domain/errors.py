@@ -11,7 +11,9 @@ httpx, subprocess) are mapped to this tree at the boundary with ``raise ... from
     ├── Conflict              id reuse with a different body, stale compare-and-set (409)
     ├── Unauthorized          missing or bad credentials (401)
     ├── Forbidden             authenticated but the role does not allow it (403)
-    ├── LimitExceeded         quota, budget, or size limit (402/413/429 by context)
+    ├── LimitExceeded         a quota or size limit the request would pass (422)
+    │   └── InsufficientFunds an account would pass its credit limit: an overdraft (402, never
+    │                         429: a client must not retry it as if it were a rate limit)
     └── Unavailable           a dependency (engine, database, peer) cannot be reached (503)
 """
 
@@ -62,7 +64,12 @@ class Forbidden(YunguError):
 
 class LimitExceeded(YunguError):
     code = "limit_exceeded"
-    http_status = 429
+    http_status = 422
+
+
+class InsufficientFunds(LimitExceeded):
+    code = "insufficient_funds"
+    http_status = 402
 
 
 class Unavailable(YunguError):

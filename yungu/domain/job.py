@@ -19,9 +19,10 @@ job's state)::
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -125,6 +126,26 @@ MAX_CPUS_PER_REPLICA = 1024
 MAX_MEMORY_GB_PER_REPLICA = 16384
 MAX_COMMAND_BYTES = 64 * 1024
 MAX_DURATION_S = 90 * 86400
+MAX_NAME_CHARS = 200
+MAX_LABELS = 64
+MAX_LABEL_KEY_CHARS = 63
+MAX_LABEL_VALUE_CHARS = 256
+MAX_ENV_VARS = 256
+MAX_ENV_NAME_CHARS = 128
+MAX_ENV_VALUE_BYTES = 32 * 1024
+MAX_ENV_BYTES = 128 * 1024  # all names and values together: well inside any kernel's ARG_MAX
+# Deadlines and earliest starts at most a century ahead: far enough for "not before I say so"
+# (benchmarks park jobs in 2099), near enough that date arithmetic never overflows year 9999.
+MAX_SCHEDULE_AHEAD_S = 36525 * 86400
+# POSIX portable environment names (IEEE Std 1003.1, 8.1): what every shell and executor accepts.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*", re.ASCII)
+LABEL_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?", re.ASCII)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_nul(what: str, value: str) -> None:
+    if "\x00" in value:
+        raise InvalidInput(f"{what} contains a NUL byte / {what} 含有 NUL 字节")
 
 
 @dataclass(frozen=True)
@@ -174,21 +195,33 @@ class JobSpec:
     env: Mapping[str, str] = field(default_factory=dict)
 
     def validate(self) -> None:
-        if not self.name or len(self.name) > 200:
-            raise InvalidInput("name must be 1..200 characters")
+        """Every rule that needs no clock and no world: limits, names, NUL bytes."""
+        if not self.name or len(self.name) > MAX_NAME_CHARS:
+            raise InvalidInput(f"name must be 1..{MAX_NAME_CHARS} characters")
+        if _CONTROL.search(self.name):
+            raise InvalidInput("name must not contain control characters (NUL, newline, ...) / 名称不得含控制字符")
+        _no_nul("command", self.command)
         if not self.command.strip():
             raise InvalidInput("command must not be empty")
         if len(self.command.encode()) > MAX_COMMAND_BYTES:
             raise InvalidInput(f"command is longer than {MAX_COMMAND_BYTES} bytes")
         self.resources.validate()
+        for acc in self.resources.accelerator_types:
+            if not acc or len(acc) > 64 or _CONTROL.search(acc):
+                raise InvalidInput(f"accelerator type {acc[:64]!r} must be 1..64 printable characters")
         if not 1 <= self.replicas <= MAX_REPLICAS:
             raise InvalidInput(f"replicas must be 1..{MAX_REPLICAS}, got {self.replicas}")
         if self.estimated_duration_s is not None and not 0 < self.estimated_duration_s <= MAX_DURATION_S:
             raise InvalidInput(f"estimated_duration_s must be 1..{MAX_DURATION_S}")
         if not -1000 <= self.priority <= 1000:
             raise InvalidInput("priority must be -1000..1000")
-        if self.max_price_cny_per_hour is not None and self.max_price_cny_per_hour < 0:
+        if self.max_price_cny_per_hour is not None and (
+            not self.max_price_cny_per_hour.is_finite() or self.max_price_cny_per_hour < 0
+        ):
             raise InvalidInput("max_price_cny_per_hour must not be negative")
+        for when in (self.deadline, self.earliest_start):
+            if when is not None and when.tzinfo is None:
+                raise InvalidInput("timestamps need a time zone, e.g. 2026-11-23T08:00:00+08:00")
         if self.deadline and self.earliest_start and self.deadline <= self.earliest_start:
             raise InvalidInput("deadline must be after earliest_start")
         for k, v in self.objective_weights.items():
@@ -196,9 +229,56 @@ class JobSpec:
                 raise InvalidInput(f"unknown objective weight {k!r}; use one of: {', '.join(OBJECTIVE_TERMS)}")
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= MAX_OBJECTIVE_WEIGHT or math.isnan(v):
                 raise InvalidInput(f"objective weight {k!r} must be a number 0..{MAX_OBJECTIVE_WEIGHT:g}, got {v!r}")
-        for k in self.env:
-            if not k or "=" in k or k.startswith("YUNGU_"):
-                raise InvalidInput(f"environment variable name {k!r} is not allowed")
+        for what, where in (("data_location", self.data_location), ("pool", self.pool)):
+            if where is not None and (not where or len(where) > 128 or _CONTROL.search(where)):
+                raise InvalidInput(f"{what} must be 1..128 printable characters")
+        self._validate_labels()
+        self._validate_env()
+
+    def _validate_labels(self) -> None:
+        if len(self.labels) > MAX_LABELS:
+            raise InvalidInput(f"at most {MAX_LABELS} labels, got {len(self.labels)}")
+        for k, v in self.labels.items():
+            if len(k) > MAX_LABEL_KEY_CHARS or not LABEL_KEY.fullmatch(k):
+                raise InvalidInput(
+                    f"label key {k[:80]!r} must be 1..{MAX_LABEL_KEY_CHARS} ASCII letters, digits, '.', '_', "
+                    f"'-' or '/', starting and ending with a letter or digit / 标签名无效")
+            if len(v) > MAX_LABEL_VALUE_CHARS or _CONTROL.search(v):
+                raise InvalidInput(f"label {k!r}: the value must be at most {MAX_LABEL_VALUE_CHARS} printable "
+                                   f"characters / 标签值过长或含控制字符")
+
+    def _validate_env(self) -> None:
+        if len(self.env) > MAX_ENV_VARS:
+            raise InvalidInput(f"at most {MAX_ENV_VARS} environment variables, got {len(self.env)}")
+        total = 0
+        for k, v in self.env.items():
+            if len(k) > MAX_ENV_NAME_CHARS or not ENV_NAME.fullmatch(k):
+                raise InvalidInput(
+                    f"environment variable name {k[:80]!r} is not a POSIX name: use ASCII letters, digits and "
+                    f"'_', not starting with a digit, at most {MAX_ENV_NAME_CHARS} characters / 环境变量名无效")
+            if k.startswith("YUNGU_"):
+                raise InvalidInput(f"environment variable {k!r}: names starting with YUNGU_ are set by the "
+                                   f"platform / YUNGU_ 前缀保留给平台")
+            _no_nul(f"environment variable {k}", v)
+            size = len(v.encode())
+            if size > MAX_ENV_VALUE_BYTES:
+                raise InvalidInput(f"environment variable {k!r} is longer than {MAX_ENV_VALUE_BYTES} bytes")
+            total += len(k) + 1 + size
+        if total > MAX_ENV_BYTES:
+            raise InvalidInput(f"the environment is {total} bytes; at most {MAX_ENV_BYTES} / 环境变量总量过大")
+
+    def validate_times(self, now: datetime) -> None:
+        """The rules that need the submission time: no deadline in the past (the job would run
+        anyway and miss it), nothing scheduled more than a century ahead."""
+        horizon = now + timedelta(seconds=MAX_SCHEDULE_AHEAD_S)
+        if self.deadline is not None:
+            if self.deadline <= now:
+                raise InvalidInput(f"deadline {self.deadline.isoformat()} is not in the future (now "
+                                   f"{now.isoformat()}) / 截止时间已过")
+            if self.deadline > horizon:
+                raise InvalidInput("deadline is more than 100 years ahead / 截止时间超过一百年")
+        if self.earliest_start is not None and self.earliest_start > horizon:
+            raise InvalidInput("earliest_start is more than 100 years ahead / 最早开始时间超过一百年")
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,9 @@ are rejected rather than rounded silently.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal
 
 from yungu.domain.errors import InvalidInput
 
@@ -21,19 +22,47 @@ def minor_exponent(currency: str) -> Decimal:
         raise InvalidInput(f"unknown currency {currency!r}; known: {sorted(MINOR_UNITS)}") from exc
 
 
+# The only text form money takes: ASCII digits, an optional minus sign and decimal point.
+# No spaces, no exponent, no "+", no full-width or other Unicode digits (``Decimal`` would
+# accept "１.００" and "1e400"), no NaN or Infinity.
+AMOUNT_TEXT = re.compile(r"-?[0-9]{1,18}(\.[0-9]{1,18})?", re.ASCII)
+AMOUNT_PATTERN = "^" + AMOUNT_TEXT.pattern + "$"
+MAX_MAJOR_UNITS = Decimal(10) ** 15
+"""No amount, in major units, may reach this (far above any real one, far below int64 in minor units)."""
+
+
 def parse_amount(value: object, currency: str = "CNY", *, exact: bool = True) -> Decimal:
-    """Parse a user-given amount. Floats are refused: they cannot carry exact money."""
-    if isinstance(value, float):
-        raise InvalidInput("money must be given as a string or integer, not a float")
-    try:
-        amount = Decimal(str(value))
-    except InvalidOperation as exc:
-        raise InvalidInput(f"not a decimal amount: {value!r}") from exc
+    """Parse a user-given amount: a decimal string such as ``"12.50"`` or an integer.
+
+    The one parser of money from outside; every API schema and CLI option uses it. Refused:
+    floats and booleans (``true`` is not 1 CNY), text with spaces, signs other than a leading
+    minus, exponents, non-ASCII digits, NaN/Infinity, magnitudes from ``MAX_MAJOR_UNITS`` up,
+    and (with ``exact``) more decimals than the currency's minor unit.
+    """
+    if isinstance(value, bool | float):
+        raise InvalidInput(f"money must be a decimal string such as \"12.50\", not {type(value).__name__} "
+                           f"{value!r} / 金额应为十进制字符串，如 \"12.50\"")
+    if isinstance(value, int):
+        if abs(value) >= MAX_MAJOR_UNITS:
+            raise InvalidInput(f"amount {value} is out of range (|amount| < {MAX_MAJOR_UNITS:f}) / 金额超出范围")
+        amount = Decimal(value)
+    elif isinstance(value, Decimal):
+        amount = value
+    elif isinstance(value, str):
+        if AMOUNT_TEXT.fullmatch(value) is None:
+            shown = value if len(value) <= 40 else value[:40] + "..."
+            raise InvalidInput(f"not a decimal amount: {shown!r}; write ASCII digits with an optional '.', "
+                               f"e.g. \"12.50\" / 金额格式无效")
+        amount = Decimal(value)
+    else:
+        raise InvalidInput(f"money must be a decimal string such as \"12.50\", not {type(value).__name__}")
     if not amount.is_finite():
         raise InvalidInput(f"amount must be finite: {value!r}")
+    if abs(amount) >= MAX_MAJOR_UNITS:
+        raise InvalidInput(f"amount {value} is out of range (|amount| < {MAX_MAJOR_UNITS:f}) / 金额超出范围")
     q = minor_exponent(currency)
     if exact and amount != amount.quantize(q):
-        raise InvalidInput(f"{value} has more precision than {currency} allows ({q})")
+        raise InvalidInput(f"{value} has more precision than {currency} allows ({q}) / 金额精度超出币种最小单位")
     return amount
 
 

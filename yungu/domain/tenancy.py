@@ -35,6 +35,7 @@ class ApiKey:
     name: str
     created_at: datetime
     revoked: bool = False
+    provider: str | None = None  # provider keys: the provider (``Site.provider``) they act for
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,10 @@ class Principal:
     key_id: str
     role: Role
     tenant_id: str | None
+    provider: str | None = None  # a provider key acts only for this provider's sites and pools
+
+    def may_act_for_provider(self, provider: str) -> bool:
+        return self.role.can_see_all_tenants() or (self.role is Role.PROVIDER and self.provider == provider)
 
     def may_access_tenant(self, tenant_id: str) -> bool:
         return self.role.can_see_all_tenants() or self.tenant_id == tenant_id

@@ -105,6 +105,9 @@ class LogChunk:
 
 
 class Executor(Protocol):
+    """(An executor may also expose ``max_gang: int``, the largest gang it can ever launch;
+    the API refuses bigger gangs at submission instead of failing them at launch.)"""
+
     name: str
 
     def capabilities(self) -> Capabilities: ...

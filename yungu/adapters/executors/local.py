@@ -319,6 +319,11 @@ class LocalExecutor(BaseExecutor):
 
     # ---- contract --------------------------------------------------------------------
 
+    @property
+    def max_gang(self) -> int:
+        """The largest gang this executor can ever launch (checked at submission by the API)."""
+        return self.settings.max_processes
+
     def capabilities(self) -> Capabilities:
         unsupported = {
             "device_isolation": "devices are declared: assigned through YUNGU_DEVICES only, processes are not confined",

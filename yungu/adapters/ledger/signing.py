@@ -9,6 +9,7 @@ against the peer's published public key; any change to the body breaks all of th
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -47,17 +48,30 @@ def sign(body: Mapping[str, Any], key: Ed25519PrivateKey) -> str:
 
 
 def verify(body: Mapping[str, Any], signatures: Mapping[str, str], public_keys: Mapping[str, str]) -> None:
-    """Raise ``InvalidInput`` unless every party in the statement signed exactly this body."""
-    parties = set(body["positions"])
+    """Raise ``InvalidInput`` unless every party in the statement signed exactly this body.
+
+    Anything malformed (no ``positions``, keys or signatures that are not base64 Ed25519) is
+    ``InvalidInput`` too: a statement from outside is input, never a reason for a 500."""
+    positions = body.get("positions")
+    if not isinstance(positions, Mapping) or not positions:
+        raise InvalidInput("statement body needs 'positions': an object of party -> net amount / 缺少 positions")
+    parties = set(positions)
     missing = parties - set(signatures)
     if missing:
-        raise InvalidInput(f"statement not signed by {sorted(missing)}")
-    data = canonical(body)
+        raise InvalidInput(f"statement not signed by {sorted(missing)[:20]}")
+    try:
+        data = canonical(body)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput("statement body is not canonical JSON") from exc
     for party, sig in signatures.items():
         if party not in public_keys:
-            raise InvalidInput(f"no public key for {party!r}")
-        pub = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_keys[party]))
+            raise InvalidInput(f"no public key for {party[:100]!r}")
         try:
-            pub.verify(base64.b64decode(sig), data)
+            pub = Ed25519PublicKey.from_public_bytes(base64.b64decode(public_keys[party], validate=True))
+            raw = base64.b64decode(sig, validate=True)
+        except (ValueError, binascii.Error) as exc:
+            raise InvalidInput(f"public key or signature of {party[:100]!r} is not base64 Ed25519") from exc
+        try:
+            pub.verify(raw, data)
         except InvalidSignature as exc:
-            raise InvalidInput(f"signature of {party!r} does not match the statement") from exc
+            raise InvalidInput(f"signature of {party[:100]!r} does not match the statement") from exc

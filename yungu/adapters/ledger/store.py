@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from yungu.adapters.store.ledger_tables import ledger_accounts as A
 from yungu.adapters.store.ledger_tables import ledger_transfers as T
 from yungu.domain.clock import Clock
-from yungu.domain.errors import Conflict, InvalidInput, LimitExceeded, NotFound, Unavailable
+from yungu.domain.errors import Conflict, InsufficientFunds, InvalidInput, NotFound, Unavailable
 from yungu.engines.ledger import (
     Account,
     AccountKind,
@@ -55,7 +55,7 @@ def raise_for(outcome: Outcome) -> None:
     if r in (Result.EXISTS_WITH_DIFFERENT_FIELDS, Result.PENDING_ALREADY_CLOSED):
         raise Conflict(msg, detail=detail)
     if r is Result.EXCEEDS_LIMIT:
-        raise LimitExceeded(msg, detail=detail)
+        raise InsufficientFunds(msg + " / 余额不足", detail=detail)
     raise InvalidInput(msg, detail=detail)
 
 
@@ -134,7 +134,7 @@ class LedgerStore:
                 raise NotFound(f"unknown account {account_id!r}")
             bal = _balance(row)
             if credit_limit is not None and bal.available < -credit_limit:
-                raise LimitExceeded(f"account {account_id} is already below -{credit_limit}")
+                raise Conflict(f"account {account_id} is already below -{credit_limit}")
             conn.execute(update(A).where(A.c.id == account_id).values(credit_limit=credit_limit))
 
     def account(self, account_id: str) -> tuple[Account, Balance]:

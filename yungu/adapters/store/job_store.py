@@ -98,11 +98,15 @@ class SqlStore:
 
     # ---------------------------------------------------------------- keys
     def create_key(
-        self, key_id: str, role: Role, tenant_id: str | None, name: str, now: datetime
+        self, key_id: str, role: Role, tenant_id: str | None, name: str, now: datetime,
+        provider: str | None = None,
     ) -> tuple[ApiKey, str]:
         """Create a key; the secret is returned once and only its hash is stored."""
+        tenant_id = tenant_id or None
         if role is Role.TENANT and not tenant_id:
             raise InvalidInput("a tenant key needs a tenant (--tenant)")
+        if (provider is not None) != (role is Role.PROVIDER):
+            raise InvalidInput("a provider key needs a provider (--provider), and only a provider key has one")
         if tenant_id:
             self.tenant(tenant_id)
         secret = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -118,15 +122,17 @@ class SqlStore:
                     name=name,
                     created_at=now,
                     revoked=False,
+                    provider=provider,
                 )
             )
-        return ApiKey(key_id, prefix, role, tenant_id, name, now), secret
+        return ApiKey(key_id, prefix, role, tenant_id, name, now, provider=provider), secret
 
     def api_keys(self) -> list[ApiKey]:
         with self.reads.connect() as c:
             rows = c.execute(select(t.api_keys).order_by(t.api_keys.c.created_at)).all()
         return [
-            ApiKey(r.id, r.prefix, Role(r.role), r.tenant_id, r.name, r.created_at, r.revoked) for r in rows
+            ApiKey(r.id, r.prefix, Role(r.role), r.tenant_id, r.name, r.created_at, r.revoked, r.provider)
+            for r in rows
         ]
 
     def revoke_key(self, key_id: str) -> None:
@@ -138,11 +144,11 @@ class SqlStore:
     def principal(self, secret: str) -> Principal | None:
         with self.reads.connect() as c:
             r = c.execute(
-                select(t.api_keys.c.id, t.api_keys.c.role, t.api_keys.c.tenant_id).where(
+                select(t.api_keys.c.id, t.api_keys.c.role, t.api_keys.c.tenant_id, t.api_keys.c.provider).where(
                     and_(t.api_keys.c.secret_hash == hash_secret(secret), t.api_keys.c.revoked.is_(False))
                 )
             ).first()
-        return None if r is None else Principal(r.id, Role(r.role), r.tenant_id)
+        return None if r is None else Principal(r.id, Role(r.role), r.tenant_id, r.provider)
 
     def count_admin_keys(self) -> int:
         with self.reads.connect() as c:

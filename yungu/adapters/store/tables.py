@@ -1,4 +1,4 @@
-"""Core tables: platform identity, tenants, API keys, jobs and their transition log."""
+"""Core tables: platform identity, tenants, API keys, jobs and their transition log, the audit log."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ api_keys = Table(
     Column("name", String(200), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
+    Column("provider", String(200), nullable=True),  # provider keys: the provider they act for
 )
 
 jobs = Table(
@@ -79,3 +80,18 @@ job_events = Table(
     Column("reason", Text, nullable=False, default=""),
     Index("ix_job_events_job_id", "job_id"),
 )
+
+audit_log = Table(  # who did what to money or keys, and why (append only)
+    "audit_log",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("outcome", String(64), nullable=False),
+    Column("detail", Text, nullable=False),
+)
+Index("ix_audit_log_at", audit_log.c.at)

@@ -140,10 +140,12 @@ class Agent:
             except httpx.HTTPError as exc:
                 self._fail(f"platform unreachable: {exc}")
                 break
-            if r.status_code >= 500 or r.status_code in (401, 403, 429):
+            if r.status_code >= 500 or r.status_code in (401, 429):
                 self._fail(f"platform answered {r.status_code}")
                 break
-            if r.status_code == 413 and len(batch) > 1:  # body over the platform's limit: smaller batches
+            # 413: body over the platform's limit. 403: a sample names a job this node may not
+            # meter; halving isolates it, so one refused sample never holds back the rest.
+            if r.status_code in (403, 413) and len(batch) > 1:
                 limit = max(1, len(batch) // 2)
                 continue
             if r.status_code >= 400:  # the whole batch is malformed: it cannot improve by waiting

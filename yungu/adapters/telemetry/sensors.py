@@ -115,6 +115,11 @@ class Nvml:
                 self._nv.nvmlShutdown()
 
 
+# (pid, create time) -> the process's YUNGU_JOB_ID ("" for none): a process's environment is
+# fixed at exec, so each process is read once, not at every sample (a node runs hundreds).
+_JOB_OF: dict[tuple[int, float], str] = {}
+
+
 def job_processes(explicit: dict[str, int]) -> dict[str, list[psutil.Process]]:
     """Root processes per job: explicit ``job=pid`` pairs plus any process whose environment
     carries ``YUNGU_JOB_ID`` (set by the executors) and whose parent does not."""
@@ -122,21 +127,35 @@ def job_processes(explicit: dict[str, int]) -> dict[str, list[psutil.Process]]:
     for job, pid in explicit.items():
         with contextlib.suppress(psutil.Error):
             jobs.setdefault(job, []).append(psutil.Process(pid))
+    # An unprivileged agent meters its own user's processes only; a root agent (the usual
+    # deployment) meters every job, including sandboxed ones that run under per-tenant uids.
     me = os.getuid() if hasattr(os, "getuid") else None
-    for p in psutil.process_iter(["pid", "ppid", "uids"]):
-        try:
-            if me is not None and p.info["uids"] and p.info["uids"].real != me:
-                continue
-            env_job = p.environ().get("YUNGU_JOB_ID")
-            if not env_job:
-                continue
-            parent = psutil.Process(p.info["ppid"]) if p.info["ppid"] else None
-            if parent is not None and parent.environ().get("YUNGU_JOB_ID") == env_job:
-                continue
-            if all(q.pid != p.pid for q in jobs.get(env_job, [])):
-                jobs.setdefault(env_job, []).append(p)
-        except (psutil.Error, OSError):
+    seen: dict[int, tuple[psutil.Process, int, str]] = {}  # pid -> (process, ppid, job id)
+    live: set[tuple[int, float]] = set()
+    for p in psutil.process_iter(["pid", "ppid", "uids", "create_time"]):
+        info = p.info
+        if me not in (None, 0) and info["uids"] and info["uids"].real != me:
             continue
+        key = (info["pid"], info["create_time"] or 0.0)
+        live.add(key)
+        job = _JOB_OF.get(key)
+        if job is None:
+            try:
+                job = p.environ().get("YUNGU_JOB_ID") or ""
+            except (psutil.Error, OSError):
+                job = ""  # gone, or not ours to read
+            _JOB_OF[key] = job
+        seen[info["pid"]] = (p, info["ppid"] or 0, job)
+    for key in [k for k in _JOB_OF if k not in live]:
+        del _JOB_OF[key]
+    for p, ppid, job in seen.values():
+        if not job:
+            continue
+        parent = seen.get(ppid)
+        if parent is not None and parent[2] == job:
+            continue  # a child inside the job's tree: counted through its root
+        if all(q.pid != p.pid for q in jobs.get(job, [])):
+            jobs.setdefault(job, []).append(p)
     return jobs
 
 

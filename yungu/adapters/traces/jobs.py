@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import csv
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -112,6 +112,26 @@ def read_itp(
         skipped += sk
     jobs.sort(key=lambda j: (j.submit_s, j.id))
     return TraceRead(tuple(jobs), skipped, str(folder))
+
+
+def select(read: TraceRead, from_s: float = 0.0, to_s: float | None = None,
+           clusters: Mapping[str, str] | None = None) -> TraceRead:
+    """The jobs submitted in ``[from_s, to_s)``, with submission times counted from ``from_s``.
+
+    ``clusters`` (cluster -> region): keep only jobs of the listed clusters and submit them
+    from the mapped region (for a canonical trace the ``cluster`` column names the cluster).
+    """
+    out = []
+    for j in read.jobs:
+        if j.submit_s < from_s or (to_s is not None and j.submit_s >= to_s):
+            continue
+        home = j.home
+        if clusters is not None:
+            if home is None or home not in clusters:
+                continue
+            home = clusters[home]
+        out.append(replace(j, submit_s=j.submit_s - from_s, home=home))
+    return TraceRead(tuple(out), read.skipped, read.source)
 
 
 def read_canonical(path: Path, *, skip_bad_rows: bool = False, epoch: datetime | None = None) -> TraceRead:

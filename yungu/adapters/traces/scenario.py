@@ -18,7 +18,8 @@ from typing import Any
 
 from yungu.adapters.config import load_catalogue
 from yungu.adapters.traces import energy as E
-from yungu.adapters.traces.jobs import TraceRead, read_alibaba, read_canonical, read_itp
+from yungu.adapters.traces.jobs import TraceRead, read_alibaba, read_canonical, read_itp, select
+from yungu.domain.catalogue import Catalogue, parse_catalogue
 from yungu.domain.errors import InvalidInput
 from yungu.domain.job import Objective
 from yungu.domain.world import ComputeClass, Pool, Region, Site, World
@@ -74,6 +75,29 @@ def assign_deadlines(jobs: tuple[TraceJob, ...], spec: Mapping[str, Any]) -> tup
     return tuple(out)
 
 
+_COMMON_TRACE_KEYS = frozenset(
+    {"format", "path", "from_s", "to_s", "objective", "max_jobs", "max_duration_s", "deadlines"}
+)
+_TRACE_KEYS: Mapping[str, frozenset[str]] = {
+    "itp": _COMMON_TRACE_KEYS | {"clusters"},
+    "canonical": _COMMON_TRACE_KEYS | {"clusters"},
+    "alibaba": _COMMON_TRACE_KEYS | {"home", "gpu_type_map"},  # one cluster: no [trace.clusters]
+}
+
+
+def _catalogue(doc: Mapping[str, Any], where: str) -> Catalogue:
+    """The packaged catalogue plus the scenario's own ``[accelerator.MODEL]`` entries (same
+    format as ``yungu/data/accelerators.toml``, sources required), e.g. a trace's GPU types."""
+    base = load_catalogue()
+    extra = doc.get("accelerator", {})
+    if not extra:
+        return base
+    clash = sorted(set(extra) & set(base.entries))
+    if clash:
+        raise InvalidInput(f"{where} [accelerator]: {', '.join(clash)} already in the catalogue; use another name")
+    return Catalogue({**base.entries, **parse_catalogue({"accelerator": extra}).entries})
+
+
 def load_scenario(path: Path, *, skip_bad_rows: bool = False) -> LoadedScenario:
     try:
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -90,7 +114,7 @@ def load_scenario(path: Path, *, skip_bad_rows: bool = False) -> LoadedScenario:
     except ValueError:
         raise InvalidInput(f"{w} [scenario]: start is not an ISO-8601 time") from None
     start = start.replace(tzinfo=UTC) if start.tzinfo is None else start.astimezone(UTC)
-    catalogue = load_catalogue()
+    catalogue = _catalogue(doc, w)
     fx = {k: float(v) for k, v in doc.get("fx", {}).items()}
     regions: list[Region] = []
     sites: list[Site] = []
@@ -165,22 +189,36 @@ def load_scenario(path: Path, *, skip_bad_rows: bool = False) -> LoadedScenario:
     fmt = str(tr.get("format", "itp"))
     tpath = base / str(_need(tr, "path", f"{w} [trace]"))
     region_ids = {r.id for r in regions}
+    known = _TRACE_KEYS.get(fmt)
+    if known is None:
+        raise InvalidInput(f"{w} [trace]: unknown format {fmt!r} (itp, canonical, alibaba)")
+    unknown = sorted(set(tr) - known)
+    if unknown:
+        raise InvalidInput(
+            f"{w} [trace]: {', '.join(unknown)} not understood for format {fmt!r}; known: {', '.join(sorted(known))}"
+        )
+    clusters = {str(k): str(v) for k, v in tr.get("clusters", {}).items()}
+    for k, v in clusters.items():
+        if v not in region_ids:
+            raise InvalidInput(f"{w} [trace.clusters]: {k} maps to unknown region {v!r}")
+    from_s = float(tr.get("from_s", 0))
+    to_s = None if tr.get("to_s") is None else float(tr["to_s"])
+    if from_s < 0 or (to_s is not None and to_s <= from_s):
+        raise InvalidInput(f"{w} [trace]: need 0 <= from_s < to_s (got from_s={from_s:g}, to_s={to_s})")
     read: TraceRead
     if fmt == "itp":
-        clusters = {str(k): str(v) for k, v in tr.get("clusters", {}).items()}
-        for k, v in clusters.items():
-            if v not in region_ids:
-                raise InvalidInput(f"{w} [trace.clusters]: {k} maps to unknown region {v!r}")
-        to_s = tr.get("to_s")
-        read = read_itp(tpath, clusters or None, skip_bad_rows=skip_bad_rows, from_s=float(tr.get("from_s", 0)),
-                        to_s=None if to_s is None else float(to_s))
+        read = read_itp(tpath, clusters or None, skip_bad_rows=skip_bad_rows, from_s=from_s, to_s=to_s)
     elif fmt == "canonical":
-        read = read_canonical(tpath, skip_bad_rows=skip_bad_rows)
-    elif fmt == "alibaba":
-        read = read_alibaba(tpath, skip_bad_rows=skip_bad_rows, home=tr.get("home"), type_map=tr.get("gpu_type_map"))
+        read = select(read_canonical(tpath, skip_bad_rows=skip_bad_rows), from_s, to_s, clusters or None)
     else:
-        raise InvalidInput(f"{w} [trace]: unknown format {fmt!r} (itp, canonical, alibaba)")
+        read = select(
+            read_alibaba(tpath, skip_bad_rows=skip_bad_rows, home=tr.get("home"), type_map=tr.get("gpu_type_map")),
+            from_s, to_s, None,
+        )
     jobs = read.jobs
+    if "max_duration_s" in tr:  # e.g. pods still running when the trace was cut carry its end as their end
+        longest = float(tr["max_duration_s"])
+        jobs = tuple(j for j in jobs if j.duration_s <= longest)
     for j in jobs:
         if j.home is not None and j.home not in region_ids:
             raise InvalidInput(f"{read.source}: job {j.id} submits from unknown region {j.home!r}")

@@ -18,7 +18,7 @@ router = APIRouter(tags=["alerts"])
 def alerts(
     request: Request,
     include_resolved: bool = False,
-    silent_after_s: float = Query(60.0, gt=0),
+    silent_after_s: float = Query(60.0, gt=0, le=366 * 86400, allow_inf_nan=False),
     _p: Principal = Depends(require(Role.OPERATOR, Role.PROVIDER)),
 ) -> dict[str, Any]:
     """Re-evaluates the rules now, then lists open (or all) alerts."""

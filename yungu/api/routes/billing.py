@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from yungu.api.deps import ANY_ROLE, container, require
-from yungu.api.routes.ledger import STAFF, money, services
+from yungu.api.routes.ledger import STAFF, Reason, audit, money, services
+from yungu.api.schemas import PERIOD_PATTERN, Money
 from yungu.control.billing import UsageRow
-from yungu.domain.errors import Forbidden
+from yungu.domain.errors import Conflict, Forbidden
 from yungu.domain.job import JobState
 from yungu.domain.tenancy import Principal
 from yungu.engines.ledger.invoice import Invoice, InvoiceLine, Party, render_html
@@ -31,8 +32,15 @@ def usage_json(r: UsageRow) -> dict[str, Any]:
 
 
 class BudgetIn(BaseModel):
-    job_id: str
-    estimated: str | int
+    model_config = ConfigDict(extra="forbid")
+    job_id: str = Field(min_length=1, max_length=64)
+    estimated: Money
+    reason: Reason
+
+
+PeriodPath = Path(pattern=PERIOD_PATTERN, description="YYYY-MM (UTC+8)")
+PeriodQuery = Query(None, pattern=PERIOD_PATTERN, description="YYYY-MM (UTC+8)")
+TenantQuery = Query(None, max_length=64)
 
 
 @router.post("/billing/run")
@@ -45,14 +53,23 @@ def run(request: Request, p: Principal = Depends(require(*STAFF))) -> dict[str, 
 
 
 @router.post("/billing/periods/{period}/close")
-def close_period(request: Request, period: str, p: Principal = Depends(require(*STAFF))) -> dict[str, Any]:
-    s = services(container(request))
+def close_period(request: Request, period: str = PeriodPath, p: Principal = Depends(require(*STAFF))
+                 ) -> dict[str, Any]:
+    """Close a month and invoice it. A month that has not begun cannot be closed (409); the current
+    month can, and usage booked after that goes to the next open month (``late_from``)."""
+    from yungu.engines.ledger.rating import period_of
+
+    c = container(request)
+    current = period_of(c.clock.now())
+    if period > current:
+        raise Conflict(f"period {period} has not begun (now {current}); it cannot be closed / 账期尚未开始，不能结账")
+    s = services(c)
     invoices = s.loop.close_period(period)
     return {"period": period, "invoices": [i.number for i in invoices]}
 
 
 @router.get("/billing/invoices")
-def invoices(request: Request, tenant: str | None = None, period: str | None = None,
+def invoices(request: Request, tenant: str | None = TenantQuery, period: str | None = PeriodQuery,
              p: Principal = Depends(require(*ANY_ROLE))) -> list[dict[str, Any]]:
     if not p.role.can_see_all_tenants():
         tenant = p.tenant_id or "\0"
@@ -91,7 +108,8 @@ def invoice_from_json(d: dict[str, Any]) -> Invoice:
 
 
 @router.get("/billing/usage")
-def usage(request: Request, tenant: str | None = None, period: str | None = None, limit: int = 1000,
+def usage(request: Request, tenant: str | None = TenantQuery, period: str | None = PeriodQuery,
+          limit: int = Query(1000, ge=1, le=10_000),
           p: Principal = Depends(require(*ANY_ROLE))) -> list[dict[str, Any]]:
     if not p.role.can_see_all_tenants():
         tenant = p.tenant_id or "\0"
@@ -104,5 +122,9 @@ def reserve(request: Request, tenant_id: str, body: BudgetIn, p: Principal = Dep
     """Reserve a job's estimated cost against the tenant's wallet (what admission calls)."""
     from yungu.api.routes.ledger import minor
 
-    st = services(container(request)).budgets.reserve(tenant_id, body.job_id, minor(body.estimated, "CNY"))
+    c = container(request)
+    c.store.tenant(tenant_id)  # 404 for an unknown tenant
+    amount = minor(body.estimated, "CNY")
+    st = audit(request, p, "billing.reserve", f"{tenant_id}:{body.job_id}", body.reason,
+               lambda: services(c).budgets.reserve(tenant_id, body.job_id, amount))
     return {"ok": st.ok, "code": st.code.value, "reasons": list(st.reasons)}

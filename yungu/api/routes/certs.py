@@ -7,8 +7,9 @@ import secrets
 import time
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Path, Request
 from fastapi.responses import HTMLResponse
 from sqlalchemy import select
 
@@ -18,6 +19,7 @@ from yungu.adapters.telemetry.reports import job_report
 from yungu.api.deps import ANY_ROLE, container, require
 from yungu.api.routes.energy import check_job_access
 from yungu.api.routes.telemetry import telemetry_store
+from yungu.api.schemas import MAX_YEAR, MIN_YEAR, PERIOD_PATTERN
 from yungu.domain.errors import InvalidInput, NotFound
 from yungu.domain.ids import uuid7
 from yungu.domain.tenancy import Principal
@@ -59,7 +61,8 @@ def issue_job(request: Request, job_id: str, p: Principal = Depends(require(*ANY
 
 @router.post("/certs/tenants/{tenant_id}/{month}", status_code=201)
 def issue_month(
-    request: Request, tenant_id: str, month: str, p: Principal = Depends(require(*ANY_ROLE))
+    request: Request, tenant_id: str, month: str = Path(pattern=PERIOD_PATTERN, description="YYYY-MM"),
+    p: Principal = Depends(require(*ANY_ROLE)),
 ) -> dict[str, Any]:
     c = container(request)
     if not p.may_access_tenant(tenant_id):
@@ -68,6 +71,8 @@ def issue_month(
         start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
     except ValueError as exc:
         raise InvalidInput("month must be YYYY-MM / 月份格式应为 YYYY-MM") from exc
+    if not MIN_YEAR <= start.year <= MAX_YEAR:
+        raise InvalidInput(f"month must lie in the years {MIN_YEAR}..{MAX_YEAR} / 月份超出范围")
     end = (
         start.replace(year=start.year + 1, month=1)
         if start.month == 12
@@ -105,14 +110,14 @@ def _load(c: Any, cert_id: str, p: Principal) -> dict[str, Any]:
             "public_key": s.public_key_b64, "value": r.signature}}  # fmt: skip
 
 
-@router.get("/certs/{cert_id}")
-def get_cert(request: Request, cert_id: str, p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
-    return _load(container(request), cert_id, p)
+@router.get("/certs/{cert_id:uuid}")  # a UUID: "/certs/verify" is not a certificate (405 says POST)
+def get_cert(request: Request, cert_id: UUID, p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
+    return _load(container(request), str(cert_id), p)
 
 
-@router.get("/certs/{cert_id}/html", response_class=HTMLResponse)
-def get_cert_html(request: Request, cert_id: str, p: Principal = Depends(require(*ANY_ROLE))) -> HTMLResponse:
-    return HTMLResponse(to_html(_load(container(request), cert_id, p)))
+@router.get("/certs/{cert_id:uuid}/html", response_class=HTMLResponse)
+def get_cert_html(request: Request, cert_id: UUID, p: Principal = Depends(require(*ANY_ROLE))) -> HTMLResponse:
+    return HTMLResponse(to_html(_load(container(request), str(cert_id), p)))
 
 
 @router.post("/certs/verify")

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from yungu.api.deps import ANY_ROLE, container, require
+from yungu.api.job_checks import check_submission
 from yungu.api.schemas import JobIn, StateName, job_out
 from yungu.domain.errors import Forbidden, InvalidInput, NotFound
 from yungu.domain.job import Job, JobState
@@ -43,7 +44,9 @@ def _json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
-@router.post("/jobs", status_code=201, response_model=None)
+@router.post("/jobs", status_code=201, response_model=None, responses={
+    200: {"description": "a repeat of an earlier submission (same Idempotency-Key and body): that job"},
+    201: {"description": "the job, durably stored"}})
 async def submit(request: Request, body: JobIn = Body(...),
            idempotency_key: str | None = Header(None, alias="Idempotency-Key", max_length=200),
            p: Principal = Depends(require(*SUBMITTERS))) -> Response:
@@ -58,13 +61,7 @@ async def submit(request: Request, body: JobIn = Body(...),
     else:
         raise InvalidInput("an admin/operator key must name tenant_id in the body")
     spec = body.to_spec()
-    spec.validate()
-    if spec.pool and spec.pool not in {pool.id for pool in c.world.pools}:
-        raise InvalidInput(f"unknown pool {spec.pool!r}; see GET /api/v1/pools")
-    for acc in spec.resources.accelerator_types:
-        c.catalogue.get(acc)
-    if spec.data_location and spec.data_location not in {r.id for r in c.world.regions}:
-        raise InvalidInput(f"unknown region {spec.data_location!r} in data_location")
+    check_submission(spec, c.clock.now(), c.world, c.catalogue, c.executors)
     body_hash = hashlib.sha256(orjson.dumps(body.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)).hexdigest()
     batcher = c.extras.get("submit_batcher")
     if idempotency_key is None and batcher is not None:  # group commit with concurrent submissions

@@ -1,16 +1,19 @@
 """Ledger API: accounts, balances, transfers (single, batch, linked), wallet top-ups.
 
 Amounts travel as decimal strings in the currency's major unit ("12.34" CNY); the ledger
-keeps integer minor units. A float, or more decimals than the currency allows, is refused.
+keeps integer minor units. A float, or more decimals than the currency allows, is refused
+(``schemas.Money``: one parser for every schema). An overdraft answers 402. Every money
+movement an operator makes (top-up, transfer, batch) needs a ``reason`` and is written to the
+audit log with the caller's key and the outcome (``GET /admin/audit``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from yungu.adapters.ledger.billing_store import BillingStore
 from yungu.adapters.ledger.market_store import MarketStore
@@ -20,7 +23,9 @@ from yungu.adapters.ledger.store import (
     new_accounts_for_tenant,
     raise_for,
 )
+from yungu.adapters.store.audit_store import AuditLog
 from yungu.api.deps import ANY_ROLE, container, require
+from yungu.api.schemas import Money
 from yungu.control.billing import BillingLoop, Budgets, wallet
 from yungu.domain.errors import Forbidden, InvalidInput
 from yungu.domain.money import MINOR_UNITS, parse_amount
@@ -63,6 +68,27 @@ def minor(value: object, currency: str) -> int:
     return to_minor(parse_amount(value, currency), MINOR_UNITS[currency])
 
 
+Currency = Literal["CNY", "USD", "EUR", "JPY"]
+LedgerId = Annotated[str, Field(min_length=1, max_length=200)]
+Reason = Annotated[str, Field(min_length=3, max_length=500, pattern=r"\S",
+                              description="why this money moves (kept in the audit log) / 原因（记入审计日志）")]
+MAX_PENDING_S = 366 * 86400
+
+
+def audit(request: Request, p: Principal, action: str, subject: str, reason: str, run: Any) -> Any:
+    """Run a money movement and write who, why and the outcome to the audit log. A refused
+    movement (an error) moved nothing and writes nothing: hostile input changes nothing."""
+    c = container(request)
+    log = c.extras.get("audit")
+    if log is None:
+        log = c.extras["audit"] = AuditLog(c.engine)
+    out = run()
+    res = getattr(out, "result", None) or getattr(out, "code", None)
+    outcome = getattr(res, "value", None) or "ok"
+    log.record(c.clock.now(), p.key_id, p.role.value, action, subject, reason, str(outcome))
+    return out
+
+
 def money(v: int, currency: str = "CNY") -> str:
     return str(from_minor(v, MINOR_UNITS.get(currency, 2)))
 
@@ -90,40 +116,50 @@ def check_account_access(p: Principal, account: Account) -> None:
 
 
 class AccountIn(BaseModel):
-    id: str
+    model_config = ConfigDict(extra="forbid")
+    id: LedgerId
     kind: AccountKind
-    currency: str = "CNY"
-    credit_limit: str | int | None = "0"
-    owner: str = ""
-    name: str = ""
+    currency: Currency = "CNY"
+    credit_limit: Money | None = "0"
+    owner: str = Field("", max_length=200)
+    name: str = Field("", max_length=200)
 
 
-class TransferIn(BaseModel):
-    id: str
-    debit_account: str = ""
-    credit_account: str = ""
-    amount: str | int = "0"
-    currency: str = "CNY"
+class TransferFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: LedgerId
+    debit_account: str = Field("", max_length=200)
+    credit_account: str = Field("", max_length=200)
+    amount: Money = "0"
+    currency: Currency = "CNY"
     kind: TransferKind = TransferKind.SINGLE
-    pending_id: str = ""
-    timeout_s: int = 0
-    ref: str = ""
-    memo: str = ""
+    pending_id: str = Field("", max_length=200)
+    timeout_s: int = Field(0, ge=0, strict=True, le=MAX_PENDING_S, description="pending transfers: expiry, at most a year")
+    ref: str = Field("", max_length=500)
+    memo: str = Field("", max_length=500)
 
     def build(self) -> Transfer:
         return Transfer(self.id, self.debit_account, self.credit_account, minor(self.amount, self.currency),
                         self.currency, self.kind, self.pending_id, self.timeout_s, self.ref, self.memo)
 
 
+class TransferIn(TransferFields):
+    reason: Reason
+
+
 class BatchIn(BaseModel):
-    transfers: list[TransferIn] = Field(max_length=10_000)
-    linked: bool = False
+    model_config = ConfigDict(extra="forbid")
+    transfers: list[TransferFields] = Field(min_length=1, max_length=10_000)
+    linked: bool = Field(False, strict=True)
+    reason: Reason
 
 
 class TopUpIn(BaseModel):
-    id: str
-    amount: str | int
-    currency: str = "CNY"
+    model_config = ConfigDict(extra="forbid")
+    id: LedgerId
+    amount: Money
+    currency: Currency = "CNY"
+    reason: Reason = Field(description="e.g. the bank transfer it records / 如：对应的银行转账")
 
 
 @router.post("/ledger/accounts", status_code=201)
@@ -144,7 +180,8 @@ def list_accounts(request: Request, owner: str | None = None, p: Principal = Dep
 
 
 @router.get("/ledger/accounts/{account_id:path}/transfers")
-def account_transfers(request: Request, account_id: str, after: str = "", limit: int = 100,
+def account_transfers(request: Request, account_id: str, after: str = Query("", max_length=200),
+                      limit: int = Query(100, ge=1, le=1000),
                       p: Principal = Depends(require(*ANY_ROLE))) -> list[dict[str, Any]]:
     s = services(container(request))
     check_account_access(p, s.ledger.account(account_id)[0])
@@ -162,8 +199,14 @@ def get_account(request: Request, account_id: str, p: Principal = Depends(requir
 @router.post("/ledger/transfers", status_code=201)
 def create_transfer(request: Request, body: TransferIn, p: Principal = Depends(require(*STAFF))) -> dict[str, Any]:
     s = services(container(request))
-    out = s.ledger.submit([body.build()])[0]
-    raise_for(out)
+    transfer = body.build()
+
+    def run() -> Any:
+        out = s.ledger.submit([transfer])[0]
+        raise_for(out)
+        return out
+
+    out = audit(request, p, "ledger.transfer", body.id, body.reason, run)
     return transfer_json(s.ledger.get_transfer(body.id)) | {"result": out.result.value}
 
 
@@ -175,7 +218,8 @@ def create_batch(request: Request, body: BatchIn, p: Principal = Depends(require
         transfers = [t.build() for t in body.transfers]
     except InvalidInput as exc:
         raise InvalidInput(f"batch refused, nothing applied: {exc.message}") from exc
-    outs = s.ledger.submit(transfers, linked=body.linked)
+    outs = audit(request, p, "ledger.batch", f"{len(transfers)} transfers from {transfers[0].id}", body.reason,
+                 lambda: s.ledger.submit(transfers, linked=body.linked))
     return [{"id": o.id, "result": o.result.value, "detail": o.detail} for o in outs]
 
 
@@ -190,11 +234,16 @@ def top_up(request: Request, tenant_id: str, body: TopUpIn, p: Principal = Depen
     c = container(request)
     c.store.tenant(tenant_id)  # NotFound for an unknown tenant
     s = services(c)
+    transfer = Transfer(body.id, f"sys:{body.currency.lower()}:external", wallet(tenant_id),
+                        minor(body.amount, body.currency), body.currency, ref=f"topup:{tenant_id}", memo="top-up")
     s.ledger.open_accounts(new_accounts_for_tenant(tenant_id, body.currency))
-    out = s.ledger.submit([Transfer(body.id, f"sys:{body.currency.lower()}:external", wallet(tenant_id),
-                                    minor(body.amount, body.currency), body.currency, ref=f"topup:{tenant_id}",
-                                    memo="top-up")])[0]
-    raise_for(out)
+
+    def run() -> Any:
+        out = s.ledger.submit([transfer])[0]
+        raise_for(out)
+        return out
+
+    audit(request, p, "ledger.topup", f"{tenant_id}:{body.id}", body.reason, run)
     return account_json(*s.ledger.account(wallet(tenant_id)))
 
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime
+from datetime import timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
 from yungu.adapters.ledger.market_store import Reservation
@@ -18,7 +18,8 @@ from yungu.adapters.ledger.signing import canonical
 from yungu.adapters.ledger.store import raise_for
 from yungu.adapters.store.ledger_tables import clearing_statements
 from yungu.api.deps import ANY_ROLE, container, require
-from yungu.api.routes.ledger import STAFF, minor, money, services
+from yungu.api.routes.ledger import STAFF, Currency, LedgerId, Reason, audit, minor, money, services
+from yungu.api.schemas import IsoTime, Money, Period, Ratio
 from yungu.control.billing import receivable, wallet
 from yungu.domain.errors import Forbidden, InvalidInput
 from yungu.domain.tenancy import Principal, Role
@@ -31,51 +32,65 @@ from yungu.engines.market.sla import SlaContract, availability, sla_credit
 router = APIRouter(tags=["market"])
 
 
-class ProductIn(BaseModel):
-    region: str
-    accelerator_class: str
-    window_start: datetime
-    window_end: datetime
-    reserve_price: str = "0"
+MAX_WINDOW = timedelta(days=366)
 
-    def build(self) -> Product:
+
+class ProductIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    region: str = Field(min_length=1, max_length=64)
+    accelerator_class: str = Field(min_length=1, max_length=64)
+    window_start: IsoTime
+    window_end: IsoTime
+    reserve_price: Money = "0"
+
+    @model_validator(mode="after")
+    def _window(self) -> Any:
         for t in (self.window_start, self.window_end):
             if t.tzinfo is None:
-                raise InvalidInput("window times need a timezone (UTC) / 时间需带时区")
+                raise ValueError("window times need a timezone (UTC) / 时间需带时区")
+        if not self.window_start < self.window_end or self.window_end - self.window_start > MAX_WINDOW:
+            raise ValueError("the window must end after it starts, within a year / 时间窗无效")
+        return self
+
+    def build(self) -> Product:
         return Product(self.region, self.accelerator_class, self.window_start, self.window_end,
                        minor(self.reserve_price, "CNY"))
 
 
 class OrderIn(ProductIn):
-    id: str
-    side: str
-    party: str = ""
-    quantity: int
-    price: str = Field(description="CNY per device-hour: max for bids, min for asks")
-    pool_id: str = ""
+    id: LedgerId
+    side: Literal["bid", "ask"]
+    party: str = Field("", max_length=200)
+    quantity: int = Field(ge=1, le=1_000_000, strict=True)
+    price: Money = Field(description="CNY per device-hour: max for bids, min for asks")
+    pool_id: str = Field("", max_length=128)
 
 
 class SlaIn(BaseModel):
-    id: str
-    tenant_id: str
-    provider: str
-    period: str
-    up_seconds: int
-    total_seconds: int
-    charge: str
-    target: str = "0.999"
+    model_config = ConfigDict(extra="forbid")
+    id: LedgerId
+    tenant_id: str = Field(min_length=1, max_length=64)
+    provider: str = Field(min_length=1, max_length=200)
+    period: Period
+    up_seconds: int = Field(ge=0, le=10**9, strict=True)
+    total_seconds: int = Field(ge=1, le=10**9, strict=True)
+    charge: Money
+    target: Ratio = "0.999"
+    reason: Reason
 
 
 class Obligation(BaseModel):
-    debtor: str
-    creditor: str
-    amount: str
+    model_config = ConfigDict(extra="forbid")
+    debtor: str = Field(min_length=1, max_length=200)
+    creditor: str = Field(min_length=1, max_length=200)
+    amount: Money
 
 
 class StatementIn(BaseModel):
-    period: str
-    currency: str = "CNY"
-    obligations: list[Obligation]
+    model_config = ConfigDict(extra="forbid")
+    period: Period
+    currency: Currency = "CNY"
+    obligations: list[Obligation] = Field(max_length=10_000)
 
 
 def reservation_json(r: Reservation) -> dict[str, Any]:
@@ -93,20 +108,39 @@ def posted_prices(request: Request, p: Principal = Depends(require(*ANY_ROLE))) 
             for pool in w.pools]
 
 
+def provider_pools(c: Any, provider: str) -> set[str]:
+    """The pools of the sites whose ``provider`` is ``provider``."""
+    sites = {s.id for s in c.world.sites if s.provider == provider}
+    return {pool.id for pool in c.world.pools if pool.site_id in sites}
+
+
 @router.post("/market/orders", status_code=201)
 def place(request: Request, body: OrderIn, p: Principal = Depends(require(*ANY_ROLE))) -> dict[str, Any]:
+    """Tenants bid for themselves; providers ask for their own pools only; staff act for anyone."""
+    c = container(request)
     if body.side == "bid":
+        if p.role is Role.PROVIDER:
+            raise Forbidden("providers ask; tenants bid / 提供方只能挂单卖出")
+        if p.role is Role.TENANT and body.party and body.party != p.tenant_id:
+            raise Forbidden("a tenant key bids only in its own name / 租户只能以自己的名义出价")
         party = p.tenant_id if p.role is Role.TENANT else body.party
-    elif body.side == "ask":
+    else:
         if p.role is Role.TENANT:
             raise Forbidden("tenants bid; providers and operators ask / 租户只能出价买入")
-        party = body.party or (p.tenant_id or "")
-    else:
-        raise InvalidInput("side must be 'bid' or 'ask'")
+        if p.role is Role.PROVIDER:
+            if not p.provider or (body.party and body.party != p.provider):
+                raise Forbidden("a provider key asks only in its own provider's name / 提供方只能以自己的名义挂单")
+            if body.pool_id not in provider_pools(c, p.provider):
+                raise Forbidden(f"pool {body.pool_id!r} is not one of this provider's pools / 非本提供方资源池")
+            party = p.provider
+        else:
+            party = body.party or (p.tenant_id or "")
+    if body.pool_id and body.pool_id not in {pool.id for pool in c.world.pools}:
+        raise InvalidInput(f"unknown pool {body.pool_id!r} / 未知资源池")
     if not party:
         raise InvalidInput("party is required / 需要指定交易方")
     product = body.build()
-    o = services(container(request)).market.place(product, body.side, Order(
+    o = services(c).market.place(product, body.side, Order(
         body.id, party, body.quantity, minor(body.price, "CNY"), body.pool_id))
     return {"id": o.id, "product": product.key, "side": body.side, "party": party, "quantity": o.quantity,
             "price": money(o.price_fen)}
@@ -120,7 +154,8 @@ def run_auction(request: Request, body: ProductIn, p: Principal = Depends(requir
 
 
 @router.get("/market/reservations")
-def reservations(request: Request, at: datetime | None = None, pool_id: str | None = None,
+def reservations(request: Request, at: IsoTime | None = Query(None, description="ISO 8601 with a zone"),
+                 pool_id: str | None = Query(None, max_length=128),
                  p: Principal = Depends(require(*ANY_ROLE))) -> list[dict[str, Any]]:
     c = container(request)
     tenant = None if p.role is not Role.TENANT else p.tenant_id
@@ -128,7 +163,7 @@ def reservations(request: Request, at: datetime | None = None, pool_id: str | No
 
 
 @router.get("/market/index")
-def price_index(request: Request, product_line: str | None = None) -> dict[str, Any]:
+def price_index(request: Request, product_line: str | None = Query(None, max_length=200)) -> dict[str, Any]:
     """The public price index (no key needed): clearing prices over time per product line."""
     pts = services(container(request)).market.price_index(product_line)
     lines: dict[str, list[Any]] = {}
@@ -142,11 +177,16 @@ def price_index(request: Request, product_line: str | None = None) -> dict[str, 
 @router.post("/market/sla-credits")
 def sla(request: Request, body: SlaIn, p: Principal = Depends(require(*STAFF))) -> dict[str, Any]:
     """Measured availability below the contract -> an automatic credit, booked exactly once."""
-    s = services(container(request))
+    c = container(request)
+    c.store.tenant(body.tenant_id)  # 404 for an unknown tenant: no wallet is opened for nobody
+    s = services(c)
+    if body.up_seconds > body.total_seconds:
+        raise InvalidInput("up_seconds cannot exceed total_seconds / 可用时长不能超过总时长")
     measured = availability(body.up_seconds, body.total_seconds)
     credit = sla_credit(SlaContract(Decimal(body.target)), measured, minor(body.charge, "CNY"))
     result = "none"
-    if credit:
+
+    def book() -> Any:
         s.ledger.open_accounts([Account(receivable(body.provider), AccountKind.PROVIDER_RECEIVABLE, "CNY", None,
                                         body.provider, "provider receivable"),
                                 Account(wallet(body.tenant_id), AccountKind.TENANT_WALLET, "CNY", 0, body.tenant_id,
@@ -154,7 +194,10 @@ def sla(request: Request, body: SlaIn, p: Principal = Depends(require(*STAFF))) 
         out = s.ledger.submit([Transfer(f"sla:{body.id}:{body.period}", receivable(body.provider),
                                         wallet(body.tenant_id), credit, ref=f"sla:{body.id}", memo="SLA credit")])[0]
         raise_for(out)
-        result = out.result.value
+        return out
+
+    if credit:
+        result = audit(request, p, "market.sla_credit", f"sla:{body.id}:{body.period}", body.reason, book).result.value
     return {"availability": str(measured), "credit": money(credit), "result": result}
 
 

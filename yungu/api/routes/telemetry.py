@@ -1,8 +1,14 @@
 """Telemetry: node registration, agent ingestion, range queries, quarantine, /metrics.
 
 Agents authenticate with their node key (``X-Node-Key``), not a user API key: a stolen
-node key can only report samples for that node. Bad samples are answered 200 with their
-quarantine reasons (the agent must not resend them); a malformed envelope is a 422.
+node key can only report samples for that node. A batch without a valid node key is 401 and
+stored nowhere. Bad samples are answered 200 with their quarantine reasons (the agent must
+not resend them); a malformed envelope is a 422. A node reports energy only for jobs its own
+executor runs: jobs placed on a pool whose site is served by the same executor as the node's
+pool (403 for a batch that names any other job). In the embedded world one local executor runs
+every site's jobs on this machine, so its node meters them all; with one executor per site
+this is the site's pools. Provider keys register and see
+only the nodes of their own provider's pools.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from starlette.concurrency import run_in_threadpool
 
 from yungu.adapters.telemetry.store import TelemetryStore
-from yungu.api.deps import ANY_ROLE, container, require
-from yungu.domain.errors import InvalidInput, NotFound
+from yungu.api.deps import ANY_ROLE, auth_failed, check_address, container, require
+from yungu.api.schemas import MAX_YEAR, MIN_YEAR
+from yungu.domain.errors import Forbidden, InvalidInput, NotFound
 from yungu.domain.tenancy import Principal, Role
 from yungu.engines.energy.samples import COLUMN_FIELDS
 
@@ -43,8 +50,16 @@ def _now(c: Any) -> datetime:
 class NodeIn(BaseModel):
     node_id: str = Field(min_length=1, max_length=128)
     pool_id: str = Field(min_length=1, max_length=128)
-    cpu_model: str = ""
-    gpu_model: str = ""
+    cpu_model: str = Field("", max_length=200)
+    gpu_model: str = Field("", max_length=200)
+
+
+def _own_pools(c: Any, p: Principal) -> set[str] | None:
+    """The pools a provider key may act for; None for staff (all pools)."""
+    if p.role.can_see_all_tenants():
+        return None
+    sites = {s.id for s in c.world.sites if p.provider and s.provider == p.provider}
+    return {pool.id for pool in c.world.pools if pool.site_id in sites}
 
 
 class IngestIn(BaseModel):
@@ -70,13 +85,16 @@ class IngestIn(BaseModel):
 
 @router.post("/telemetry/nodes", status_code=201)
 def register_node(
-    request: Request, body: NodeIn = Body(...), _p: Principal = Depends(require(Role.OPERATOR, Role.PROVIDER))
+    request: Request, body: NodeIn = Body(...), p: Principal = Depends(require(Role.OPERATOR, Role.PROVIDER))
 ) -> dict[str, Any]:
     c = container(request)
     try:
         pool = c.world.pool(body.pool_id)
     except KeyError as exc:
         raise NotFound(f"unknown pool {body.pool_id!r} / 未知资源池") from exc
+    own = _own_pools(c, p)
+    if own is not None and pool.id not in own:
+        raise Forbidden(f"pool {pool.id!r} is not one of this provider's pools / 非本提供方资源池")
     key = telemetry_store(c).register_node(
         body.node_id,
         pool.site_id,
@@ -91,9 +109,11 @@ def register_node(
 
 @router.get("/telemetry/nodes")
 def list_nodes(
-    request: Request, _p: Principal = Depends(require(Role.OPERATOR, Role.PROVIDER))
+    request: Request, p: Principal = Depends(require(Role.OPERATOR, Role.PROVIDER))
 ) -> dict[str, Any]:
-    return {"items": telemetry_store(container(request)).nodes()}
+    c = container(request)
+    own = _own_pools(c, p)
+    return {"items": [n for n in telemetry_store(c).nodes() if own is None or n["pool_id"] in own]}
 
 
 @router.post(
@@ -107,6 +127,7 @@ async def ingest(request: Request, x_node_key: str | None = Header(default=None)
     NaN/Infinity literals are accepted so that such samples are quarantined with a reason (as
     ``json.loads`` did), not refused as a whole batch.
     """
+    check_address(request)
     raw = await request.body()
     try:
         body = IngestIn.model_validate(pydantic_core.from_json(raw, allow_inf_nan=True))
@@ -117,7 +138,45 @@ async def ingest(request: Request, x_node_key: str | None = Header(default=None)
             [{"type": "json_invalid", "loc": ("body",), "msg": f"JSON decode error: {exc}", "input": {}}]
         ) from exc
     c = container(request)
-    return await run_in_threadpool(_ingest, telemetry_store(c), body, x_node_key, _now(c))
+    st = telemetry_store(c)
+    node = await run_in_threadpool(st.authenticate, body.node_id, x_node_key)
+    if node is None:
+        raise auth_failed(request, "unknown node or wrong node key: send the node key from POST /telemetry/nodes "
+                          "as X-Node-Key / 节点未注册或节点密钥错误")
+    await run_in_threadpool(_check_jobs, c, node.pool_id, body)
+    return await run_in_threadpool(_ingest, st, body, x_node_key, _now(c))
+
+
+def _job_ids(body: IngestIn) -> set[str]:
+    ids: set[str] = set()
+    per_sample = body.columns.get("jobs", []) if body.columns is not None else [
+        s.get("jobs") for s in body.samples or [] if isinstance(s, dict)]
+    for jobs in per_sample:
+        if isinstance(jobs, list):
+            ids.update(j["job_id"] for j in jobs if isinstance(j, dict) and isinstance(j.get("job_id"), str))
+    return ids
+
+
+def _check_jobs(c: Any, pool_id: str, body: IngestIn) -> None:
+    """A node may attribute energy only to jobs its executor runs (jobs the platform does not
+    know, e.g. run outside it, are the provider's own business and stay allowed)."""
+    world = c.world
+
+    def executor_of(pid: str) -> str | None:
+        try:
+            return world.site(world.pool(pid).site_id).executor
+        except (KeyError, NotFound, InvalidInput):
+            return None
+
+    mine = executor_of(pool_id)
+    for job_id in sorted(_job_ids(body))[:1000]:
+        try:
+            job = c.store.get(job_id)
+        except (NotFound, InvalidInput):
+            continue
+        if job.allocation is None or mine is None or executor_of(job.allocation.pool_id) != mine:
+            raise Forbidden(f"job {job_id} does not run on this node's executor (pool {pool_id}); the batch is "
+                            f"refused, nothing stored / 该作业不在本节点的执行器上运行")
 
 
 def _ingest(st: TelemetryStore, body: IngestIn, key: str | None, now: datetime) -> dict[str, Any]:
@@ -135,6 +194,8 @@ def _time(v: str | None, default: datetime) -> datetime:
         raise InvalidInput(f"bad time {v!r}: use ISO 8601, e.g. 2026-03-01T00:00:00Z") from exc
     if t.tzinfo is None:
         raise InvalidInput(f"time {v!r} has no zone; add Z or +08:00")
+    if not MIN_YEAR <= t.year <= MAX_YEAR:
+        raise InvalidInput(f"time {v!r} is outside the years {MIN_YEAR}..{MAX_YEAR}")
     return t.astimezone(UTC)
 
 
@@ -142,9 +203,9 @@ def _time(v: str | None, default: datetime) -> datetime:
 def series(
     request: Request,
     scope: str = Query("site", pattern="^(site|pool|node)$"),
-    id: str = Query(..., min_length=1),
-    start: str | None = None,
-    end: str | None = None,
+    id: str = Query(..., min_length=1, max_length=128),
+    start: str | None = Query(None, max_length=64),
+    end: str | None = Query(None, max_length=64),
     step: int = Query(60, ge=1, le=86400),
     _p: Principal = Depends(require(*ANY_ROLE)),
 ) -> dict[str, Any]:
@@ -157,7 +218,8 @@ def series(
 
 
 @router.get("/telemetry/quarantine")
-def quarantine(request: Request, reason: str | None = None, limit: int = Query(100, ge=1, le=1000),
+def quarantine(request: Request, reason: str | None = Query(None, max_length=64),
+               limit: int = Query(100, ge=1, le=1000),
                _p: Principal = Depends(require(Role.OPERATOR))) -> dict[str, Any]:  # fmt: skip
     st = telemetry_store(container(request))
     return {"items": st.quarantine(limit, reason), "counters": st.counters()}
@@ -165,7 +227,9 @@ def quarantine(request: Request, reason: str | None = None, limit: int = Query(1
 
 @router.post("/telemetry/rollup")
 def rollup(
-    request: Request, raw_days: float = 7, _p: Principal = Depends(require(Role.OPERATOR))
+    request: Request,
+    raw_days: float = Query(7, gt=0, le=3660, allow_inf_nan=False, description="keep raw samples this many days"),
+    _p: Principal = Depends(require(Role.OPERATOR)),
 ) -> dict[str, Any]:
     c = container(request)
     st = telemetry_store(c)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -13,6 +14,7 @@ from yungu.domain.catalogue import Precision
 from yungu.domain.tenancy import Principal, Role
 
 router = APIRouter(tags=["world"])
+log = logging.getLogger("yungu.api")
 
 
 @router.get("/regions")
@@ -80,8 +82,9 @@ def sites_check(request: Request, _p: Principal = Depends(require(Role.OPERATOR)
     for name, ex in c.executors.items():
         try:
             reports[name] = dict(ex.check())
-        except Exception as exc:  # an adapter bug must not hide the other sites
-            reports[name] = {"reachable": False, "error": f"{type(exc).__name__}: {exc}"}
+        except Exception:  # an adapter bug must not hide the other sites (nor reach the client)
+            log.exception("check of executor %s failed", name)
+            reports[name] = {"reachable": False, "error": "the check failed; see the server log / 检查失败，见服务器日志"}
     items = []
     for s in c.world.sites:
         pools = [p for p in c.world.pools if p.site_id == s.id]

@@ -11,8 +11,9 @@ the forecast values, never the truth series it was derived from, so a scheduler 
 handed a forecast cannot peek at the future. The error model is the usual synthetic one for
 scheduling studies: ``forecast(h) = truth(h) * (1 + e)``, with ``e`` Gaussian, its standard
 deviation growing with lead time, and drawn from a seeded generator keyed by (seed, site,
-signal, issue hour, target hour) so the same forecast is reproduced exactly regardless of
-the order in which hours are asked for. Hours that have already started at issue time are
+signal, issue hour): the error of lead ``k`` is the ``k``-th draw of that generator, so the
+same forecast is reproduced exactly whatever the horizon or the order in which hours are
+asked for, and one forecast costs one generator, not one per hour. Hours that have already started at issue time are
 observations: they carry the truth with no error.
 
 Pure: no I/O, no clock reads. ``now`` and the truth series are passed in.
@@ -22,12 +23,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
+
+import numpy as np
 
 from yungu.domain.errors import InvalidInput
 
@@ -256,9 +258,17 @@ class ForecastErrorModel:
         lead = int((target - issued_hour) // HOUR)
         if lead <= 0:
             return 0.0
-        key = f"{self.seed}|{site_id}|{signal.value}|{issued_hour.isoformat()}|{target.isoformat()}"
-        rng = random.Random(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big"))
-        return self.bias + rng.gauss(0.0, self.sigma(lead))
+        return self.relative_errors(site_id, signal, issued_hour, lead)[lead - 1]
+
+    def relative_errors(self, site_id: str, signal: SignalType, issued_hour: datetime, leads: int) -> list[float]:
+        """The seeded errors of leads ``1..leads`` hours for one issue hour (one generator,
+        keyed by seed, site, signal and issue hour; lead ``k`` is its ``k``-th draw)."""
+        if leads <= 0:
+            return []
+        key = f"{self.seed}|{site_id}|{signal.value}|{issued_hour.isoformat()}"
+        seed = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
+        z = np.random.Generator(np.random.PCG64(seed)).standard_normal(leads).tolist()
+        return [self.bias + self.sigma(k + 1) * z[k] for k in range(leads)]
 
     def perfect(self) -> bool:
         return self.sigma_1h == 0 and self.sigma_per_hour == 0 and self.bias == 0
@@ -302,20 +312,22 @@ class Forecast:
         last = min(truth.end, issued_hour + HOUR * horizon_hours)
         vals: list[float] = []
         prov: list[Provenance] = []
-        h = first
-        while h < last:
-            v = truth.at(h)
-            e = error_model.relative_error(truth.site_id, truth.signal, issued_hour, h)
-            f = v * (1.0 + e)
-            if truth.signal is SignalType.RENEWABLE_SHARE:
-                f = min(1.0, max(0.0, f))
-            elif truth.signal is SignalType.CARBON_INTENSITY:
-                f = max(0.0, f)
-            vals.append(f)
-            # A forecast of a future hour is modelled by construction; observed hours keep
-            # the flag of the underlying series.
-            prov.append(truth.provenance_at(h) if h <= issued_hour else Provenance.MODELLED)
-            h += HOUR
+        if first < last:
+            i0, i1 = truth.index(first), truth.index(last - HOUR) + 1
+            lead0 = int((first - issued_hour) // HOUR)  # lead of the first hour (<= 0: observed)
+            leads = lead0 + (i1 - i0) - 1
+            errs = error_model.relative_errors(truth.site_id, truth.signal, issued_hour, leads)
+            for k, v in enumerate(truth.values[i0:i1]):
+                lead = lead0 + k
+                f = v * (1.0 + errs[lead - 1]) if lead > 0 else v
+                if truth.signal is SignalType.RENEWABLE_SHARE:
+                    f = min(1.0, max(0.0, f))
+                elif truth.signal is SignalType.CARBON_INTENSITY:
+                    f = max(0.0, f)
+                vals.append(f)
+                # A forecast of a future hour is modelled by construction; observed hours keep
+                # the flag of the underlying series.
+                prov.append(truth.provenance[i0 + k] if lead <= 0 else Provenance.MODELLED)
         if not vals:
             first = issued_hour
         return cls(truth.site_id, truth.signal, issued_at, first, tuple(vals), tuple(prov), error_model)

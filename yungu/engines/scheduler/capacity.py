@@ -198,6 +198,75 @@ def fit_timeline(job: Job, free: Free, running: list[RunningInfo], now: datetime
     return out
 
 
+class Timeline:
+    """The release timeline of :func:`fit_timeline`, built only as far as it is read.
+
+    Made from the pool's free capacity at creation (copied: later starts in the round do not
+    change it) and its running jobs in order of estimated end; :meth:`first_fit` walks the
+    releases until the gang fits, computing each entry once. Most questions are answered by
+    the first few releases, so a pool with hundreds of running jobs is rarely walked to the
+    end. "Now" is not stored: the same timeline answers in a later round while the pool's
+    state and running jobs are unchanged.
+    """
+
+    __slots__ = ("a", "c", "cpu", "dev", "entries", "free_devices", "head", "m", "mem", "pos", "running", "slots",
+                 "total")
+
+    def __init__(self, job: Job, free: Free, running: list[RunningInfo]) -> None:
+        r = job.spec.resources
+        self.a, self.c, self.m = r.accelerators, r.cpus, r.memory_gb
+        self.dev = [len(d) for d in free.devs]
+        self.cpu = list(free.cpus)
+        self.mem = list(free.mem)
+        self.slots = [_slots(self.dev[i], self.cpu[i], self.mem[i], self.a, self.c, self.m) for i in range(len(self.dev))]
+        self.total = sum(self.slots)
+        self.free_devices = free.free_devices
+        self.head: tuple[int, int] | None = (self.total, self.free_devices) if free.available else None
+        self.running = running
+        self.pos = 0
+        self.entries: list[tuple[datetime, int, int]] = []
+
+    def _extend(self) -> bool:
+        """Add the entry after the next release; False when every running job is released."""
+        dev, cpu, mem, slots = self.dev, self.cpu, self.mem, self.slots
+        while self.pos < len(self.running):
+            run = self.running[self.pos]
+            self.pos += 1
+            alloc = run.job.allocation
+            if alloc is None:
+                continue
+            for rp in alloc.replicas:
+                i = rp.node
+                if i >= len(dev):
+                    continue
+                dev[i] += len(rp.devices)
+                cpu[i] += alloc.cpus_per_replica
+                mem[i] += alloc.memory_gb_per_replica
+                self.free_devices += len(rp.devices)
+                k = _slots(dev[i], cpu[i], mem[i], self.a, self.c, self.m)
+                self.total += k - slots[i]
+                slots[i] = k
+            self.entries.append((run.expected_end, self.total, self.free_devices))
+            return True
+        return False
+
+    def first_fit(self, job: Job, now: datetime, claimed: int = 0) -> tuple[datetime, int] | None:
+        """The same answer as ``first_fit_time(job, fit_timeline(...), claimed)``."""
+        want, need = job.spec.replicas, devices(job) + claimed
+        h = self.head
+        if h is not None and h[0] >= want and h[1] >= need:
+            return now, h[1] - need
+        entries = self.entries
+        i = 0
+        while True:
+            if i == len(entries) and not self._extend():
+                return None
+            t, total, free_devices = entries[i]
+            if total >= want and free_devices >= need:
+                return t, free_devices - need
+            i += 1
+
+
 def first_fit_time(job: Job, timeline: list[tuple[datetime, int, int]], claimed: int = 0) -> tuple[datetime, int] | None:
     """The first entry of ``timeline`` where the gang fits beside ``claimed`` promised devices."""
     want, need = job.spec.replicas, devices(job) + claimed

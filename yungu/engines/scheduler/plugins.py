@@ -88,6 +88,16 @@ class FilterPlugin(Protocol):
     def filter(self, job: Job, pool: PoolView) -> Status: ...
 
 
+class KeyedFilterPlugin(FilterPlugin, Protocol):
+    """Optional: a filter whose answer depends on more of the job than its feasibility shape
+    (resources, replicas, pinned pool, data location, max price) — e.g. a tenant's pin, prefer
+    or forbid list of remote platforms. ``key(job)`` names what else it reads; the round's
+    filter memo (kept between rounds by the carry) is then keyed by it too. A filter that
+    reads pool state beyond reachability must also be added to ``Carry.begin``'s check."""
+
+    def key(self, job: Job) -> object: ...
+
+
 class ScorePlugin(Protocol):
     def score(self, job: Job, option: Option, ref: Reference) -> float: ...
 
@@ -121,6 +131,10 @@ class Registry:
 
     def filters(self) -> Iterator[tuple[str, FilterPlugin]]:
         return iter(self._filters.items())
+
+    def keyed_filters(self) -> tuple[KeyedFilterPlugin, ...]:
+        """The filters that declare ``key(job)`` (see :class:`KeyedFilterPlugin`)."""
+        return tuple(p for p in self._filters.values() if callable(getattr(p, "key", None)))  # type: ignore[misc]
 
     def scores(self) -> Mapping[str, ScorePlugin]:
         return self._scores

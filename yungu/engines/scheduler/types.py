@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from yungu.domain.catalogue import Catalogue
 from yungu.domain.job import Allocation, Job
@@ -81,3 +81,16 @@ class Plan:
 
 class Scheduler(Protocol):
     def schedule(self, snapshot: Snapshot) -> Plan: ...
+
+
+@runtime_checkable
+class IncrementalScheduler(Scheduler, Protocol):
+    """A scheduler that can carry derived state from round to round.
+
+    The caller holds the carry (``new_carry()``) and passes it to every round; the plan is the
+    same as without it. Dropping the carry (or passing a new one) is always safe.
+    """
+
+    def new_carry(self) -> Any: ...
+
+    def schedule(self, snapshot: Snapshot, carry: Any = None) -> Plan: ...

@@ -29,7 +29,7 @@ from yungu.domain.world import Pool
 from yungu.engines.energy.signals import SignalType, SiteForecast, floor_hour
 from yungu.engines.scheduler.capacity import device_power_w, throughput
 from yungu.engines.scheduler.outlook import Curve
-from yungu.engines.scheduler.types import NodeFree, PoolState, Scheduler, Snapshot
+from yungu.engines.scheduler.types import IncrementalScheduler, NodeFree, PoolState, Scheduler, Snapshot
 from yungu.engines.sim.model import JobRecord, Scenario, SimResult, TraceJob
 
 ARRIVE, FINISH, WAKE = 0, 1, 2
@@ -145,6 +145,9 @@ def simulate(
     last_round = -1.0
     idle = 0
     t0 = sc.start
+    # An incremental scheduler keeps what it derived in earlier rounds in a carry we hold.
+    incremental = scheduler if isinstance(scheduler, IncrementalScheduler) else None
+    carry = incremental.new_carry() if incremental is not None else None
 
     def at(sec: float) -> datetime:
         return t0 + timedelta(seconds=sec)
@@ -268,7 +271,7 @@ def simulate(
                 signals=signals(now),
             )
             t_a = timer() if timer else 0.0
-            plan = scheduler.schedule(snap)
+            plan = incremental.schedule(snap, carry=carry) if incremental is not None else scheduler.schedule(snap)
             if timer:
                 round_s.append(timer() - t_a)
             rounds += 1
@@ -360,10 +363,18 @@ def simulate(
                 load[r.site_id][h] += r.devices * (min(b, h + 1) - max(a, h))
                 h += 1
     green: dict[str, tuple[float, ...]] = {}
+    carbon: dict[str, tuple[float, ...]] = {}
+    price: dict[str, tuple[float, ...]] = {}
     for s in world.sites:
         tr = truth.get(s.id, {})
-        c = tr.get(SignalType.RENEWABLE_SHARE)
-        green[s.id] = tuple(c.at(sc.start + timedelta(hours=h)) if c else 0.0 for h in range(nh))
+        hours = [sc.start + timedelta(hours=h) for h in range(nh)]
+        for out, signal, default in (
+            (green, SignalType.RENEWABLE_SHARE, 0.0),
+            (carbon, SignalType.CARBON_INTENSITY, 0.0),
+            (price, SignalType.PRICE, float(s.electricity_price_cny_per_kwh)),
+        ):
+            c = tr.get(signal)
+            out[s.id] = tuple(c.at(t) for t in hours) if c else (default,) * nh
     cap: dict[str, int] = {}
     for p in world.pools:
         cap[p.site_id] = cap.get(p.site_id, 0) + p.total_devices
@@ -379,4 +390,6 @@ def simulate(
         {k: tuple(v[:nh]) for k, v in load.items()},
         green,
         preemptions,
+        carbon,
+        price,
     )

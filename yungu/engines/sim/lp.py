@@ -9,8 +9,10 @@ Relaxation (documented in docs/scheduler.md):
 - job ``j`` may run in steps ``[floor(submit_j), ceil(bound_j))`` where ``bound_j`` is its
   deadline, or, when it has none, the completion bound the caller gives (the benchmark uses
   1.10 x its FIFO+backfill completion time, the same JCT budget our policy is held to);
-- jobs with the same (release step, end step) are aggregated into one class (their work and
-  GPU caps add up), a further relaxation that keeps the LP small;
+- a job runs only on the pools its gang could ever use (accelerator types, devices per node,
+  gang size: the scheduler's declared-fit filter); a job no pool can take is left out;
+- jobs with the same (release step, end step, usable pools) are aggregated into one class
+  (their work and GPU caps add up), a further relaxation that keeps the LP small;
 - carbon and price use the *truth* series (the bound knows the future; policies do not).
 
 At ``step_hours = 1`` this is a true lower bound of any schedule of the fluid model; with
@@ -31,7 +33,9 @@ import numpy as np
 from yungu.domain.errors import InvalidInput
 from yungu.engines.energy.signals import SignalType
 from yungu.engines.scheduler.capacity import device_power_w, throughput
+from yungu.engines.scheduler.firstfit import fits_declared
 from yungu.engines.scheduler.outlook import Curve
+from yungu.engines.sim.core import to_job
 from yungu.engines.sim.model import Scenario
 
 
@@ -66,8 +70,20 @@ def lp_bound(
     )
     cap = np.array([p.total_devices * step_hours for p in pools], dtype=float)
 
-    classes: dict[tuple[int, int], list[float]] = {}
+    # (release step, end step, pools the job may use) -> [reference device-hours, GPU cap]
+    classes: dict[tuple[int, int, tuple[int, ...]], list[float]] = {}
+    allowed_of: dict[tuple[tuple[str, ...], int, int], tuple[int, ...]] = {}
     for j in sc.jobs:
+        # The pools its gang could ever run on (accelerator types, devices per node, gang size),
+        # as the scheduler's declared-fit filter says; a job no pool can take fails under every
+        # policy and is left out.
+        job = to_job(j, sc.start, sc.gpus_per_node)
+        shape = (j.gpu_types, job.spec.resources.accelerators, job.spec.replicas)
+        allowed = allowed_of.get(shape)
+        if allowed is None:
+            allowed = allowed_of[shape] = tuple(i for i, p in enumerate(pools) if not fits_declared(job, p))
+        if not allowed:
+            continue
         r = int(j.submit_s // step)
         if j.deadline_s is not None:
             end_s = j.submit_s + j.deadline_s
@@ -76,10 +92,10 @@ def lp_bound(
         else:
             raise InvalidInput(f"no completion bound for job {j.id}")
         e = max(r + 1, math.ceil(end_s / step))
-        c = classes.setdefault((r, e), [0.0, 0.0])
+        c = classes.setdefault((r, e, allowed), [0.0, 0.0])
         c[0] += j.duration_s / 3600 * j.num_gpus  # reference device-hours
         c[1] += j.num_gpus
-    K = max(e for _, e in classes)
+    K = max(e for _, e, _ in classes)
 
     def coef_curve(site_id: str, kind: SignalType, default: float) -> np.ndarray:
         sig = sc.truth.get(site_id)
@@ -108,14 +124,15 @@ def lp_bound(
     rate_row_of: list[np.ndarray] = []
     row = n_cls
     rate_upper: list[np.ndarray] = []
-    for ci_, (r, e) in enumerate(keys):
+    for ci_, (r, e, allowed) in enumerate(keys):
         ks = np.arange(r, e)
         L = len(ks)
-        cols_cls.append(np.full(L * P, ci_))
-        cols_p.append(np.repeat(np.arange(P), L))
-        cols_k.append(np.tile(ks, P))
-        rate_row_of.append(np.tile(np.arange(row, row + L), P))
-        rate_upper.append(np.full(L, classes[(r, e)][1] * step_hours))
+        A = len(allowed)
+        cols_cls.append(np.full(L * A, ci_))
+        cols_p.append(np.repeat(np.array(allowed), L))
+        cols_k.append(np.tile(ks, A))
+        rate_row_of.append(np.tile(np.arange(row, row + L), A))
+        rate_upper.append(np.full(L, classes[(r, e, allowed)][1] * step_hours))
         row += L
     cc = np.concatenate(cols_cls)
     cp = np.concatenate(cols_p)

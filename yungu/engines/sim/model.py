@@ -95,3 +95,5 @@ class SimResult:
     site_load: Mapping[str, tuple[float, ...]]  # per site: busy devices per hour from ``start``
     site_green: Mapping[str, tuple[float, ...]]  # per site: grid renewable share per hour
     preemptions: int = 0
+    site_carbon: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # gCO2e/kWh per hour (truth)
+    site_price: Mapping[str, tuple[float, ...]] = field(default_factory=dict)  # CNY/kWh per hour (truth)

@@ -39,6 +39,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(200), nullable=False),
         sa.Column("created_at", UTCDateTime, nullable=False),
         sa.Column("revoked", sa.Boolean, nullable=False),
+        sa.Column("provider", sa.String(200), nullable=True),
     )
     op.create_table(
         "jobs",
@@ -79,8 +80,21 @@ def upgrade() -> None:
         sa.Column("reason", sa.Text, nullable=False),
     )
     op.create_index("ix_job_events_job_id", "job_events", ["job_id"])
+    op.create_table(
+        "audit_log",
+        sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("at", UTCDateTime, nullable=False),
+        sa.Column("key_id", sa.String(64), nullable=False),
+        sa.Column("role", sa.String(16), nullable=False),
+        sa.Column("action", sa.String(64), nullable=False),
+        sa.Column("subject", sa.String(200), nullable=False),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("outcome", sa.String(64), nullable=False),
+        sa.Column("detail", sa.Text, nullable=False),
+    )
+    op.create_index("ix_audit_log_at", "audit_log", ["at"])
 
 
 def downgrade() -> None:
-    for t in ("job_events", "jobs", "api_keys", "tenants", "platform_kv"):
+    for t in ("audit_log", "job_events", "jobs", "api_keys", "tenants", "platform_kv"):
         op.drop_table(t)
