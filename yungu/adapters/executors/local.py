@@ -24,14 +24,23 @@ How our concepts map onto the machine:
   a process to them;
 - **capacity**: the scheduler enforces the pool's declared capacity; ``max_processes``
   (default 256) only protects this one machine: launches beyond it wait in memory in a
-  FIFO as ``pending`` and start as processes finish.
+  FIFO as ``pending`` and start as processes finish;
+- **the launch path**: ``submit`` records the launch (``mkdir`` + ``launch.json``) and hands
+  a request to the **launcher**, a process of its own (``local_launcher.py``) that makes the
+  run dir and cgroups, writes ``.args`` and ``.pid`` and starts the supervisor, then reaps
+  it; so ``submit`` never waits for a ``fork``/``exec`` and never holds the GIL through one.
+  A launch is ``pending`` ("launching") until its supervisor's start record exists, then
+  ``running``. ``observe`` reports a launch that ran as running at least once before its
+  outcome (a short job can start and end between two observations, or while the platform
+  is down; the control loop records the start when it sees running).
 
-Files of a run (all written atomically: tmp then rename, or link for first-writer-wins)::
+Files of a run (written so that a reader sees them whole or not at all: one write(2) to
+a new file, tmp then rename, or link for first-writer-wins)::
 
-    launch.json               manifest, written before any process starts
-    replica-<i>.args          the job's environment for bubblewrap (sandbox; 0600)
+    launch.json               manifest, written by submit before any process starts
+    replica-<i>.args          the job's environment for bubblewrap (sandbox; 0600; launcher)
     replica-<i>.start         empty; its mtime is the supervisor's start
-    replica-<i>.pid           {"pid", "create_time", "started_at"} after the spawn
+    replica-<i>.pid           {"pid", "create_time", "started_at"}, by the launcher at the spawn
     replica-<i>.exit          the command's exit code and a newline, written by the shim
     replica-<i>.stdout.log    replica-<i>.stderr.log
     verdict.json              an outcome decided by the platform: cancelled, gang
@@ -45,12 +54,16 @@ only means the restart derives the same outcome again from the run's files.
 
 Idempotency and crash safety: ``submit`` creates the run directory with ``os.mkdir``; if
 it exists, the launch was already submitted and its status is returned, nothing starts.
-If the platform died after ``mkdir`` but before a replica was spawned (or while the launch
-waited for a slot), a restarted executor finds a manifest without pid, exit file or live
-shim and marks the launch **lost**: the caller requeues it under a *new* request id. We
-never start a recorded launch a second time, so a job can never run twice by our doing.
-A shim that was spawned but whose pid file was not yet written is found by scanning the
-process table for its argv (which names its exit file). One executor instance owns a data
+If the platform died after ``mkdir`` but before a replica was spawned (while the launch
+waited for a slot, or for the launcher), a restarted executor finds a manifest without
+pid, exit file or live shim and marks the launch **lost**: the caller requeues it under a
+*new* request id. We never start a recorded launch a second time, so a job can never run
+twice by our doing. The launcher holds a copy of the data dir's lock and starts nothing
+once its platform is gone, so the restart scans only after it has exited, when every
+supervisor it started has exec'd. A shim that was spawned but whose pid file was not yet
+written is found by scanning the process table for its argv (which names its exit file).
+If the launcher dies under a live platform, its replicas are re-adopted like a restart's
+and a new launcher takes over (``_launcher_gone``). One executor instance owns a data
 directory at a time (``executor.lock``, ``flock``).
 """
 
@@ -308,12 +321,13 @@ class LocalExecutor(BaseExecutor):
         self._adopt_all()
         self._spawner_factory = spawner or default_spawner
         self._closing = False
+        self._launcher_since, self._launcher_deaths = 0.0, 0
+        self._stop = threading.Event()
         try:
             self._launcher = self._start_launcher()
         except OSError as exc:
             os.close(self._lockfile)
             raise Unavailable(f"local executor {name}: cannot start its launcher process: {exc}") from exc
-        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._monitor, name=f"yungu-local-{name}", daemon=True)
         self._thread.start()
 
@@ -589,6 +603,7 @@ class LocalExecutor(BaseExecutor):
     def _start_launcher(self) -> Spawner:
         sb = self._sandbox
         init = {"key": sb.cgroups.key, "cgroups": sb.cgroups.export()} if sb is not None else {}
+        self._launcher_since = self._monotonic()
         return self._spawner_factory(init, self._lockfile, self._on_launcher_events, self._launcher_gone)
 
     def _request(self, run: _Run) -> dict[str, Any] | str:
@@ -686,7 +701,13 @@ class LocalExecutor(BaseExecutor):
         """The launcher process died under a live executor (its reader saw EOF): every
         supervisor it started has exec'd, and it will start no more. Its replicas become
         re-adopted ones (pid file, argv or records), those it never reached are gone (the
-        run reads lost), and a new launcher takes the next requests."""
+        run reads lost), and a new launcher takes the next requests (after a pause if it
+        keeps dying young)."""
+        with self._lock:
+            young = self._monotonic() - self._launcher_since < 5.0
+            self._launcher_deaths = self._launcher_deaths + 1 if young else 1
+        if self._launcher_deaths > 1:
+            self._stop.wait(min(10.0, 0.5 * 2 ** (self._launcher_deaths - 2)))
         with self._lock:
             if self._closing:
                 return

@@ -184,10 +184,6 @@ class LauncherClient:
             self.proc.wait(timeout=5)
         self._reader.join(timeout=timeout)
 
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
 
 def _interpreter() -> str:
     """This Python. ``/proc/self/exe`` when the platform's user cannot reach its path (a
