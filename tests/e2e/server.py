@@ -33,9 +33,10 @@ def yungu_exe() -> str:
 
 class ServerProcess:
     def __init__(self, data_dir: Path, port: int | None = None, db_url: str | None = None,
-                 extra: list[str] | None = None) -> None:
+                 extra: list[str] | None = None, new_session: bool = False) -> None:
         self.data_dir, self.port, self.db_url = data_dir, port or free_port(), db_url
         self.extra = extra or []
+        self.new_session = new_session  # its own session (and scheduler autogroup), as a service has
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = f"http://127.0.0.1:{self.port}"
 
@@ -45,7 +46,8 @@ class ServerProcess:
         if self.db_url:
             env["YUNGU_DB_URL"] = self.db_url
         log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=self.new_session)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -11,6 +11,7 @@ directory of the shared file).
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from pathlib import Path
@@ -69,3 +70,88 @@ def test_kill_dash_nine_three_times_loses_nothing_and_runs_nothing_twice(tmp_pat
     assert set(states.values()) == {"succeeded"}, {s for s in states.values()}
     lines = out.read_text().split()
     assert sorted(lines) == sorted(submitted), "every job ran exactly once"
+
+
+def test_kill_dash_nine_while_launches_wait_for_the_launcher_runs_each_job_once(tmp_path: Path) -> None:
+    """The local executor accepts a launch (its record on disk) before its launcher process
+    starts it. A burst of jobs, and ``kill -9`` of the platform at a moment when some are
+    accepted and not started: the restart answers them (lost: never started), the loop
+    requeues them, and every job runs exactly once."""
+    import fcntl
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = tmp_path / "data"
+    data.mkdir()
+    out = shared_dir("crash-launch") / "ran.txt"
+    out.touch()
+    out.chmod(0o666)
+    world = ["--config", str(default_world_with(tmp_path / "world.toml", binds_toml()))]
+    srv = ServerProcess(data, extra=world).start()
+    admin = {"Authorization": f"Bearer {srv.admin_key}"}
+    tenant = httpx.post(srv.url + "/api/v1/admin/tenants", json={"name": "burst-lab"}, headers=admin).json()["id"]
+    runs = data / "executors" / "local" / "runs"
+
+    def accepted_not_started() -> list[str]:
+        if not runs.is_dir():
+            return []
+        return [d.name for d in runs.iterdir() if (d / "launch.json").exists()
+                and not any((d / f"replica-0.{x}").exists() for x in ("pid", "start", "exit"))]
+
+    up = threading.Event()  # clients wait while the platform is down (they do not flood its start)
+    up.set()
+
+    def submit(i: int) -> str:
+        body = {"name": f"b{i}", "command": f"echo $YUNGU_JOB_ID >> {out}", "tenant_id": tenant}
+        for _attempt in range(100):  # down or restarting: retry with the same key
+            up.wait(120)
+            try:
+                r = httpx.post(srv.url + "/api/v1/jobs", json=body,
+                               headers={**admin, "Idempotency-Key": f"burst-{i}"}, timeout=10)
+                if r.status_code < 300:
+                    return str(r.json()["id"])
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"job {i} was never accepted")
+
+    n = 120
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(submit, i) for i in range(n)]
+        deadline = time.monotonic() + 60
+        while not accepted_not_started() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        up.clear()
+        srv.kill9()
+        lock = os.open(data / "executors" / "local" / "executor.lock", os.O_RDWR)
+        try:  # the old launcher lets go of the data dir once it has seen its platform die
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+                    break
+                except BlockingIOError:
+                    assert time.monotonic() < deadline, "the launcher outlived its platform"
+                    time.sleep(0.05)
+        finally:
+            os.close(lock)
+        window = accepted_not_started()
+        assert window, "the kill landed while launches were accepted and not started"
+        srv = ServerProcess(data, port=srv.port, extra=world).start(timeout=90)
+        up.set()
+        ids = [f.result() for f in futures]
+    assert len(set(ids)) == n
+    deadline = time.monotonic() + 240
+    jobs: dict[str, dict[str, object]] = {}
+    while time.monotonic() < deadline:
+        page = httpx.get(srv.url + "/api/v1/jobs", params={"limit": 500}, headers=admin).json()["items"]
+        jobs = {j["id"]: j for j in page}
+        if len(jobs) == n and all(j["state"] in ("succeeded", "failed", "cancelled") for j in jobs.values()):
+            break
+        time.sleep(0.5)
+    srv.stop()
+    assert {j["state"] for j in jobs.values()} == {"succeeded"}, {j["state"] for j in jobs.values()}
+    assert sorted(out.read_text().split()) == sorted(ids), "every job ran exactly once"
+    requeued = {rid.rsplit(".", 1)[0] for rid in window}
+    assert all(int(jobs[j]["attempt"]) >= 1 for j in requeued if j in jobs), "never started: requeued under a new id"

@@ -35,6 +35,7 @@ from tests.executors.contract import (
     read_all,
     wait_done,
     wait_file,
+    wait_until,
 )
 from tests.executors.sandbox_env import BINDS, shared_dir
 from yungu.adapters.executors.base import BaseExecutor, LatencyHistogram
@@ -43,7 +44,15 @@ from yungu.adapters.executors.local_runs import ReplicaState as _R
 from yungu.adapters.executors.local_runs import decide, shim_index
 from yungu.adapters.executors.registry import ExecutorRegistry, build_executor, default_registry
 from yungu.domain.errors import Conflict, InvalidInput, Unavailable
-from yungu.ports.executor import ExecError, ExecErrorCode, ExecPhase, Executor, Launch, ReplicaLaunch
+from yungu.ports.executor import (
+    ExecError,
+    ExecErrorCode,
+    ExecPhase,
+    ExecStatus,
+    Executor,
+    Launch,
+    ReplicaLaunch,
+)
 
 FAST = {"poll_interval_s": 0.02, "gang_kill_grace_s": 1.0, "binds": BINDS}
 PLAIN = {"poll_interval_s": 0.02, "gang_kill_grace_s": 1.0, "sandbox": False}
@@ -108,6 +117,13 @@ class TestLocalContract(ExecutorContract):
     """The shared contract, run against real local processes."""
 
 
+def spawned(ex: Executor, rid: str, replicas: int = 1) -> ExecStatus:
+    """The status once every replica's supervisor exists (``submit`` returns before: the
+    launcher starts them)."""
+    return wait_until(ex, rid, lambda s: len([p for p in s.native_id.split(",") if p]) == replicas, 10,
+                      "every supervisor spawned")
+
+
 # ---- local-only behaviour ---------------------------------------------------------------
 
 
@@ -120,7 +136,9 @@ def test_platform_kill_9_then_new_instance_readopts_and_sees_success(data_dir: P
         from yungu.adapters.executors.local import LocalExecutor
         from yungu.ports.executor import Launch, ReplicaLaunch
         ex = LocalExecutor("local-test", {{"poll_interval_s": 0.02}}, Path({str(data_dir)!r}))
-        st = ex.submit(Launch("crash-job.1", "crash-job", "t", "p", "sleep 2; echo done", (ReplicaLaunch(0),)))
+        ex.submit(Launch("crash-job.1", "crash-job", "t", "p", "sleep 2; echo done", (ReplicaLaunch(0),)))
+        while (st := ex.status("crash-job.1")).phase.value == "pending":
+            time.sleep(0.01)
         print(st.phase.value, st.native_id, flush=True)
         time.sleep(600)
         """
@@ -212,8 +230,9 @@ def test_max_processes_queues_fifo_and_never_exceeds_the_cap(
     log = tmp_path / "log"
     launches = [make_launch(f"echo start-{i} >> {log}; sleep 0.4; echo end-{i} >> {log}") for i in range(5)]
     first = [ok(ex.submit(la)) for la in launches]
-    assert [s.phase for s in first] == [ExecPhase.RUNNING] * 2 + [ExecPhase.PENDING] * 3
-    assert "max_processes" in first[2].reason
+    assert [s.phase for s in first] == [ExecPhase.PENDING] * 5  # submit records; the launcher starts
+    assert ["launching" in s.reason for s in first] == [True] * 2 + [False] * 3
+    assert all("max_processes" in s.reason for s in first[2:])
     peak = 0
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -261,7 +280,8 @@ def test_cancel_escalates_to_sigkill_for_a_process_that_ignores_sigterm(
     ex = LocalExecutor("local-test", FAST, data_dir)
     executors.append(ex)
     la = make_launch(f"trap '' TERM; touch {tmp_path}/up; while true; do sleep 0.05; done")
-    shim_pid = int(ok(ex.submit(la)).native_id)
+    ok(ex.submit(la))
+    shim_pid = int(spawned(ex, la.request_id).native_id)
     wait_file(tmp_path / "up", 5)
     members = [p.pid for p in psutil.process_iter() if _pgid(p.pid) == shim_pid]
     assert len(members) >= 2
@@ -293,7 +313,8 @@ def test_gang_failure_terminates_the_siblings(
         "exec sleep 60",
         replicas=3,
     )
-    supervisors = [int(p) for p in ok(ex.submit(la)).native_id.split(",")]
+    ok(ex.submit(la))
+    supervisors = [int(p) for p in spawned(ex, la.request_id, replicas=3).native_id.split(",")]
     wait_file(tmp_path / "pid-0", 5)
     sibling = _job_processes(supervisors[0])  # host pids: $$ inside is the namespace's
     assert sibling
@@ -451,7 +472,7 @@ def test_no_zombies_after_jobs_finish(data_dir: Path, executors: list[LocalExecu
 
 # ---- pure rules, base class, registry ----------------------------------------------------
 
-_state = st.sampled_from([_R.QUEUED, _R.ALIVE, _R.EXITED, _R.GONE])
+_state = st.sampled_from(list(_R))
 _replica = st.tuples(_state, st.integers(min_value=0, max_value=255)).map(
     lambda t: (t[0], t[1] if t[0] is _R.EXITED else None)
 )
@@ -459,7 +480,7 @@ _replica = st.tuples(_state, st.integers(min_value=0, max_value=255)).map(
 
 @given(st.lists(_replica, min_size=1, max_size=8))
 def test_decide_invariants(states: list[tuple[_R, int | None]]) -> None:
-    phase, code, _ = decide(states)
+    phase, code, reason = decide(states)
     nonzero = [c for s, c in states if s is _R.EXITED and c != 0]
     if phase is ExecPhase.SUCCEEDED:
         assert all(s is _R.EXITED and c == 0 for s, c in states) and code == 0
@@ -469,6 +490,9 @@ def test_decide_invariants(states: list[tuple[_R, int | None]]) -> None:
         assert phase is ExecPhase.LOST
     if phase is ExecPhase.RUNNING:
         assert any(s is _R.ALIVE for s, _ in states)
+    if phase is ExecPhase.PENDING:  # nothing runs, nothing ended badly
+        assert not any(s in (_R.ALIVE, _R.GONE) for s, _ in states) and not nonzero
+        assert ("launching" in reason) == any(s is _R.STARTING for s, _ in states)
 
 
 class _Broken(BaseExecutor):
@@ -578,7 +602,8 @@ def _group_alive(pgid: int) -> bool:
 def test_shim_without_pid_file_is_found_by_its_argv(data_dir: Path, tmp_path: Path) -> None:
     """The platform died after the spawn but before writing the pid file: still re-adopted."""
     ex = LocalExecutor("local-test", FAST, data_dir)
-    st = ok(ex.submit(make_launch(f"touch {tmp_path}/up; sleep 1; exit 3", request_id="nopid.1")))
+    ok(ex.submit(make_launch(f"touch {tmp_path}/up; sleep 1; exit 3", request_id="nopid.1")))
+    st = spawned(ex, "nopid.1")
     wait_file(tmp_path / "up", 5)
     ex.close()
     (data_dir / "runs" / "nopid.1" / "replica-0.pid").unlink(missing_ok=True)
@@ -617,7 +642,8 @@ def test_cancel_interrupted_by_a_restart_still_ends_with_sigkill(data_dir: Path,
     """The plain shim (sandbox = false) dies of the SIGTERM; a restart kills what is left."""
     ex = LocalExecutor("local-test", PLAIN, data_dir)
     la = make_launch(f"trap '' TERM; touch {tmp_path}/up; while true; do sleep 0.05; done")
-    shim = int(ok(ex.submit(la)).native_id)
+    ok(ex.submit(la))
+    shim = int(spawned(ex, la.request_id).native_id)
     wait_file(tmp_path / "up", 5)
     ok(ex.cancel(la.request_id, grace_s=30))
     # The monitor sends SIGTERM on its next pass; the shim dies of it, the command ignores it.
@@ -645,7 +671,8 @@ def test_a_restart_does_not_extend_the_grace_period(data_dir: Path, tmp_path: Pa
     (counting the grace afresh would leave the command running another 30 s)."""
     ex = LocalExecutor("local-test", FAST, data_dir)
     la = make_launch(f"trap '' TERM; touch {tmp_path}/up; while true; do sleep 0.05; done")
-    shim = int(ok(ex.submit(la)).native_id)
+    ok(ex.submit(la))
+    shim = int(spawned(ex, la.request_id).native_id)
     wait_file(tmp_path / "up", 5)
     ex.close()  # the platform stops; the launch keeps running
     decided = (datetime.now(UTC) - timedelta(seconds=100)).isoformat()
@@ -669,7 +696,8 @@ def test_shim_killed_from_outside_fails_with_the_signal_code_and_cleans_up(
     ex = LocalExecutor("local-test", FAST, data_dir)
     executors.append(ex)
     la = make_launch(f"echo $$ > {tmp_path}/inner; sleep 60")
-    shim = int(ok(ex.submit(la)).native_id)
+    ok(ex.submit(la))
+    shim = int(spawned(ex, la.request_id).native_id)
     wait_file(tmp_path / "inner", 5)
     time.sleep(0.05)
     inner = _job_processes(shim)

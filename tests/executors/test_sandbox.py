@@ -340,7 +340,7 @@ def test_run_times_are_the_supervisors_records_not_when_the_platform_looked(
         st = wait_done(back, "t.1", 10)
         assert st.phase is ExecPhase.SUCCEEDED and st.started_at and st.finished_at
         assert 0.9 <= (st.finished_at - st.started_at).total_seconds() <= 1.6, st
-        assert (st.started_at - t0).total_seconds() < 0.5, "the start is the spawn's, not the restart's"
+        assert (st.started_at - t0).total_seconds() < 2.5, "the start is the spawn's (< the 3 s down), not the restart's"
         assert (datetime.now(UTC) - st.finished_at).total_seconds() >= 1.0, "the end is the job's, not now"
     finally:
         back.close()

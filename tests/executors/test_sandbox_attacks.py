@@ -151,7 +151,8 @@ def test_a_tenant_job_cannot_reach_the_platform_or_another_tenant(platform: tupl
     victim = Launch("victim.1", "victim", "tenant-victim", "p",
                     f"echo {SECRET}-victim-log; echo {SECRET}-victim-file > secret.txt; sleep 8; exit 3",
                     (ReplicaLaunch(0),))
-    shim = int(ok(ex.submit(victim)).native_id)
+    ok(ex.submit(victim))
+    shim = int(wait_until(ex, "victim.1", lambda s: bool(s.native_id), 10, "spawned").native_id)
     ctl = ex.runs_dir / "victim.1"
     work = ex._sandbox.root / "victim.1"  # type: ignore[union-attr]
     deadline = time.monotonic() + 10

@@ -24,14 +24,23 @@ How our concepts map onto the machine:
   a process to them;
 - **capacity**: the scheduler enforces the pool's declared capacity; ``max_processes``
   (default 256) only protects this one machine: launches beyond it wait in memory in a
-  FIFO as ``pending`` and start as processes finish.
+  FIFO as ``pending`` and start as processes finish;
+- **the launch path**: ``submit`` records the launch (``mkdir`` + ``launch.json``) and hands
+  a request to the **launcher**, a process of its own (``local_launcher.py``) that makes the
+  run dir and cgroups, writes ``.args`` and ``.pid`` and starts the supervisor, then reaps
+  it; so ``submit`` never waits for a ``fork``/``exec`` and never holds the GIL through one.
+  A launch is ``pending`` ("launching") until its supervisor's start record exists, then
+  ``running``. ``observe`` reports a launch that ran as running at least once before its
+  outcome (a short job can start and end between two observations, or while the platform
+  is down; the control loop records the start when it sees running).
 
-Files of a run (all written atomically: tmp then rename, or link for first-writer-wins)::
+Files of a run (written so that a reader sees them whole or not at all: one write(2) to
+a new file, tmp then rename, or link for first-writer-wins)::
 
-    launch.json               manifest, written before any process starts
-    replica-<i>.args          the job's environment for bubblewrap (sandbox; 0600)
+    launch.json               manifest, written by submit before any process starts
+    replica-<i>.args          the job's environment for bubblewrap (sandbox; 0600; launcher)
     replica-<i>.start         empty; its mtime is the supervisor's start
-    replica-<i>.pid           {"pid", "create_time", "started_at"} after the spawn
+    replica-<i>.pid           {"pid", "create_time", "started_at"}, by the launcher at the spawn
     replica-<i>.exit          the command's exit code and a newline, written by the shim
     replica-<i>.stdout.log    replica-<i>.stderr.log
     verdict.json              an outcome decided by the platform: cancelled, gang
@@ -45,12 +54,16 @@ only means the restart derives the same outcome again from the run's files.
 
 Idempotency and crash safety: ``submit`` creates the run directory with ``os.mkdir``; if
 it exists, the launch was already submitted and its status is returned, nothing starts.
-If the platform died after ``mkdir`` but before a replica was spawned (or while the launch
-waited for a slot), a restarted executor finds a manifest without pid, exit file or live
-shim and marks the launch **lost**: the caller requeues it under a *new* request id. We
-never start a recorded launch a second time, so a job can never run twice by our doing.
-A shim that was spawned but whose pid file was not yet written is found by scanning the
-process table for its argv (which names its exit file). One executor instance owns a data
+If the platform died after ``mkdir`` but before a replica was spawned (while the launch
+waited for a slot, or for the launcher), a restarted executor finds a manifest without
+pid, exit file or live shim and marks the launch **lost**: the caller requeues it under a
+*new* request id. We never start a recorded launch a second time, so a job can never run
+twice by our doing. The launcher holds a copy of the data dir's lock and starts nothing
+once its platform is gone, so the restart scans only after it has exited, when every
+supervisor it started has exec'd. A shim that was spawned but whose pid file was not yet
+written is found by scanning the process table for its argv (which names its exit file).
+If the launcher dies under a live platform, its replicas are re-adopted like a restart's
+and a new launcher takes over (``_launcher_gone``). One executor instance owns a data
 directory at a time (``executor.lock``, ``flock``).
 """
 
@@ -63,7 +76,6 @@ import logging
 import os
 import re
 import signal
-import subprocess
 import threading
 import time
 from collections import OrderedDict, deque
@@ -77,9 +89,9 @@ import psutil
 
 from yungu.adapters.executors.base import BaseExecutor
 from yungu.adapters.executors.env import ensure_checkpoint_dir, replica_env
+from yungu.adapters.executors.local_launcher import Spawner, SpawnerFactory, default_spawner
 from yungu.adapters.executors.local_runs import (
     SHIM,
-    SHIM_ARGV0,
     ReplicaState,
     decide,
     group_exists,
@@ -96,19 +108,17 @@ from yungu.adapters.executors.local_runs import (
     write_exclusive,
     write_exit,
     write_new,
-    write_private,
 )
 from yungu.adapters.executors.sandbox import (
     CHECKPOINT_DIR,
     JOB_BASE_ENV,
     SANDBOX_KEYS,
-    SANDBOX_SHIM,
-    SUPERVISOR_ENV,
     Bind,
     Sandbox,
     SandboxError,
     parse_sandbox_setting,
 )
+from yungu.adapters.executors.sandbox_cgroups import Events
 from yungu.domain.clock import Clock
 from yungu.domain.errors import InvalidInput, Unavailable
 from yungu.ports.executor import (
@@ -129,6 +139,7 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,199}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _STREAM = re.compile(r"^(stdout|stderr)(?::(\d{1,6}))?$")
 _FINISHED_CACHE = 100_000
+_ENDED = (ReplicaState.EXITED, ReplicaState.GONE)
 
 
 class _SystemClock:
@@ -201,11 +212,15 @@ class _Replica:
     index: int
     state: ReplicaState = ReplicaState.QUEUED
     exit_code: int | None = None
-    popen: subprocess.Popen[bytes] | None = None  # only for processes this instance started
+    owned: bool = False  # a child of our launcher, which will report its exit
+    reaped: int | None = None  # its wait status as the launcher reported it (Popen's returncode)
+    cgroup_events: Events | None = None  # read by the launcher when it reaped the supervisor
     pid: int | None = None
     create_time: float | None = None
     signalled: bool = False  # we sent its group SIGTERM (so SIGKILL follows after the grace)
+    killed: bool = False  # we sent SIGKILL
     started: float | None = None  # the supervisor's start record (epoch seconds)
+    start_checked: bool = False  # ended, and its start record looked for
     ended: float | None = None  # the supervisor's end record
 
 
@@ -223,7 +238,7 @@ class _Run:
     verdict: tuple[ExecPhase, int | None, str] | None = None
     grace_s: float = 0.0
     kill_at: float | None = None  # monotonic time of SIGKILL escalation
-    kill_sent: bool = False
+    cached: ExecStatus | None = None  # the last answer, while nothing but an event can change it
 
     @property
     def native_id(self) -> str:
@@ -242,9 +257,12 @@ class LocalExecutor(BaseExecutor):
         data_dir: Path | str = ".",
         *,
         clock: Clock | None = None,
+        spawner: SpawnerFactory | None = None,
     ) -> None:
         """``clock`` must tell real time (the default): run times come from the supervisor's
-        file records, which the kernel stamps, and are compared with ``clock.now()``."""
+        file records, which the kernel stamps, and are compared with ``clock.now()``.
+        ``spawner`` makes the launcher (``local_launcher.default_spawner``: a process of its
+        own); tests pass slow or gated ones."""
         super().__init__(name)
         self.settings = (
             settings if isinstance(settings, LocalSettings) else LocalSettings.parse(settings or {})
@@ -256,8 +274,8 @@ class LocalExecutor(BaseExecutor):
         self._lock = threading.RLock()
         self._active: dict[str, _Run] = {}
         self._finished: OrderedDict[str, tuple[ExecStatus, int]] = OrderedDict()
+        self._shown_running: OrderedDict[str, None] = OrderedDict()  # observe has reported them running
         self._queue: deque[str] = deque()
-        self._unrecorded: list[tuple[_Run, _Replica]] = []
         self._to_persist: list[dict[str, Any]] = []
         self._journaled: set[str] = set()
         self._claims: dict[str, threading.Event] = {}
@@ -277,7 +295,7 @@ class LocalExecutor(BaseExecutor):
             raise Unavailable(
                 f"local executor {name}: data dir {self.data_dir} is not usable: {exc}"
             ) from exc
-        if not _lock_within(self._lockfile, seconds=3.0):
+        if not _lock_within(self._lockfile, seconds=10.0):
             holder = os.pread(self._lockfile, 32, 0).decode(errors="replace").strip()
             os.close(self._lockfile)
             raise Unavailable(
@@ -303,7 +321,15 @@ class LocalExecutor(BaseExecutor):
             self.data_dir / "finished.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600
         )
         self._adopt_all()
+        self._spawner_factory = spawner or default_spawner
+        self._closing = False
+        self._launcher_since, self._launcher_deaths = 0.0, 0
         self._stop = threading.Event()
+        try:
+            self._launcher = self._start_launcher()
+        except OSError as exc:
+            os.close(self._lockfile)
+            raise Unavailable(f"local executor {name}: cannot start its launcher process: {exc}") from exc
         self._thread = threading.Thread(target=self._monitor, name=f"yungu-local-{name}", daemon=True)
         self._thread.start()
 
@@ -396,18 +422,18 @@ class LocalExecutor(BaseExecutor):
             write_new(path / "launch.json", manifest(launch, self.name, self._clock.now()))
         except OSError as exc:  # nothing started; a retry of this id will read "lost"
             return ExecError(ExecErrorCode.UNREACHABLE, f"cannot record launch {rid}: {exc}")
-        with self._lock:
-            if self._queue or self._slots_used + n > self.settings.max_processes:
-                self._queue.append(rid)
-                self._active[rid] = run
-                return self._refresh(run)
-            run.slots = n
-            self._slots_used += n
-        self._spawn(run)
+        # The launch is recorded: from here the launcher does the rest, off this thread.
+        request = self._request(run)
         with self._lock:
             self._active[rid] = run
-            self._unrecorded.extend((run, r) for r in run.replicas if r.popen is not None)
-            return self._refresh(run)
+            if self._queue or self._slots_used + n > self.settings.max_processes:
+                self._queue.append(rid)
+            else:
+                run.slots = n
+                self._slots_used += n
+                self._send(run, request)
+            return self._status_of(run, *decide([(r.state, None) for r in run.replicas])) if run.verdict is None \
+                else self._refresh(run)
 
     def _cancel(self, request_id: str, grace_s: float) -> ExecStatus | ExecError:
         with self._lock:
@@ -436,8 +462,26 @@ class LocalExecutor(BaseExecutor):
         with self._lock:
             for rid in request_ids:
                 found = self._lookup(rid, load=True)
-                out[rid] = found or ExecError(ExecErrorCode.NOT_FOUND, f"unknown request {rid}")
+                out[rid] = self._not_skipping_running(found) if found else ExecError(
+                    ExecErrorCode.NOT_FOUND, f"unknown request {rid}")
         return out
+
+    def _not_skipping_running(self, st: ExecStatus) -> ExecStatus:
+        """``observe`` reports a launch that ran as running at least once before its outcome.
+
+        Launches start off the caller's thread, so a short one can start and end between two
+        observations (or while the platform is down); a caller that records "started" when
+        it sees running (the control loop) would otherwise never see it start. The running
+        view carries the real start record; the outcome follows on the next observation."""
+        rid = st.request_id
+        if st.phase is ExecPhase.RUNNING:
+            self._shown_running[rid] = None
+        elif st.done and st.started_at is not None and rid not in self._shown_running:
+            self._shown_running[rid] = None
+            while len(self._shown_running) > _FINISHED_CACHE:
+                self._shown_running.popitem(last=False)
+            return ExecStatus(rid, ExecPhase.RUNNING, native_id=st.native_id, started_at=st.started_at)
+        return st
 
     def _logs(self, request_id: str, stream: str, offset: int, limit: int) -> LogChunk | ExecError:
         m = _STREAM.match(stream)
@@ -513,6 +557,9 @@ class LocalExecutor(BaseExecutor):
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
+        with self._lock:
+            self._closing = True
+        self._launcher.close()  # sends what is queued, then waits for it to exit (it holds the lock)
         self._flush()
         if self._sandbox is not None:
             self._sandbox.close()  # only empty cgroups go; running jobs keep theirs
@@ -555,67 +602,157 @@ class LocalExecutor(BaseExecutor):
 
     # ---- processes -------------------------------------------------------------------
 
-    def _spawn(self, run: _Run) -> None:
-        """Start every replica of a run whose slots are reserved. Touches only ``run``."""
+    def _start_launcher(self) -> Spawner:
+        sb = self._sandbox
+        init = {"key": sb.cgroups.key, "cgroups": sb.cgroups.export()} if sb is not None else {}
+        self._launcher_since = self._monotonic()
+        return self._spawner_factory(init, self._lockfile, self._on_launcher_events, self._launcher_gone)
+
+    def _request(self, run: _Run) -> dict[str, Any] | str:
+        """The launcher's spawn request for a run (no processes; only the job's checkpoint
+        directory is made here), or why the launch cannot be confined or prepared as promised
+        (it must then not run)."""
         launch = run.launch
         assert launch is not None
-        run.spawned_at = self._clock.now()
-        run.memory_gb = launch.memory_gb_per_replica
-        # None: inherit the platform's environment as is (the cheap, common case).
-        inherit = self.settings.inherit_env is not False
-        env = None if inherit and not launch.env else {**self._base_env, **launch.env}
+        sb = self._sandbox
+        rid = launch.request_id
+        replicas: list[dict[str, Any]] = []
+        if sb is None:
+            problem = ensure_checkpoint_dir(launch)
+            if problem:
+                return problem
+            # None: the launcher's environment, i.e. the platform's, as is (the common case).
+            inherit = self.settings.inherit_env is not False
+            env = None if inherit and not launch.env else {**self._base_env, **launch.env}
+            for rep, spec in zip(run.replicas, launch.replicas, strict=True):
+                platform_vars = [f"{k}={v}" for k, v in self._platform_vars(launch, rep.index, spec).items()]
+                replicas.append({"i": rep.index, "kind": "plain", "prefix": f"{run.path}/replica-{rep.index}",
+                                 "command": launch.command, "vars": platform_vars, "env": env,
+                                 "cwd": str(run.path)})
+            return {"op": "spawn", "rid": rid, "replicas": replicas}
         try:
-            if self._sandbox is not None:
-                self._spawn_sandboxed(run, launch, self._sandbox)
-            else:
-                problem = ensure_checkpoint_dir(launch)
-                if problem:
-                    raise OSError(problem)
-                for rep, spec in zip(run.replicas, launch.replicas, strict=True):
-                    platform_vars = [f"{k}={v}" for k, v in self._platform_vars(launch, rep.index, spec).items()]
-                    self._spawn_replica(run, rep, launch.command, env, platform_vars)
-        except SandboxError as exc:  # cannot be confined as promised: it must not run
-            log.error("local launch not confined", extra={"executor": self.name, "request_id": run.request_id,
-                                                          "error": str(exc)})
-            self._set_verdict(run, ExecPhase.FAILED, None, f"could not set up the job sandbox: {exc}", 0.0)
-        except Exception as exc:  # OSError (EAGAIN, ENOMEM...) or a bug: never leak the slots
-            log.error(
-                "local spawn failed",
-                exc_info=not isinstance(exc, OSError),
-                extra={"executor": self.name, "request_id": run.request_id, "error": str(exc)},
-            )
-            self._set_verdict(run, ExecPhase.LOST, None, f"could not start processes: {exc}", 0.0)
+            uid, work = sb.plan(rid, launch.tenant_id)
+            # The job's own checkpoint directory (kept across attempts), at /checkpoint inside;
+            # the one disk write here (a mkdir, made before the launcher binds it).
+            ckpt = sb.checkpoint_dir(launch.job_id, uid) if launch.checkpoint_dir else None
+        except SandboxError as exc:
+            return str(exc)
+        tail = sb.argv(uid, work, launch.command, ckpt)
+        for rep, spec in zip(run.replicas, launch.replicas, strict=True):
+            env = {**JOB_BASE_ENV, **launch.env, **self._platform_vars(launch, rep.index, spec)}
+            if ckpt is not None:
+                env["YUNGU_CHECKPOINT_DIR"] = CHECKPOINT_DIR
+            replicas.append({
+                "i": rep.index, "prefix": f"{run.path}/replica-{rep.index}", "args": sb.env_items(env),
+                "cgroup": sb.cgroup_spec(_leaf(rid, rep.index), launch.cpus_per_replica,
+                                         launch.memory_gb_per_replica),
+                "tail": tail,
+            })
+        return {"op": "spawn", "rid": rid, "work": str(work), "uid": uid, "replicas": replicas}
+
+    def _send(self, run: _Run, request: dict[str, Any] | str) -> None:
+        """Hand a run whose slots are reserved to the launcher (under the lock; never blocks)."""
+        assert run.launch is not None
+        run.memory_gb = run.launch.memory_gb_per_replica
         run.launch = None
+        run.cached = None
+        if isinstance(request, str):
+            self._sandbox_failure(run, request)
+            return
+        for rep in run.replicas:
+            rep.state = ReplicaState.STARTING
+        self._launcher.send(request)
+
+    def _sandbox_failure(self, run: _Run, problem: str) -> None:
+        """The launch cannot be confined as promised: it must not run."""
+        log.error("local launch not confined", extra={"executor": self.name, "request_id": run.request_id,
+                                                      "error": problem})
+        self._set_verdict(run, ExecPhase.FAILED, None, f"could not set up the job sandbox: {problem}", 0.0)
+
+    def _on_launcher_events(self, events: list[dict[str, Any]]) -> None:
+        """Apply what the launcher reports (its reader thread), then bring those runs up to date."""
+        touched: dict[str, _Run] = {}
+        with self._lock:
+            for ev in events:
+                run = self._active.get(ev.get("rid", ""))
+                if run is None:
+                    continue
+                touched[run.request_id] = run
+                run.cached = None
+                kind = ev["ev"]
+                if kind == "spawned":
+                    rep = run.replicas[ev["i"]]
+                    rep.pid, rep.create_time, rep.owned = ev["pid"], ev.get("ct"), True
+                    rep.state = ReplicaState.ALIVE
+                    at = datetime.fromisoformat(ev["at"])
+                    run.spawned_at = min(run.spawned_at, at) if run.spawned_at else at
+                elif kind == "exit":
+                    rep = run.replicas[ev["i"]]
+                    if rep.owned and rep.pid == ev["pid"]:
+                        rep.reaped = ev["rc"]
+                        if "oom" in ev:  # the launcher read the cgroup's counters and removed it
+                            rep.cgroup_events = Events(int(ev["oom"]), int(ev["pids_denied"]))
+                elif kind == "skipped":
+                    for i in ev["replicas"]:
+                        run.replicas[i].state = ReplicaState.GONE
+                elif kind == "failed":
+                    for i in ev["unspawned"]:
+                        run.replicas[i].state = ReplicaState.GONE
+                    if ev["kind"] == "sandbox":
+                        self._sandbox_failure(run, ev["msg"])
+                    elif run.verdict is None:
+                        log.error("local spawn failed", extra={"executor": self.name, "request_id": run.request_id,
+                                                               "error": ev["msg"]})
+                        self._set_verdict(run, ExecPhase.LOST, None, ev["msg"], 0.0)
+            for run in touched.values():
+                if run.request_id in self._active:
+                    self._refresh(run)
+
+    def _launcher_gone(self) -> None:
+        """The launcher process died under a live executor (its reader saw EOF): every
+        supervisor it started has exec'd, and it will start no more. Its replicas become
+        re-adopted ones (pid file, argv or records), those it never reached are gone (the
+        run reads lost), and a new launcher takes the next requests (after a pause if it
+        keeps dying young)."""
+        with self._lock:
+            young = self._monotonic() - self._launcher_since < 5.0
+            self._launcher_deaths = self._launcher_deaths + 1 if young else 1
+        if self._launcher_deaths > 1:
+            self._stop.wait(min(10.0, 0.5 * 2 ** (self._launcher_deaths - 2)))
+        with self._lock:
+            if self._closing:
+                return
+            log.error("local executor %s: the launcher process died; starting a new one", self.name,
+                      extra={"executor": self.name})
+            shims: Mapping[str, tuple[int, float]] | None = None
+            for run in list(self._active.values()):
+                run.cached = None
+                for rep in run.replicas:
+                    if rep.state is ReplicaState.ALIVE and rep.owned and rep.reaped is None:
+                        rep.owned = False  # from now on: probe + exit file, like any adopted one
+                    elif rep.state is ReplicaState.STARTING:
+                        base = run.path / f"replica-{rep.index}"
+                        info = read_json(Path(f"{base}.pid"))
+                        if info is None:
+                            shims = shim_index() if shims is None else shims
+                            found = shims.get(str(base))
+                            info = {"pid": found[0], "create_time": found[1]} if found else None
+                        if info is not None:
+                            rep.pid, rep.create_time = int(info["pid"]), info.get("create_time")
+                            rep.state = ReplicaState.ALIVE
+                        elif read_exit(Path(f"{base}.exit")) is not None:
+                            rep.state, rep.exit_code = ReplicaState.EXITED, read_exit(Path(f"{base}.exit"))
+                        else:
+                            rep.state = ReplicaState.GONE  # never spawned, and never will be
+            self._launcher = self._start_launcher()  # before the refresh: it may send queued launches
+            for run in list(self._active.values()):
+                self._refresh(run)
 
     def _platform_vars(self, launch: Launch, index: int, spec: ReplicaLaunch) -> dict[str, str]:
         out = replica_env(launch, index)  # the YUNGU_* block every executor builds the same way
         if self.settings.set_cuda_visible_devices and spec.devices:
             out["CUDA_VISIBLE_DEVICES"] = out["YUNGU_DEVICES"]
         return out
-
-    def _spawn_sandboxed(self, run: _Run, launch: Launch, sb: Sandbox) -> None:
-        """One supervisor per replica; see ``sandbox.py`` for the chain it starts."""
-        uid, work = sb.prepare(launch.request_id, launch.tenant_id)
-        # The job's own checkpoint directory (kept across attempts), at /checkpoint inside.
-        ckpt = sb.checkpoint_dir(launch.job_id, uid) if launch.checkpoint_dir else None
-        for rep, spec in zip(run.replicas, launch.replicas, strict=True):
-            prefix = run.path / f"replica-{rep.index}"
-            env = {**JOB_BASE_ENV, **launch.env, **self._platform_vars(launch, rep.index, spec)}
-            if ckpt is not None:
-                env["YUNGU_CHECKPOINT_DIR"] = CHECKPOINT_DIR
-            write_private(Path(f"{prefix}.args"), sb.env_args(env))
-            procs = sb.cgroup(_leaf(run.request_id, rep.index), launch.cpus_per_replica, launch.memory_gb_per_replica)
-            proc = subprocess.Popen(
-                ["/bin/sh", "-c", SANDBOX_SHIM, SHIM_ARGV0, str(prefix), procs,
-                 *sb.argv(uid, work, launch.command, ckpt)],
-                cwd="/",
-                env=SUPERVISOR_ENV,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            rep.popen, rep.pid, rep.state = proc, proc.pid, ReplicaState.ALIVE
 
     def _signal(self, rep: _Replica, sig: int) -> None:
         assert rep.pid is not None
@@ -624,52 +761,19 @@ class LocalExecutor(BaseExecutor):
         else:
             signal_group(rep.pid, sig)
 
-    def _spawn_replica(
-        self, run: _Run, rep: _Replica, command: str, env: dict[str, str] | None, platform_vars: list[str]
-    ) -> None:
-        proc = subprocess.Popen(
-            ["/bin/sh", "-c", SHIM, SHIM_ARGV0, command, f"{run.path}/replica-{rep.index}", *platform_vars],
-            cwd=run.path,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        rep.popen, rep.pid, rep.state = proc, proc.pid, ReplicaState.ALIVE
-
-    def _record_pids(self) -> None:
-        """Write ``replica-<i>.pid`` for processes still running (off the submit path).
-
-        A replica that ends before this runs needs no pid file: its exit file says it all.
-        A platform crash before this runs is covered by the argv scan in ``_load``.
-        """
-        with self._lock:
-            todo, self._unrecorded = self._unrecorded, []
-        for run, rep in todo:
-            if rep.popen is None or rep.popen.returncode is not None or rep.pid is None:
-                continue
-            try:
-                rep.create_time = psutil.Process(rep.pid).create_time()
-            except psutil.Error:
-                continue
-            started = run.spawned_at.isoformat() if run.spawned_at else None
-            with contextlib.suppress(OSError):
-                write_atomic(
-                    run.path / f"replica-{rep.index}.pid",
-                    {"pid": rep.pid, "create_time": rep.create_time, "started_at": started},
-                )
-
     def _poll(self, run: _Run, rep: _Replica) -> None:
-        """Advance one replica's state from the OS (waitpid for ours, files and /proc otherwise)."""
+        """Advance one replica's state: the launcher's report for its children, files and
+        /proc for re-adopted ones; and, until it is seen, the supervisor's start record."""
         if rep.state is not ReplicaState.ALIVE:
             return
+        if rep.started is None:
+            rep.started = mtime(run.path / f"replica-{rep.index}.start")
         exit_path = run.path / f"replica-{rep.index}.exit"
-        if rep.popen is not None:
-            rc = rep.popen.poll()  # reaps: no zombies
+        if rep.owned:
+            rc = rep.reaped
             if rc is None:
                 return
-            rep.popen = None
+            rep.owned = False
             if rc >= 0:
                 code: int | None = rc
             else:  # the shim itself was killed by a signal: record what the shell would report
@@ -678,7 +782,7 @@ class LocalExecutor(BaseExecutor):
                     code = 128 - rc
                     with contextlib.suppress(OSError):
                         write_exit(exit_path, code)
-            safe = True  # just reaped by us: the group id cannot have been reused
+            safe = True  # just reaped: the group id stays ours while anything is left in it
         else:
             assert rep.pid is not None
             seen = probe(rep.pid, rep.create_time)
@@ -690,6 +794,8 @@ class LocalExecutor(BaseExecutor):
             elif seen == "alive":
                 return  # exit code written, shim about to exit: next poll
             safe = seen == "dead"
+        if rep.started is None:
+            rep.started = mtime(run.path / f"replica-{rep.index}.start")
         rep.state, rep.exit_code = (
             (ReplicaState.EXITED, code) if code is not None else (ReplicaState.GONE, None)
         )
@@ -699,13 +805,28 @@ class LocalExecutor(BaseExecutor):
             signal_group(rep.pid, signal.SIGKILL)  # leftovers of a finished replica
 
     def _refresh(self, run: _Run) -> ExecStatus:
-        """Bring one run up to date, act on it (kill, escalate, finalise) and say where it is."""
+        """Bring one run up to date, act on it (kill, escalate, finalise) and say where it is.
+
+        A run that only the launcher's events can change (queued, starting, or running as its
+        child with its start seen) answers from its last status: ``observe`` over thousands of
+        launches then costs a lookup each; every event, verdict or hand-over clears it."""
+        if run.cached is not None and not self._needs_watching(run):
+            return run.cached
+        status = self._refresh_now(run)
+        run.cached = status if not status.done else None
+        return status
+
+    def _refresh_now(self, run: _Run) -> ExecStatus:
         for rep in run.replicas:
             self._poll(run, rep)
         if run.verdict is None:
-            phase, code, reason = decide([(r.state, r.exit_code) for r in run.replicas])
+            # A replica runs once its supervisor's start record exists; until then it starts.
+            phase, code, reason = decide([
+                (ReplicaState.STARTING if r.state is ReplicaState.ALIVE and r.started is None else r.state,
+                 r.exit_code) for r in run.replicas
+            ])
             if phase in (ExecPhase.FAILED, ExecPhase.LOST) and any(
-                r.state is ReplicaState.ALIVE for r in run.replicas
+                r.state in (ReplicaState.ALIVE, ReplicaState.STARTING) for r in run.replicas
             ):
                 reason += "; the other replicas were terminated"
             if phase in (ExecPhase.FAILED, ExecPhase.LOST):
@@ -729,35 +850,37 @@ class LocalExecutor(BaseExecutor):
         return self._finalise(run, phase, code, reason)
 
     def _terminated(self, run: _Run) -> bool:
-        """Drive SIGTERM -> grace -> SIGKILL for a run with a verdict; True once nothing is left."""
+        """Drive SIGTERM -> grace -> SIGKILL for a run with a verdict; True once nothing is left.
+
+        A replica the launcher has not started yet is cancelled there; if it was started
+        meanwhile, it is signalled as soon as its pid is known, and killed at the deadline."""
         now = self._monotonic()
         if run.kill_at is None:
             run.kill_at = now + run.grace_s
-            for rep in run.replicas:
-                if rep.state is ReplicaState.ALIVE and rep.pid is not None:
-                    rep.signalled = True
-                    self._signal(rep, signal.SIGTERM)
-            for rep in run.replicas:
-                self._poll(run, rep)
+            if any(r.state is ReplicaState.STARTING for r in run.replicas):
+                self._launcher.send({"op": "cancel", "rid": run.request_id})
+        for rep in run.replicas:
+            if rep.state is ReplicaState.ALIVE and rep.pid is not None and not rep.signalled:
+                rep.signalled = True
+                self._signal(rep, signal.SIGTERM)
+        for rep in run.replicas:
+            self._poll(run, rep)
         signalled = [r for r in run.replicas if r.signalled and r.pid is not None]
-        if any(r.state is ReplicaState.ALIVE for r in run.replicas) or any(
+        undecided = any(r.state is ReplicaState.STARTING for r in run.replicas)  # the launcher has not said
+        if any(r.state is ReplicaState.ALIVE for r in run.replicas) or undecided or any(
             group_exists(r.pid) for r in signalled if r.pid
         ):
             if now < run.kill_at:
                 return False
-            if not run.kill_sent:
-                run.kill_sent = True
-                for rep in signalled:
-                    if rep.pid is not None and (
-                        rep.popen is not None or probe(rep.pid, rep.create_time) != "reused"
-                    ):
-                        self._signal(rep, signal.SIGKILL)
+            for rep in signalled:
+                if not rep.killed and rep.pid is not None and (
+                    rep.owned or probe(rep.pid, rep.create_time) != "reused"
+                ):
+                    rep.killed = True
+                    self._signal(rep, signal.SIGKILL)
             for rep in run.replicas:
-                if rep.popen is not None:
-                    with contextlib.suppress(subprocess.TimeoutExpired):
-                        rep.popen.wait(timeout=0.2)  # SIGKILLed: reaping is a matter of microseconds
                 self._poll(run, rep)
-            if any(r.state is ReplicaState.ALIVE for r in run.replicas):
+            if undecided or any(r.state is ReplicaState.ALIVE for r in run.replicas):
                 return False
         return True
 
@@ -773,8 +896,9 @@ class LocalExecutor(BaseExecutor):
         exists (the first milliseconds), the moment we forked it."""
         known: list[float] = []
         for rep in run.replicas:
-            if rep.started is None and rep.state is not ReplicaState.QUEUED:
-                rep.started = mtime(run.path / f"replica-{rep.index}.start")
+            if rep.started is None and not rep.start_checked and rep.state in _ENDED:
+                rep.started = mtime(run.path / f"replica-{rep.index}.start")  # (ALIVE: _poll reads it)
+                rep.start_checked = True
             if rep.started is not None:
                 known.append(rep.started)
         if known:
@@ -821,7 +945,7 @@ class LocalExecutor(BaseExecutor):
     def _finalise(self, run: _Run, phase: ExecPhase, code: int | None, reason: str) -> ExecStatus:
         finished = self._finished_at(run)
         if self._sandbox is not None:
-            notes = [self._sandbox.finished(_leaf(run.request_id, r.index), run.memory_gb) for r in run.replicas]
+            notes = [self._cgroup_note(run, r, self._sandbox) for r in run.replicas]
             note = "; ".join(sorted({n for n in notes if n}))
             if note and phase is ExecPhase.FAILED:
                 reason = f"{reason} ({note})" if reason else note
@@ -835,6 +959,13 @@ class LocalExecutor(BaseExecutor):
         self._remember(status, len(run.replicas))
         self._start_queued()
         return status
+
+    def _cgroup_note(self, run: _Run, rep: _Replica, sb: Sandbox) -> str:
+        """What the kernel stopped in a finished replica's cgroups; they go (or are retried)."""
+        leaf = _leaf(run.request_id, rep.index)
+        if rep.cgroup_events is None:  # re-adopted, or never spawned: read and remove them here
+            return sb.finished(leaf, run.memory_gb)
+        return sb.note(rep.cgroup_events, run.memory_gb)  # the launcher removed them (or retries)
 
     def _status_of(
         self, run: _Run, phase: ExecPhase, code: int | None, reason: str, finished_at: datetime | None = None
@@ -860,8 +991,7 @@ class LocalExecutor(BaseExecutor):
             self._queue.popleft()
             run.slots = len(run.replicas)
             self._slots_used += run.slots
-            self._spawn(run)
-            self._unrecorded.extend((run, r) for r in run.replicas if r.popen is not None)
+            self._send(run, self._request(run))
 
     def _monitor(self) -> None:
         """Reap, fail gangs, escalate kills and start queued launches even when nobody asks."""
@@ -869,7 +999,8 @@ class LocalExecutor(BaseExecutor):
             try:
                 with self._lock:
                     for run in list(self._active.values()):
-                        self._refresh(run)
+                        if self._needs_watching(run):
+                            self._refresh(run)
                     self._start_queued()
                 self._flush()
                 if self._sandbox is not None:
@@ -878,9 +1009,20 @@ class LocalExecutor(BaseExecutor):
                 log.error("local executor monitor failed", exc_info=True, extra={"executor": self.name})
         self._flush()
 
+    @staticmethod
+    def _needs_watching(run: _Run) -> bool:
+        """Whether the monitor must look at a run: one the launcher reports on (its replicas
+        starting, or running as its children) changes only by its events or a deadline."""
+        if run.verdict is not None or run.time_limit_s is not None:
+            return True
+        return not all(
+            r.state in (ReplicaState.QUEUED, ReplicaState.STARTING)
+            or (r.state is ReplicaState.ALIVE and r.owned and r.started is not None)
+            for r in run.replicas
+        )
+
     def _flush(self) -> None:
-        """Disk writes that need not hold the lock: pid files and the finished journal."""
-        self._record_pids()
+        """Disk writes that need not hold the lock: the finished journal."""
         with self._lock:
             todo, self._to_persist = self._to_persist, []
             fd = self._journal

@@ -52,6 +52,7 @@ class ReplicaState(Enum):
     """What we know of one replica."""
 
     QUEUED = "queued"  # waiting for a process slot (in memory only)
+    STARTING = "starting"  # handed to the launcher; for decide(): also a supervisor not yet started
     ALIVE = "alive"
     EXITED = "exited"  # exit code known
     GONE = "gone"  # no live shim and no exit code
@@ -62,7 +63,9 @@ def decide(states: Sequence[tuple[ReplicaState, int | None]]) -> tuple[ExecPhase
 
     Pure, so the rules are in one place: a non-zero exit fails the gang (the first one
     seen, lowest replica index on ties); a replica that vanished without an exit code
-    makes the launch lost; all zero is success; otherwise it runs or waits.
+    makes the launch lost; all zero is success; otherwise it runs (a replica's supervisor
+    has written its start record), starts (handed to the launcher, or not yet recorded its
+    start) or waits for a process slot.
     """
     if not states:
         return (
@@ -84,6 +87,8 @@ def decide(states: Sequence[tuple[ReplicaState, int | None]]) -> tuple[ExecPhase
         return ExecPhase.SUCCEEDED, 0, ""
     if any(st is ReplicaState.ALIVE for st, _ in states):
         return ExecPhase.RUNNING, None, ""
+    if any(st is ReplicaState.STARTING for st, _ in states):
+        return ExecPhase.PENDING, None, "launching: the supervisor has not started yet"
     return ExecPhase.PENDING, None, "waiting for a local process slot (max_processes)"
 
 

@@ -31,6 +31,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger("yungu.executor.local")
 
@@ -122,6 +123,18 @@ class Cgroups:
             if not os.access(h.base, os.W_OK):
                 del self.hierarchies[ctl]
                 self.problems.append(f"{ctl} (cgroup v1): {h.base} is not writable")
+
+    @classmethod
+    def of(cls, key: str, hierarchies: list[list[Any]]) -> Cgroups:
+        """The same controllers as another instance's ``export()``, without probing the
+        machine again (the launcher process uses the platform's)."""
+        self = cls.__new__(cls)
+        self.key, self.problems = key, []
+        self.hierarchies = {str(c): Hierarchy(str(c), Path(base), bool(v2)) for c, base, v2 in hierarchies}
+        return self
+
+    def export(self) -> list[list[Any]]:
+        return [[h.controller, str(h.base), h.v2] for h in self.hierarchies.values()]
 
     @staticmethod
     def _v2(mounts: list[Path]) -> tuple[Path | None, set[str]]:
