@@ -21,6 +21,7 @@ import httpx
 import uvicorn
 
 from tests.net import free_port
+from yungu.adapters.gateway.http1 import raise_open_files_limit
 from yungu.adapters.gateway.service import TokenService
 from yungu.adapters.gateway.store import TokenStore
 from yungu.adapters.store import tables as _tables  # noqa: F401
@@ -128,6 +129,7 @@ def gateway(tmp: Path, *, breaker: BreakerPolicy | None = None) -> Iterator[Gate
     now = clock.now()
     store.set_model("echo", "chat", PRICE, 64, now)
     store.set_model("echo-embed", "embeddings", Price(Decimal("0.1000"), Decimal("0")), 1, now)
+    raise_open_files_limit()  # as the servers do (app/tokens.py, app/gateway_server.py)
     svc = TokenService(store, jobs.principal, clock, ids.new, "yungu-test", breaker=breaker, monotonic=mono,
                        refresh_s=1e9)
     port = free_port()

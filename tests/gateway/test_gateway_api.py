@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from tests.gateway.harness import PRICE, Gateway, gateway, stream_lines
+from yungu.adapters.gateway.http1 import raise_open_files_limit
 from yungu.engines.gateway.breaker import BreakerPolicy
 
 CHAT = {"model": "echo", "messages": [{"role": "user", "content": "one two three"}], "max_tokens": 5}
@@ -205,9 +206,13 @@ def test_routing_preferences_order_sort_and_max_price(tmp_path: Path) -> None:
 
 
 def test_a_thousand_concurrent_streams_never_overspend_a_small_budget(tmp_path: Path) -> None:
+    # This process holds both ends of every stream (client and gateway) and the upstream dials.
+    if raise_open_files_limit() < 4096:
+        pytest.skip("needs 4,096 open files in one process (client + gateway); raise `ulimit -Hn`")
     with gateway(tmp_path) as gw:
         gw.echo("r1", "--delay-ms", "2")
-        # One call reserves (bound 3 words -> 18+8+16=... bytes) x price; the budget covers ~40 of them.
+        # One call reserves (13 prompt bytes + 8 + 16 = 37 tokens) x 2 CNY/M + 16 x 8 CNY/M = 0.000202 CNY:
+        # the budget covers 247 of them at once.
         key = gw.key(budget="0.05")
         body = {**CHAT, "max_tokens": 16, "stream": True}
 

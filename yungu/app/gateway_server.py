@@ -17,6 +17,7 @@ from pathlib import Path
 import uvicorn
 
 from yungu.adapters.config import load_catalogue, load_config
+from yungu.adapters.gateway.http1 import raise_open_files_limit
 from yungu.adapters.gateway.service import TokenService
 from yungu.adapters.gateway.store import TokenStore
 from yungu.adapters.store import tables as _tables  # noqa: F401  (registers core tables)
@@ -38,6 +39,7 @@ def serve_gateway(host: str, port: int, data_dir: Path, config: Path | None, db_
     engine = create_engine(db_url or os.environ.get("YUNGU_DB_URL") or sqlite_url(data_dir))
     migrate(engine)
     store = SqlStore(engine, world.platform_id)
+    raise_open_files_limit()  # two sockets per call in flight
     gateway = TokenService(TokenStore(engine), store.principal, SystemClock(), Ids().new, world.platform_id)
     print(f"Yungu token gateway on http://{host}:{port}/v1 (platform {world.platform_id}, data {data_dir})",
           flush=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from yungu.adapters.gateway.billing import Receipts, TokenBilling
+from yungu.adapters.gateway.http1 import raise_open_files_limit
 from yungu.adapters.gateway.inference import (
     MODEL_SERVER,
     InferenceManager,
@@ -68,6 +69,7 @@ class TokenServices:
 
 def wire(c: Any, ledger: Any, hooks: list[Callable[[], object]]) -> TokenServices:
     store = TokenStore(c.engine)
+    raise_open_files_limit()  # two sockets per call in flight
     gateway = TokenService(store, c.store.principal, c.clock, c.ids.new, c.world.platform_id)
 
     def make_inference() -> InferenceManager:

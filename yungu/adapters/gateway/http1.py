@@ -7,16 +7,28 @@ This client does only what the gateway needs: POST/GET with a JSON body to an
 OpenAI-compatible server, plain or chunked responses, and closing a connection when a stream
 is abandoned (the upstream sees the disconnect and stops generating).
 
-Errors are mapped at the boundary: any socket or protocol failure raises ``UpstreamError``.
+Errors are mapped at the boundary: any socket or protocol failure raises ``UpstreamError``;
+a failure that is the gateway's own (out of file descriptors, socket buffers or local ports)
+raises its subclass ``GatewayOverloaded``, which says nothing about the upstream.
+
+The connect timeout is judged by the kernel, not by the event loop: when its timer fires, the
+socket is asked whether it is connected (a loop busy admitting a burst of requests may run
+that timer long after the kernel finished the handshake; such a dial is not a timeout).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import ipaddress
+import os
+import resource
+import socket
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
@@ -28,6 +40,38 @@ def timer_now() -> float:
 
 class UpstreamError(Exception):
     """The upstream could not be reached or broke the protocol (not an HTTP error status)."""
+
+
+class GatewayOverloaded(UpstreamError):
+    """The gateway could not dial because it ran out of a local resource: not the upstream's fault."""
+
+
+# errno values that describe this process or host, not the peer.
+LOCAL_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EADDRNOTAVAIL})
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit (a gateway holds two
+    sockets per call in flight; the usual soft default of 1,024 is 500 calls). Returns the
+    soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _connected(sock: socket.socket) -> bool:
+    """Has the kernel finished this non-blocking connect? Raises the connect's error if it failed."""
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
+    try:
+        sock.getpeername()
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -159,12 +203,68 @@ class Pool:
             if not c.broken and not c.reader.at_eof() and not c.writer.transport.is_closing():
                 return c
             c.close()
+        return await self._dial()
+
+    async def _addresses(self) -> list[tuple[int, tuple[str, int] | tuple[str, int, int, int]]]:
         try:
-            r, w = await asyncio.wait_for(asyncio.open_connection(self.host, self.port, limit=1 << 20),
-                                          self.connect_timeout_s)
+            ip = ipaddress.ip_address(self.host)
+        except ValueError:
+            pass
+        else:
+            fam = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+            return [(fam, (self.host, self.port))]
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await asyncio.wait_for(loop.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM),
+                                           max(self.connect_timeout_s, 5.0))
         except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
-        return Connection(r, w)
+            raise UpstreamError(f"cannot resolve {self.host}: {exc!r}") from exc
+        return [(fam, addr) for fam, _t, _p, _c, addr in infos]
+
+    async def _dial(self) -> Connection:
+        loop = asyncio.get_running_loop()
+        last: Exception | None = None
+        for fam, addr in await self._addresses():
+            try:
+                sock = socket.socket(fam, socket.SOCK_STREAM)
+            except OSError as exc:
+                if exc.errno in LOCAL_ERRNOS:
+                    raise GatewayOverloaded(f"cannot open a socket to {self.host}:{self.port}: {exc}") from exc
+                raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+            try:
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await self._connect(loop, sock, addr)
+                r, w = await asyncio.open_connection(sock=sock, limit=1 << 20)
+                return Connection(r, w)
+            except (OSError, TimeoutError) as exc:
+                sock.close()
+                if isinstance(exc, OSError) and exc.errno in LOCAL_ERRNOS:
+                    raise GatewayOverloaded(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+                last = exc
+            except BaseException:
+                sock.close()
+                raise
+        raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {last!r}")
+
+    async def _connect(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, addr: tuple[Any, ...]) -> None:
+        """Connect now (not in a task the loop may run only after a stall) and wait until the
+        socket is writable or the timeout; then the kernel says whether it connected."""
+        err = sock.connect_ex(addr)
+        if err == 0:
+            return
+        if err not in (errno.EINPROGRESS, errno.EAGAIN):
+            raise OSError(err, os.strerror(err))
+        fd = sock.fileno()
+        writable = loop.create_future()
+        loop.add_writer(fd, lambda: None if writable.done() else writable.set_result(None))
+        try:
+            await asyncio.wait({writable}, timeout=self.connect_timeout_s)
+        finally:
+            loop.remove_writer(fd)
+            writable.cancel()
+        if not _connected(sock):  # the kernel agrees: a real timeout
+            raise TimeoutError(f"no connection within {self.connect_timeout_s} s")
 
     def _give_back(self, c: Connection) -> None:
         if len(self._idle) < self.max_idle:

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from yungu.adapters.gateway.http1 import Pool, Response, UpstreamError
+from yungu.adapters.gateway.http1 import GatewayOverloaded, Pool, Response, UpstreamError
 from yungu.adapters.gateway.sse import DONE, SSEParser
 from yungu.adapters.gateway.store import ModelInfo, TokenStore, UsageRecord
 from yungu.domain.clock import Clock
@@ -342,6 +342,14 @@ class TokenService:
                 call.in_gateway_s = t0 - call.received_at
             try:
                 resp = await self._pool(r.url).request("POST", path, body)
+            except GatewayOverloaded as exc:
+                # The gateway itself is the bottleneck (out of descriptors or ports): the replica
+                # is not to blame (no breaker failure) and another replica would fare no better.
+                st.inflight -= 1
+                log.warning("gateway overloaded, refusing %s: %s", call.request_id, exc)
+                return Refusal(503, "server_error", "gateway_overloaded",
+                               "the gateway is at its connection capacity; retry after the time in Retry-After "
+                               "/ 网关连接已满，请稍后重试", retry_after=1)
             except UpstreamError as exc:
                 st.inflight -= 1
                 br.record(False, self.monotonic())
@@ -401,9 +409,10 @@ class TokenService:
             self._settle(call, replica, tokens, ok if replica is not None else "error")
 
     # ------------------------------------------------------------------ one call, streamed
-    async def stream(self, call: Call) -> AsyncGenerator[bytes | tuple[int, bytes], None]:
+    async def stream(self, call: Call) -> AsyncGenerator[bytes | tuple[int, bytes] | Refusal, None]:
         """SSE bytes for the client. Closing the iterator early (the client went away) still
-        settles: the tokens are those the backend reported in its last chunk received."""
+        settles: the tokens are those the backend reported in its last chunk received. Before
+        any byte, a ``Refusal`` (the gateway's own) or ``(status, body)`` (the upstream's error)."""
         replica: Replica | None = None
         resp: Response | None = None
         meter: StreamMeter | None = None
@@ -413,7 +422,7 @@ class TokenService:
         try:
             sent = await self._send(call)
             if isinstance(sent, Refusal):
-                yield (sent.status, sent.body())  # the HTTP layer turns this into an error response
+                yield sent  # the HTTP layer turns this into an error response
                 status = "error"
                 return
             replica, resp = sent

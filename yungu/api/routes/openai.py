@@ -36,9 +36,9 @@ async def _send_json(send: Any, status: int, body: bytes, extra: list[tuple[byte
     await send({"type": "http.response.body", "body": body})
 
 
-async def _refuse(send: Any, r: Refusal) -> None:
-    extra = [(b"retry-after", str(r.retry_after).encode())] if r.retry_after else []
-    await _send_json(send, r.status, r.body(), extra)
+async def _refuse(send: Any, r: Refusal, extra: list[tuple[bytes, bytes]] | None = None) -> None:
+    headers = [(b"retry-after", str(r.retry_after).encode())] if r.retry_after else []
+    await _send_json(send, r.status, r.body(), headers + (extra or []))
 
 
 class OpenAIRoutes:
@@ -148,7 +148,10 @@ async def _stream(svc: TokenService, call: Any, receive: Any, send: Any, rid: tu
     started = False
     try:
         async for item in gen:
-            if isinstance(item, tuple):  # refused before anything was sent
+            if isinstance(item, Refusal):  # the gateway refused before anything was sent
+                await _refuse(send, item, [rid])
+                return
+            if isinstance(item, tuple):  # the upstream refused before anything was sent
                 await _send_json(send, item[0], item[1], [rid])
                 return
             if gone.is_set():
