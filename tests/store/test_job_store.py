@@ -131,3 +131,27 @@ def test_reasons_are_written_in_one_batch_and_only_where_they_changed(store: Sql
     assert store.get("r0").reason == "waiting: 0" and store.get("r0").updated_at == before
     assert store.get("r1").reason == "held: quota" and store.get("r2").reason == "waiting: 2"
     store.set_reasons({})  # nothing to write is fine
+
+
+def test_async_status_read_equals_the_store_read_and_sees_each_commit(store: SqlStore) -> None:
+    """``get_async`` (the API's status read: its own connection, on the event loop) reads
+    every field as ``get`` does, sees each committed change at once, and 404s the same."""
+    import asyncio
+
+    store.create_tenant("t1", "lab", T0)
+    j, _ = store.submit("t1", JobSpec("n", "true", resources=Resources(2, 4)), T0, "j1")
+
+    async def reads() -> None:
+        assert await store.get_async("j1") == store.get("j1") == j
+        q = j.apply(Event.ADMIT, T0)
+        alloc = Allocation("j1", "horinger-cpu", (ReplicaPlacement(0, ()),), 1, 1)
+        s = q.apply(Event.PLACE, T0 + timedelta(seconds=1), allocation=alloc)
+        store.record([Transition(j, q, Event.ADMIT), Transition(q, s, Event.PLACE)])
+        got = await store.get_async("j1")
+        assert got == store.get("j1") and got.state is JobState.SCHEDULED and got.allocation == alloc
+        assert got.updated_at.tzinfo is not None and got.updated_at == T0 + timedelta(seconds=1)
+        with pytest.raises(NotFound):
+            await store.get_async("no-such-job")
+
+    asyncio.run(reads())
+    store.close_reads()

@@ -102,6 +102,7 @@ class Container:
     peer_quotes: PeerQuotes | None = None
     peers: Peers | None = None
     peer_keys: dict[str, Any] = field(default_factory=dict)
+    api_only: bool = False  # `yungu server --api-only`: built with start_loop=False, never leads
 
     @property
     def world(self) -> World:
@@ -119,7 +120,7 @@ class Container:
 
     @property
     def role(self) -> str:
-        return "leader" if self.leader.leading else "standby"
+        return "leader" if self.leader.leading else "api-only" if self.api_only else "standby"
 
     def close(self) -> None:
         if self.tokens is not None:
@@ -130,6 +131,7 @@ class Container:
         self.submit_batcher.close()
         self.reconciler.stop()
         self.executors.close_all()
+        self.store.close_reads()
         self.engine.dispose()
 
 

@@ -17,13 +17,16 @@ def server(host: str = typer.Option("127.0.0.1", help="bind address"),
            config: Path | None = typer.Option(None, "--config", help="platform TOML (default: embedded six-region world)"),
            db_url: str | None = typer.Option(None, "--db-url", envvar="YUNGU_DB_URL",
                                              help="postgresql://... (default: SQLite in the data dir)"),
-           demo: bool = typer.Option(False, "--demo", help="submit a few demo jobs for the demo-lab tenant")) -> None:
+           demo: bool = typer.Option(False, "--demo", help="submit a few demo jobs for the demo-lab tenant"),
+           api_only: bool = typer.Option(False, "--api-only",
+                                         help="serve the API only: never run the control loop (another server on "
+                                              "the same database leads) / 仅提供 API，不运行控制循环")) -> None:
     """Start the platform (API + control loop) / 启动平台."""
     from yungu.app.server import serve
     from yungu.domain.errors import YunguError
 
     try:
-        serve(host, port, data_dir, config, db_url, demo)
+        serve(host, port, data_dir, config, db_url, demo, api_only=api_only)
     except YunguError as exc:
         fail(exc.message, "check the --config file / 请检查配置文件")
 

@@ -64,18 +64,22 @@ def print_token_demo(c: Container, url: str) -> None:
 
 
 def serve(host: str, port: int, data_dir: Path, config: Path | None, db_url: str | None, demo: bool,
-          log_level: str = "warning") -> None:
+          log_level: str = "warning", *, api_only: bool = False) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)  # migrations are routine at every start
     os.umask(0o077)  # whatever the platform creates (database, keys, logs, run dirs) is its own
     url = f"http://{host}:{port}"
-    c = build(data_dir, config, db_url, address=url)
+    c = build(data_dir, config, db_url, address=url, start_loop=not api_only)
+    c.api_only = api_only
     secret = bootstrap_admin(c)
     print(f"Yungu 云谷 — platform {c.world.platform_id}: {len(c.world.regions)} regions, "
           f"{len(c.world.sites)} sites, {len(c.world.pools)} pools ({c.config.source})", flush=True)
     print(f"  API  {url}/api/v1   docs {url}/api/v1/docs   data {c.data_dir}", flush=True)
     held = c.leader.lease or c.leader.leases.current(c.leader.name)
-    if c.leader.leading:
+    if api_only:
+        print(f"  Control loop: not here (--api-only) — {held.address if held and held.address else 'no server yet'} "
+              "leads; this server serves the API only and never takes over", flush=True)
+    elif c.leader.leading:
         print(f"  Control loop: this server leads (lease token {held.token if held else '?'})", flush=True)
     else:
         print(f"  Control loop: standby — {held.address if held and held.address else 'another server'} leads; "

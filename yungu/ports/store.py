@@ -102,6 +102,10 @@ class JobStore(Protocol):
         """True when a read waits on a network (run it off an async event loop)."""
         ...
 
+    async def get_async(self, job_id: str) -> Job:
+        """``get``, awaited on an async event loop without blocking it (the API's status read)."""
+        ...
+
     # -- writes by the control loop (fenced when a fence is set)
     def record(self, transitions: Sequence[Transition]) -> list[Job]:
         """Apply transitions atomically; returns those applied (stale ones are skipped)."""

@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from yungu.adapters.codec import dumps_allocation, dumps_spec, loads_allocation, loads_spec
 from yungu.adapters.store import tables as t
+from yungu.adapters.store.async_reads import AsyncJobReads
 from yungu.adapters.store.db import reader
 from yungu.domain.errors import Conflict, InvalidInput, NotFound
 from yungu.domain.job import Job, JobSpec, JobState
@@ -48,6 +49,7 @@ class SqlStore:
         self._spec_cache: dict[str, JobSpec] = {}
         self._prepaid: dict[str, bool] = {}
         self._fence: Fence | None = None
+        self._async_reads: AsyncJobReads | None = None
 
     def fenced(self, fence: Fence | None) -> SqlStore:
         """This store (same engine and caches) with the loop's writes made under ``fence``."""
@@ -296,6 +298,17 @@ class SqlStore:
         if r is None:
             raise NotFound(f"no job {job_id}")
         return self._job(r)
+
+    async def get_async(self, job_id: str) -> Job:
+        """``get`` for the API's event loop: no thread hop, a connection of its own
+        (``async_reads``), so a status read never queues behind the loop's or writers' work."""
+        if self._async_reads is None:
+            self._async_reads = AsyncJobReads(self.engine, self)
+        return await self._async_reads.get(job_id)
+
+    def close_reads(self) -> None:
+        if self._async_reads is not None:
+            self._async_reads.close()
 
     def get_many(self, job_ids: Sequence[str]) -> dict[str, Job]:
         """The jobs of these ids that exist, in one query per 500 ids (federation status batches)."""
