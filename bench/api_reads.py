@@ -13,7 +13,9 @@ Deployments, measured in the same run (the first is the baseline of the ratio co
 - ``one server``: a single ``yungu server`` runs the API and the control loop;
 - ``leader + api-only``: one ``yungu server`` leads (loop, billing) and a second one started
   with ``--api-only`` on the same database (and data dir) serves the reads and submissions;
-  the leader picks the api-only server's submissions up from the store (rounds poll it).
+  the leader picks the api-only server's submissions up from the store (rounds poll it);
+- ``leader + api-only, submit to leader``: the same, with the submissions sent to the leader
+  (the API-only server answers only the reads, so its own group commit is out of the way).
 
 The servers run with the per-key rate limit off (``YUNGU_RATE_KEY_PER_S=0``): its default,
 2,000 requests/s per key, is below what an API-only server answers here.
@@ -79,7 +81,7 @@ def measure(api: ServerProcess, submit_to: ServerProcess, key: str, job: str, se
 
 def run(db: str, seconds: int, rate: int) -> list[tuple[str, str, str, dict[str, float]]]:
     out = []
-    for deployment in ("one server", "leader + api-only"):
+    for deployment in ("one server", "leader + api-only", "leader + api-only, submit to leader"):
         ctx = postgres() if db == "postgresql" else nullcontext(None)
         with ctx as url, tempfile.TemporaryDirectory(prefix="sched-bench-") as tmp:
             data = Path(tmp) / "data"
@@ -99,7 +101,8 @@ def run(db: str, seconds: int, rate: int) -> list[tuple[str, str, str, dict[str,
                                  headers=admin).json()["secret"]
                 job = httpx.post(api.url + "/api/v1/jobs", json={"name": "r", "command": "true"},
                                  headers={"Authorization": f"Bearer {key}"}).json()["id"]
-                for name, r in measure(api, api, key, job, seconds, rate):
+                submit_to = leader if deployment.endswith("to leader") else api
+                for name, r in measure(api, submit_to, key, job, seconds, rate):
                     out.append((db, deployment, name, r))
                 rounds = httpx.get(leader.url + "/api/v1/health").json()["reconciler_rounds"]
                 print(f"{db} / {deployment}: leader ran {rounds} rounds", flush=True)
