@@ -10,6 +10,7 @@ lease's renewals, reads "stopping" and ends once the lease has certainly run out
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
@@ -127,3 +128,38 @@ def test_a_cancel_the_peer_cannot_hear_stops_renewals_and_ends_with_the_lease(
     assert isinstance(st, ExecStatus) and st.phase is ExecPhase.CANCELLED, st
     gone = ex.observe(["j-c.0"])["j-c.0"]
     assert isinstance(gone, ExecStatus) and gone.phase is ExecPhase.LOST, gone
+
+
+def test_a_new_leadership_takes_the_store_s_delegations_and_a_lost_one_stops_renewing(
+        pair: tuple[Container, Container, MockClock]) -> None:
+    """Another process led meanwhile: what it delegated is this one's to renew and poll once it
+    leads; after losing the lead the links say nothing for the origin (a standby's renewals would
+    keep alive an attempt the new leader re-places)."""
+    bj, _hr, clock = pair
+    fed = bj.federation
+    assert fed is not None
+    bj.executors[PEER].submit(_launch("j-mine"))  # queued here, never sent: still this process's
+    theirs = replace(fed.out["j-mine.0"], request_id="j-theirs.0", job_id="j-theirs", state="accepted",
+                     phase="running", lease_until=clock.now() + timedelta(seconds=10), persisted=True)
+    fed.fed.insert_outbound([theirs.row()])  # written by the other leader
+    assert "j-theirs.0" not in fed.out
+    fed.resume()
+    assert {o.request_id for o in fed.open_records(HR)} == {"j-mine.0", "j-theirs.0"}
+    assert fed.health(HR).needs_reconcile, "a new leadership tells each peer its live attempts first"
+
+    calls: list[str] = []
+    fed.pause()
+    link = PeerLink(fed, HR)
+    link.client.call = lambda method, path, *a, **k: calls.append(path) or {}  # type: ignore[method-assign]
+    link.start()
+    try:
+        time.sleep(0.8)
+        assert calls == [], calls
+        fed.resume()
+        deadline = time.monotonic() + 10
+        while "/federation/v1/leases" not in calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert calls[0] == "/federation/v1/reconcile" and "/federation/v1/leases" in calls, calls
+    finally:
+        fed.pause()
+        link.stop()

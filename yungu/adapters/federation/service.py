@@ -199,6 +199,9 @@ class Federation:
             ledger=d.ledger, signals=d.signals, data_dir=d.data_dir, settings=d.settings, peers=self.peers_map,
             meter=d.meter))
         self._stop = threading.Event()
+        # The links act for the origin (send, renew, poll, reconcile) only while this process
+        # leads: a standby that renewed leases would keep alive attempts the leader re-placed.
+        self._leading = threading.Event()
         self._threads: list[threading.Thread] = []
         self.offer_pushes = 0
 
@@ -217,14 +220,44 @@ class Federation:
         for o in self.out.values():  # delegations to peers since removed still need an executor
             executors.setdefault(executor_name(o.peer_id), self.executor_for(o.peer_id))
 
+    @property
+    def leading(self) -> bool:
+        return self._leading.is_set()
+
     def start(self) -> None:
-        """Stop what has expired while we were down, then start the links and the housekeeping."""
+        """(The first leadership of this process.) Stop what has expired while we were down,
+        then start the links and the housekeeping."""
+        self.reload()
+        self._leading.set()
         self.host.sweep()
         for p in list(self._peers):
             self._start_link(p)
         t = threading.Thread(target=self._housekeeping, name="yungu-fed-host", daemon=True)
         t.start()
         self._threads.append(t)
+
+    def pause(self) -> None:
+        """Leadership lost: the links stop acting for the origin at once (no renewals)."""
+        self._leading.clear()
+
+    def resume(self) -> None:
+        """Leadership gained again: another process may have led meanwhile."""
+        self.reload()
+        self._leading.set()
+        for link in list(self._links.values()):
+            link.poke()
+
+    def reload(self) -> None:
+        """The open delegations as the store has them (another leader may have made, closed or
+        given up some since this process last led); every link reconciles before it sends."""
+        rows = {row.request_id: _from_row(row) for row in self.fed.outbound(open_only=True)}
+        with self._lock:
+            for rid, o in self.out.items():
+                if not o.persisted and not o.closed and rid not in rows:
+                    rows[rid] = o  # queued here, never sent: still ours to send or give up
+            self.out = rows
+            for pid in list(self._peers):
+                self._health[pid] = replace(self.health(pid), needs_reconcile=True)
 
     def stop(self) -> None:
         self._stop.set()
@@ -665,6 +698,10 @@ class PeerLink:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if not self.f.leading:  # a standby says nothing to peers for the origin (see ``pause``)
+                self._poke.wait(timeout=0.25)
+                self._poke.clear()
+                continue
             busy = False
             try:
                 busy = self.round()
