@@ -190,6 +190,8 @@ def test_a_cancel_during_a_partition_ends_the_jobs_by_their_lease(world: World) 
             time.sleep(0.2)
         assert all(j["state"] == "running" for j in jobs), describe({j["id"]: j for j in jobs})
         assert all(p.startswith("yungu-horinger/") for p in pools({j["id"]: j for j in jobs}))
+        now = datetime.now(UTC)  # the jobs the partition certainly catches mid-run (a slow start is staggered)
+        cut = {j["name"] for j in jobs if (now - datetime.fromisoformat(j["started_at"])).total_seconds() < JOB_S - 8}
         world.lab.partition("bj", "hr")
         try:
             for jid in ids:
@@ -197,15 +199,19 @@ def test_a_cancel_during_a_partition_ends_the_jobs_by_their_lease(world: World) 
             deadline = time.monotonic() + 40  # the lease (10 s) and its margin, with room for a slow machine
             while True:
                 jobs = [c.get(f"/jobs/{j}").json() for j in ids]
-                if all(j["state"] == "cancelled" for j in jobs) or time.monotonic() > deadline:
+                if all(j["state"] in ("cancelled", "succeeded") for j in jobs) or time.monotonic() > deadline:
                     break
                 time.sleep(0.3)
-            assert all(j["state"] == "cancelled" for j in jobs), describe({j["id"]: j for j in jobs})
+            assert cut and all(j["state"] == "cancelled" for j in jobs if j["name"] in cut), describe(
+                {j["id"]: j for j in jobs})
+            assert all(j["state"] in ("cancelled", "succeeded") for j in jobs), describe({j["id"]: j for j in jobs})
         finally:
             world.lab.heal("bj", "hr")
     last_end = max(datetime.fromisoformat(j["started_at"]) for j in jobs).timestamp() + JOB_S + 2
     time.sleep(max(0.0, last_end - time.time()))
-    assert ran.read_text().split() == [], "a cancelled job ran to its end"
+    names = ran.read_text().split()
+    assert not cut & set(names), f"a cancelled job ran to its end: {names}"
+    assert sorted(names) == sorted(j["name"] for j in jobs if j["state"] == "succeeded"), names
     world.settle()
 
 
