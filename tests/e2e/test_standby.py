@@ -87,7 +87,8 @@ def test_kill_9_the_leader_20_times_under_load_loses_nothing_and_runs_nothing_tw
         assert [role(s) for s in servers].count("leader") == 1
         base = servers[0].url + "/api/v1"
         tenant = httpx.post(base + "/admin/tenants", json={"name": "ha-lab", "prepaid": True}, headers=admin).json()["id"]
-        r = httpx.post(base + f"/ledger/tenants/{tenant}/topup", json={"id": "topup-1", "amount": "1000000"}, headers=admin)
+        r = httpx.post(base + f"/ledger/tenants/{tenant}/topup", json={"id": "topup-1", "amount": "1000000",
+                                                                              "reason": "standby test funds"}, headers=admin)
         assert r.status_code == 201, r.text
 
         submitted: dict[int, str] = {}

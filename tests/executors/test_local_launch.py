@@ -114,7 +114,9 @@ def test_a_control_loop_round_completes_while_the_launcher_is_held(data_dir: Pat
         settings = {k: v for k, v in c.config.executors[name].items() if k != "type"}
         held = LocalExecutor(name, {**settings, "poll_interval_s": 0.02}, c.data_dir / "executors" / name,
                              spawner=gate.factory())
-        c.executors[name] = held  # the reconciler's own mapping
+        c.executors[name] = held  # the reconciler's own mapping (in place of the standby placeholder)
+        c.reconciler.health.probe([name])  # as the leader does once it has opened its executors
+        c.reconciler.may_act = lambda: True  # driven by hand, the only process: no lease to hold
         tenant = c.store.create_tenant(c.ids.new(), "launch-loop", c.clock.now())
         spec = JobSpec(name="j", command="true", resources=Resources(cpus=1, memory_gb=1))
         jobs = [c.store.submit(tenant.id, spec, c.clock.now(), c.ids.new())[0] for _ in range(3)]

@@ -264,7 +264,9 @@ def test_a_fork_bomb_is_held_by_the_pids_limit_and_the_platform_carries_on(
         assert wait_done(ex, "fine.1", 15).phase is ExecPhase.SUCCEEDED
         ok(ex.cancel("bomb.1", grace_s=0.5))
         done = wait_done(ex, "bomb.1", 15)
-        assert done.phase is ExecPhase.CANCELLED
+        # Starved of pids, the bomb's own top shell may fail to fork `sleep` and end first
+        # (dash: "Cannot fork", exit 2): either way it is over and, below, wholly gone.
+        assert done.phase is ExecPhase.CANCELLED or (done.phase is ExecPhase.FAILED and done.exit_code == 2), done
         deadline = time.monotonic() + 10  # cgroup v1 lets an emptied cgroup go a moment later
         while leaf.exists() and time.monotonic() < deadline:
             time.sleep(0.1)

@@ -469,8 +469,8 @@ class Sandbox:
         path = parent / job_id
         try:
             parent.mkdir(mode=0o711, exist_ok=True)
-            # traversable by the tenants' uids whatever the umask (the server runs with 077)
-            os.chmod(parent, 0o711)
+            os.chmod(parent, 0o711)  # mkdir's mode is masked by the platform's umask 077: the
+            # tenant's uid (bwrap runs as it) must traverse the parent to reach its own directory
             path.mkdir(mode=0o700, exist_ok=True)
             st = path.lstat()
             if path.is_symlink() or not path.is_dir() or (self.privileged and st.st_uid not in (uid, 0)):

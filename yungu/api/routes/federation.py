@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from starlette.convertors import Convertor, register_url_convertor
 
 from yungu.adapters.federation.clearing import Clearing
 from yungu.adapters.federation.client import PeerRefused, PeerUnreachable, fetch_identity
@@ -30,6 +32,30 @@ from yungu.engines.federation.policy import PeeringPolicy
 protocol = APIRouter(prefix="/federation/v1", tags=["federation protocol"])
 router = APIRouter(tags=["federation"])
 STAFF = (Role.ADMIN, Role.OPERATOR)
+
+# What a signed protocol route can answer besides 200 (``openapi.py`` documents each as a problem):
+# 401 an unsigned, badly signed, stale or replayed request (``signature_refused``); 404 federation
+# off, or a job the caller never delegated; 409 a state that forbids it (clearing books that
+# differ); 422 a body the protocol does not accept. POST adds 400/413 (``openapi.py``).
+SIGNED: dict[int | str, dict[str, Any]] = {401: {}, 404: {}, 409: {}, 422: {}}
+PERIOD_RE = r"[0-9]{4}-[0-9]{2}"
+
+
+class PeriodConvertor(Convertor[str]):
+    """``{period:yungu_period}``: a path segment that looks like ``YYYY-MM``, so that
+    ``/federation/clearing/run`` is not also ``GET /federation/clearing/{period}`` (its ``Allow``
+    said ``GET, POST``). The month is checked by the route (422, not 404, for ``2026-13``)."""
+
+    regex = PERIOD_RE
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("yungu_period", PeriodConvertor())
 
 
 def federation(request: Request) -> Any:
@@ -66,13 +92,13 @@ async def _signed(request: Request, handle: Callable[[Any, PeerRecord, dict[str,
     except YunguError as exc:
         status, out = exc.http_status, _problem(exc.http_status, exc.code, exc.message)
     data = json.dumps(out, separators=(",", ":"), ensure_ascii=False).encode()
+    media = "application/problem+json" if status >= 400 else "application/json"
     if not signed_request:
-        return Response(data, status_code=status, media_type="application/problem+json" if status >= 400
-                         else "application/json")
+        return Response(data, status_code=status, media_type=media)
     req = Message(request.method, url, _pick(request.headers, ("content-type", "content-digest", "signature-input",
                                                                "signature")))
     try:
-        headers = fed.signer.sign_response(status, data, req)
+        headers = fed.signer.sign_response(status, data, req, media)  # refusals are problems, signed too
     except Exception:  # the request's signature headers were malformed: answer unsigned
         return Response(data, status_code=status, media_type="application/problem+json")
     return Response(data, status_code=status, headers={k: v for k, v in headers.items() if k != "Content-Type"},
@@ -94,23 +120,23 @@ def platform(request: Request) -> dict[str, Any]:
             "signature_window_s": fed.settings.signature_window_s}
 
 
-@protocol.get("/offers", summary="Our offers, signed (pull)")
+@protocol.get("/offers", summary="Our offers, signed (pull)", responses=SIGNED)
 async def get_offers(request: Request) -> Response:
     return await _signed(request, lambda f, caller, doc: f.host.offer_set(f.clock.now()))
 
 
-@protocol.post("/offers", summary="A peer pushes its signed offers")
+@protocol.post("/offers", summary="A peer pushes its signed offers", responses=SIGNED)
 async def post_offers(request: Request) -> Response:
     return await _signed(request, lambda f, caller, doc: {"accepted": f.receive_offers(caller, doc)})
 
 
-@protocol.post("/delegations", summary="Delegate jobs here (batch; idempotent per origin, job, attempt)")
+@protocol.post("/delegations", summary="Delegate jobs here (batch; idempotent per origin, job, attempt)", responses=SIGNED)
 async def delegations(request: Request) -> Response:
     return await _signed(request, lambda f, caller, doc: {
         "results": f.host.delegate(caller.id, items(doc, "delegations", "body"))})
 
 
-@protocol.post("/leases", summary="Renew the leases of delegated jobs")
+@protocol.post("/leases", summary="Renew the leases of delegated jobs", responses=SIGNED)
 async def leases(request: Request) -> Response:
     def handle(f: Any, caller: PeerRecord, doc: dict[str, Any]) -> dict[str, Any]:
         exp = when(doc, "expires_at", "body")
@@ -119,35 +145,35 @@ async def leases(request: Request) -> Response:
     return await _signed(request, handle)
 
 
-@protocol.post("/status", summary="Status of delegated jobs, in a batch; finished ones carry a signed receipt")
+@protocol.post("/status", summary="Status of delegated jobs, in a batch; finished ones carry a signed receipt", responses=SIGNED)
 async def status(request: Request) -> Response:
     return await _signed(request, lambda f, caller, doc: {
         "statuses": f.host.status(caller.id, request_ids(doc, "ids", "body"))})
 
 
-@protocol.post("/cancel", summary="Cancel delegated jobs (grace capped by ours)")
+@protocol.post("/cancel", summary="Cancel delegated jobs (grace capped by ours)", responses=SIGNED)
 async def cancel(request: Request) -> Response:
     return await _signed(request, lambda f, caller, doc: {
         "statuses": f.host.cancel(caller.id, request_ids(doc, "ids", "body"))})
 
 
-@protocol.post("/reconcile", summary="After a reconnection: keep the live attempts, stop the rest")
+@protocol.post("/reconcile", summary="After a reconnection: keep the live attempts, stop the rest", responses=SIGNED)
 async def reconcile(request: Request) -> Response:
     return await _signed(request, lambda f, caller, doc: f.host.reconcile(caller.id, request_ids(doc, "live", "body")))
 
 
-@protocol.get("/jobs/{request_id}/logs", summary="Page a delegated job's logs")
+@protocol.get("/jobs/{request_id}/logs", summary="Page a delegated job's logs", responses=SIGNED)
 async def logs(request: Request, request_id: str, stream: str = Query("stdout", pattern=r"^(stdout|stderr)(:\d+)?$"),
                offset: int = Query(0, ge=0), limit: int = Query(1 << 20, ge=1, le=8 << 20)) -> Response:
     return await _signed(request, lambda f, caller, doc: f.host.logs(caller.id, request_id, stream, offset, limit))
 
 
-@protocol.post("/receipts/ack", summary="The origin booked these receipts")
+@protocol.post("/receipts/ack", summary="The origin booked these receipts", responses=SIGNED)
 async def ack(request: Request) -> Response:
     return await _signed(request, lambda f, caller, doc: {"acked": f.host.ack(caller.id, items(doc, "ids", "body"))})
 
 
-@protocol.post("/keys", summary="A peer rotated its key (notice signed with the old key)")
+@protocol.post("/keys", summary="A peer rotated its key (notice signed with the old key)", responses=SIGNED)
 async def keys(request: Request) -> Response:
     def handle(f: Any, caller: PeerRecord, doc: dict[str, Any]) -> dict[str, Any]:
         f.learn_key(caller, doc)
@@ -155,7 +181,7 @@ async def keys(request: Request) -> Response:
     return await _signed(request, handle)
 
 
-@protocol.post("/clearing/positions", summary="Co-sign our bilateral position for a period")
+@protocol.post("/clearing/positions", summary="Co-sign our bilateral position for a period", responses=SIGNED)
 async def positions(request: Request) -> Response:
     def handle(f: Any, caller: PeerRecord, doc: dict[str, Any]) -> dict[str, Any]:
         pos = doc.get("position")
@@ -165,19 +191,19 @@ async def positions(request: Request) -> Response:
     return await _signed(request, handle)
 
 
-@protocol.post("/clearing/prepare", summary="Agree positions with every peer; return the co-signed ones")
+@protocol.post("/clearing/prepare", summary="Agree positions with every peer; return the co-signed ones", responses=SIGNED)
 async def prepare(request: Request) -> Response:
     return await _signed(request, lambda f, caller, doc: {
         "positions": Clearing(f).prepare(text(doc, "period", "body", max_len=7))})
 
 
-@protocol.post("/clearing/statements/sign", summary="Sign a multilateral statement")
+@protocol.post("/clearing/statements/sign", summary="Sign a multilateral statement", responses=SIGNED)
 async def sign_statement(request: Request) -> Response:
     return await _signed(request, lambda f, caller, doc: {
         "signature": Clearing(f).sign(doc.get("statement") or {}, items(doc, "positions", "body"))})
 
 
-@protocol.post("/clearing/statements/final", summary="The statement signed by all: verify and book settlement")
+@protocol.post("/clearing/statements/final", summary="The statement signed by all: verify and book settlement", responses=SIGNED)
 async def final_statement(request: Request) -> Response:
     return await _signed(request, lambda f, caller, doc: {
         "booked": Clearing(f).final(doc.get("statement") or {}, doc.get("signatures") or {},
@@ -187,12 +213,33 @@ async def final_statement(request: Request) -> Response:
 # ------------------------------------------------------------------ operator API
 
 class PeerIn(BaseModel):
-    id: str = Field(..., description="the peer's platform id")
-    base_url: str = Field(..., description="where its /federation/v1 lives, e.g. http://10.0.0.2:8600")
-    public_key: str | None = Field(None, description="its Ed25519 public key (base64); fetched if omitted")
-    name: str = ""
+    """A peer to register. Strict: unknown fields, wrong types and odd URLs are a 422 before
+    anything is fetched or written."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str = Field(..., pattern=r"^[a-z0-9][a-z0-9\-]{0,62}$", description="the peer's platform id")
+    base_url: str = Field(..., min_length=8, max_length=2000, pattern=r"^https?://[!-~]+$",
+                          description="where its /federation/v1 lives, e.g. http://10.0.0.2:8600")
+    public_key: str | None = Field(None, max_length=64, pattern=r"^[A-Za-z0-9+/]+={0,2}$",
+                                   description="its Ed25519 public key (base64); fetched if omitted")
+    name: str = Field("", max_length=200)
     latency_ms: int = Field(0, ge=0, le=10_000)
     policy: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        try:
+            u = urlsplit(v)
+            u.port  # noqa: B018 -- raises ValueError on a port that is not a number 0..65535
+        except ValueError:
+            raise ValueError("base_url must be an http(s) URL such as http://10.0.0.2:8600 / 地址无效") from None
+        if u.scheme not in ("http", "https") or not u.hostname or u.username is not None or u.password is not None \
+                or u.query or u.fragment:
+            raise ValueError("base_url must be an http(s) URL with a host and no credentials, query or fragment, "
+                             "such as http://10.0.0.2:8600 / 地址无效")
+        return v
 
 
 @router.get("/federation/platform", summary="This platform's federation identity and peers")
@@ -216,7 +263,11 @@ def add_peer(request: Request, body: PeerIn, p: Principal = Depends(require(Role
             raise InvalidInput(f"cannot reach {body.base_url} to fetch its key ({exc}); pass public_key") from None
         if ident.get("platform_id") != body.id:
             raise InvalidInput(f"{body.base_url} is platform {ident.get('platform_id')!r}, not {body.id!r}")
-        key = str(ident["keys"][0]["public_key"])
+        keys = ident.get("keys")
+        first = keys[0] if isinstance(keys, list) and keys and isinstance(keys[0], dict) else {}
+        if not isinstance(first.get("public_key"), str):
+            raise InvalidInput(f"{body.base_url} published no public key; pass public_key")
+        key = first["public_key"]
     rec = fed.add_peer(body.id, body.base_url, key, PeeringPolicy.from_dict(body.policy), body.name, body.latency_ms)
     return rec.to_dict()  # type: ignore[no-any-return]
 
@@ -293,8 +344,9 @@ def clearing_run(request: Request, body: ClearingIn, p: Principal = Depends(requ
         raise Conflict(f"clearing stopped: {exc}") from None
 
 
-@router.get("/federation/clearing/{period}")
-def clearing_get(request: Request, period: str, p: Principal = Depends(require(*STAFF))) -> dict[str, Any]:
+@router.get("/federation/clearing/{period:yungu_period}")
+def clearing_get(request: Request, period: str = Path(..., pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$"),
+                 p: Principal = Depends(require(*STAFF))) -> dict[str, Any]:
     fed = federation(request)
     st = fed.fed.statement(period)
     return {"period": period, "positions": [b for b, _ in fed.fed.positions(period)],
