@@ -396,3 +396,20 @@ def test_a_uid_map_entry_outside_the_range_fails_the_launch(
         table["tenants"].pop("tenant-evil", None)
         path.write_text(json.dumps(table))
         ex.close()
+
+
+def test_a_checkpointing_job_runs_under_the_servers_umask(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``yungu server`` runs with umask 077: the checkpoints' parent must still be traversable
+    by the tenants' uids (bubblewrap binds the job's own directory from there)."""
+    old = os.umask(0o077)
+    ex = LocalExecutor("ckpt-umask", FAST, tmp_path_factory.mktemp("ckpt-umask") / "data")
+    try:
+        la = make_launch('echo saved > "$YUNGU_CHECKPOINT_DIR/state" && cat "$YUNGU_CHECKPOINT_DIR/state"',
+                         checkpoint_dir="/ckpt/job")
+        ok(ex.submit(la))
+        done = wait_done(ex, la.request_id, 20)
+        assert done.phase is ExecPhase.SUCCEEDED, (done, read_all(ex, la.request_id, "stderr"))
+        assert read_all(ex, la.request_id) == b"saved\n"
+    finally:
+        os.umask(old)
+        ex.close()

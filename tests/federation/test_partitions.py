@@ -172,6 +172,49 @@ def test_a_long_partition_stops_the_peer_copy_then_re_places_once(world: World) 
     world.settle()
 
 
+def test_a_cancel_during_a_partition_ends_the_jobs_by_their_lease(world: World) -> None:
+    """The origin cannot reach the peer to cancel: it stops renewing, the peer's watchdog stops
+    the copies, and the jobs read cancelled once the lease has certainly run out — during the
+    partition, not after it heals. Nothing runs to its end."""
+    world.runs += 1
+    fd.wait_offers(world.all, timeout=60)
+    ran = fd.ran_file(world.root, f"ran-{world.runs}.txt")
+    origin = world.p["bj"]
+    ids = fd.submit_jobs(origin, 4, ran, sleep_s=JOB_S, tenant="zgc-lab", prefix=f"s{world.runs}")
+    with origin.api() as c:
+        deadline = time.monotonic() + 60
+        while True:
+            jobs = [c.get(f"/jobs/{j}").json() for j in ids]
+            if all(j["state"] == "running" for j in jobs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert all(j["state"] == "running" for j in jobs), describe({j["id"]: j for j in jobs})
+        assert all(p.startswith("yungu-horinger/") for p in pools({j["id"]: j for j in jobs}))
+        now = datetime.now(UTC)  # the jobs the partition certainly catches mid-run (a slow start is staggered)
+        cut = {j["name"] for j in jobs if (now - datetime.fromisoformat(j["started_at"])).total_seconds() < JOB_S - 8}
+        world.lab.partition("bj", "hr")
+        try:
+            for jid in ids:
+                assert c.post(f"/jobs/{jid}/cancel").status_code == 202
+            deadline = time.monotonic() + 40  # the lease (10 s) and its margin, with room for a slow machine
+            while True:
+                jobs = [c.get(f"/jobs/{j}").json() for j in ids]
+                if all(j["state"] in ("cancelled", "succeeded") for j in jobs) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.3)
+            assert cut and all(j["state"] == "cancelled" for j in jobs if j["name"] in cut), describe(
+                {j["id"]: j for j in jobs})
+            assert all(j["state"] in ("cancelled", "succeeded") for j in jobs), describe({j["id"]: j for j in jobs})
+        finally:
+            world.lab.heal("bj", "hr")
+    last_end = max(datetime.fromisoformat(j["started_at"]) for j in jobs).timestamp() + JOB_S + 2
+    time.sleep(max(0.0, last_end - time.time()))
+    names = ran.read_text().split()
+    assert not cut & set(names), f"a cancelled job ran to its end: {names}"
+    assert sorted(names) == sorted(j["name"] for j in jobs if j["state"] == "succeeded"), names
+    world.settle()
+
+
 def test_kill_9_of_the_peer_mid_run_then_its_return(world: World) -> None:
     def disrupt() -> None:
         world.p["hr"].kill9()  # its jobs' processes live on: the lease watchdog stops them

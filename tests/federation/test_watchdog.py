@@ -3,6 +3,8 @@ command of it runs; otherwise it is transparent (exit code, output)."""
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -50,3 +52,19 @@ def test_a_clock_offset_moves_the_stop_time(tmp_path: Path) -> None:
     rc, took = run(wrap("sleep 30", lease_file=tmp_path / "nope", stop_at_epoch=int(time.time()) + 30,
                         clock_offset_s=40, kill_grace_s=1), tmp_path)
     assert rc == LEASE_EXPIRED_EXIT and took < 10
+
+
+def test_the_lease_file_is_readable_by_the_job_whatever_the_umask_and_never_follows_a_link(tmp_path: Path) -> None:
+    """The platform runs with umask 077 and a sandboxed job (the watchdog) as the tenant's uid,
+    in the tenant's own run directory: the copy there must be readable by it, and a link the
+    tenant planted at the temporary name must not make the platform write through it."""
+    victim = tmp_path / "victim"
+    victim.write_text("keep")
+    (tmp_path / f"{LOCAL_NAME}.{os.getpid()}.tmp").symlink_to(victim)
+    old = os.umask(0o077)
+    try:
+        write_lease(tmp_path / LOCAL_NAME, 1234)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / LOCAL_NAME).stat().st_mode) == 0o644
+    assert (tmp_path / LOCAL_NAME).read_text() == "1234\n" and victim.read_text() == "keep"

@@ -268,11 +268,15 @@ class _Roles:
         failed = c.executors.open()
         if self._stop_opening.is_set():
             return
-        if c.federation is not None and not self._federating:
-            # Once per process, before the loop observes anything: stops what expired while we
-            # were down. Its links then run until the process ends (docs/federation.md).
-            c.federation.start()
-            self._federating = True
+        if c.federation is not None:
+            # Before the loop observes anything: the open delegations as the store has them (the
+            # first time also stops what expired while we were down and starts the links, which
+            # then act for the origin only while this process leads; docs/federation.md).
+            if self._federating:
+                c.federation.resume()
+            else:
+                c.federation.start()
+                self._federating = True
         c.reconciler.start()
         c.billing_runner.start()
         if c.tokens is not None:
@@ -284,6 +288,8 @@ class _Roles:
 
     def loss(self) -> None:
         c = self.container
+        if c.federation is not None:
+            c.federation.pause()  # first: no lease renewed for an attempt the next leader may re-place
         self._stop_opening.set()
         if self._opener is not None:
             self._opener.join(timeout=10)

@@ -90,15 +90,26 @@ class PeerExecutor(BaseExecutor):
         if o.state in ("queued", "refused"):
             self.fed.cancel_local(o)
             return ExecStatus(request_id, ExecPhase.CANCELLED, reason="cancelled before it was delegated")
-        try:
-            self.fed.cancel_remote(o, grace_s)
-        except PeerUnreachable as exc:
-            if L.may_replace(self.fed.clock.now(), o.lease_until, self.fed.settings.lease):
-                return ExecStatus(request_id, ExecPhase.CANCELLED, reason="peer unreachable; its lease has expired")
-            return ExecError(ExecErrorCode.UNREACHABLE, str(exc))
-        except PeerRefused as exc:
-            return ExecError(ExecErrorCode.REJECTED, str(exc))
-        return self._status_of(o)
+        if o.closed or o.phase in ("succeeded", "failed", "cancelled", "lost"):
+            return self._status_of(o)
+        if self.fed.health(self.peer_id).failing_since is None:
+            try:
+                self.fed.cancel_remote(o, grace_s)
+                return self._status_of(o)
+            except PeerUnreachable:
+                pass
+            except PeerRefused as exc:
+                return ExecError(ExecErrorCode.REJECTED, str(exc))
+        # The peer does not answer now. Its lease is no longer renewed, so its watchdog stops the
+        # job by the lease's end at the latest; the link sends the cancel if the peer answers
+        # first. Until one of them is seen the job is stopping (never "unreachable": that would
+        # make the loop stop observing this executor, and so never see the lease run out).
+        self.fed.ask_stop(o, grace_s)
+        if L.may_replace(self.fed.clock.now(), o.lease_until, self.fed.settings.lease):
+            return ExecStatus(request_id, ExecPhase.CANCELLED, reason="peer unreachable; its lease has expired")
+        st = self._status_of(o)
+        return ExecStatus(request_id, st.phase, None, f"stopping: {self.peer_id} does not answer; its lease is no "
+                          f"longer renewed", st.native_id, st.started_at)
 
     def _logs(self, request_id: str, stream: str, offset: int, limit: int) -> LogChunk | ExecError:
         try:
@@ -114,6 +125,11 @@ class PeerExecutor(BaseExecutor):
                 if o.state in ("queued", "sent", "accepted") and o.phase in ("pending", "running")]
 
     def _check(self) -> Mapping[str, object]:
+        """Always reachable: this executor is the local delegation queue, which always answers
+        (submit, observe and list_active never wait on the network). The peer's own health is
+        not the loop's business: an unhealthy peer's offers leave the snapshot, a launch for it
+        is refused at once, and its jobs' leases decide when they are re-placed — which the
+        loop only learns by observing, so it must never take this executor for down."""
         h = self.fed.health(self.peer_id)
-        return {"reachable": h.state.value == "healthy", "state": h.state.value, "reason": h.reason,
+        return {"reachable": True, "peer_state": h.state.value, "state": h.state.value, "reason": h.reason,
                 "last_ok": h.last_ok.isoformat() if h.last_ok else None}

@@ -97,6 +97,9 @@ class Outbound:
     remote_job_id: str | None = None
     created_at: datetime | None = None
     persisted: bool = False
+    stop_asked: bool = False  # the loop cancelled it while the peer did not answer: no more renewals
+    stop_grace_s: float = 0.0
+    stop_sent: bool = False
 
     def row(self) -> dict[str, Any]:
         assert self.lease_until is not None and self.created_at is not None
@@ -196,6 +199,9 @@ class Federation:
             ledger=d.ledger, signals=d.signals, data_dir=d.data_dir, settings=d.settings, peers=self.peers_map,
             meter=d.meter))
         self._stop = threading.Event()
+        # The links act for the origin (send, renew, poll, reconcile) only while this process
+        # leads: a standby that renewed leases would keep alive attempts the leader re-placed.
+        self._leading = threading.Event()
         self._threads: list[threading.Thread] = []
         self.offer_pushes = 0
 
@@ -214,14 +220,44 @@ class Federation:
         for o in self.out.values():  # delegations to peers since removed still need an executor
             executors.setdefault(executor_name(o.peer_id), self.executor_for(o.peer_id))
 
+    @property
+    def leading(self) -> bool:
+        return self._leading.is_set()
+
     def start(self) -> None:
-        """Stop what has expired while we were down, then start the links and the housekeeping."""
+        """(The first leadership of this process.) Stop what has expired while we were down,
+        then start the links and the housekeeping."""
+        self.reload()
+        self._leading.set()
         self.host.sweep()
         for p in list(self._peers):
             self._start_link(p)
         t = threading.Thread(target=self._housekeeping, name="yungu-fed-host", daemon=True)
         t.start()
         self._threads.append(t)
+
+    def pause(self) -> None:
+        """Leadership lost: the links stop acting for the origin at once (no renewals)."""
+        self._leading.clear()
+
+    def resume(self) -> None:
+        """Leadership gained again: another process may have led meanwhile."""
+        self.reload()
+        self._leading.set()
+        for link in list(self._links.values()):
+            link.poke()
+
+    def reload(self) -> None:
+        """The open delegations as the store has them (another leader may have made, closed or
+        given up some since this process last led); every link reconciles before it sends."""
+        rows = {row.request_id: _from_row(row) for row in self.fed.outbound(open_only=True)}
+        with self._lock:
+            for rid, o in self.out.items():
+                if not o.persisted and not o.closed and rid not in rows:
+                    rows[rid] = o  # queued here, never sent: still ours to send or give up
+            self.out = rows
+            for pid in list(self._peers):
+                self._health[pid] = replace(self.health(pid), needs_reconcile=True)
 
     def stop(self) -> None:
         self._stop.set()
@@ -441,8 +477,12 @@ class Federation:
                            offer.price_cny_per_cpu_hour if offer else Decimal(0))
             o = Outbound(launch.request_id, job_id, attempt, peer_id, pool, launch.tenant_id, devices, offered,
                          resale_price(offered, markup), d.offer_id, d.to_dict(), created_at=now)
+            h = self.health(peer_id)
             if offer is None:
                 o.state, o.reason, o.closed = "refused", f"no fresh offer from {peer_id} for pool {pool}", True
+            elif not H.usable_for_new_work(h):  # placed while it was healthy; nothing sent: place again now
+                state = "reconciling" if h.state is H.PeerState.HEALTHY else h.state.value
+                o.state, o.reason, o.closed = "refused", f"not sent: {peer_id} is {state}", True
             elif peer is not None and peer.policy.delegate.tenants and launch.tenant_id not in peer.policy.delegate.tenants:
                 o.state, o.reason, o.closed = "refused", f"tenant may not use the peering with {peer_id}", True
             self.out[o.request_id] = o
@@ -478,6 +518,14 @@ class Federation:
     def cancel_local(self, o: Outbound) -> None:
         o.state, o.phase, o.closed = "refused", "cancelled", True
         o.reason = o.reason or "cancelled before delegation"
+
+    def ask_stop(self, o: Outbound, grace_s: float) -> None:
+        """Cancel without the peer: stop renewing the lease (its watchdog then stops the job) and
+        let the link send the cancel once the peer answers again."""
+        o.stop_asked, o.stop_grace_s = True, grace_s
+        link = self._links.get(o.peer_id)
+        if link is not None:
+            link.poke()
 
     def cancel_remote(self, o: Outbound, grace_s: float) -> None:
         link = self._links.get(o.peer_id)
@@ -650,6 +698,10 @@ class PeerLink:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if not self.f.leading:  # a standby says nothing to peers for the origin (see ``pause``)
+                self._poke.wait(timeout=0.25)
+                self._poke.clear()
+                continue
             busy = False
             try:
                 busy = self.round()
@@ -698,6 +750,7 @@ class PeerLink:
                 self.f.health(self.peer_id).failing_since is None):
             self.renew()
             self._renewed_at = mono
+        self.send_stops()
         if self._to_ack:
             ids, self._to_ack = self._to_ack[:1000], self._to_ack[1000:]
             self.client.call("POST", V1 + "/receipts/ack", {"ids": ids})
@@ -706,7 +759,7 @@ class PeerLink:
 
     def reconcile(self) -> None:
         live = [o.request_id for o in self.f.open_records(self.peer_id)
-                if o.state in ("sent", "accepted") and o.phase in ("pending", "running")]
+                if o.state in ("sent", "accepted") and o.phase in ("pending", "running") and not o.stop_asked]
         doc = self.client.call("POST", V1 + "/reconcile", {"live": live})
         stopped = doc.get("stopped", [])
         if stopped:
@@ -756,7 +809,7 @@ class PeerLink:
     def renew(self) -> None:
         f = self.f
         live = [o for o in f.open_records(self.peer_id) if o.state in ("sent", "accepted")
-                and o.phase in ("pending", "running")]
+                and o.phase in ("pending", "running") and not o.stop_asked]
         if not live:
             return
         exp = L.grant(f.clock.now(), f.settings.lease)
@@ -767,6 +820,19 @@ class PeerLink:
         answers = doc.get("results", {})
         if any(v != "ok" for v in answers.values()):
             self._polled_at = 0.0  # learn what happened at once
+
+    def send_stops(self) -> None:
+        """Cancels the loop asked for while the peer did not answer (see ``Federation.ask_stop``)."""
+        todo = [o for o in self.f.open_records(self.peer_id) if o.stop_asked and not o.stop_sent
+                and o.state in ("sent", "accepted")]
+        by_grace: dict[float, list[Outbound]] = {}
+        for o in todo[:1000]:
+            by_grace.setdefault(o.stop_grace_s, []).append(o)
+        for grace, group in by_grace.items():
+            doc = self.client.call("POST", V1 + "/cancel", {"ids": [o.request_id for o in group], "grace_s": grace})
+            for o in group:
+                o.stop_sent = True
+            self.apply_statuses(doc.get("statuses", []))
 
     def _due(self, records: list[Outbound], limit: int = 250) -> list[Outbound]:
         """Which records to ask about now: those not yet running first (their start matters), then

@@ -18,6 +18,7 @@ time written into the wrapper at delegation applies (a lease is never extended b
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -61,7 +62,20 @@ def wrap(command: str, *, lease_file: Path, stop_at_epoch: int, clock_offset_s: 
 
 
 def write_lease(path: Path, stop_at_epoch: int) -> None:
-    """Atomically (tmp + rename) write the stop time; the watchdog reads it every second."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{int(stop_at_epoch)}\n")
+    """Atomically (tmp + rename) write the stop time; the watchdog reads it every second.
+
+    The file is readable by all (0644) whatever the platform's umask (077): in a sandbox the
+    watchdog runs as the tenant's uid and reads the copy in the run directory; unreadable, it
+    would keep the stop time of the delegation and stop every job one lease after its start.
+    The run directory is the tenant's, so the temporary file is created anew, never followed
+    (``O_EXCL | O_NOFOLLOW``): a link planted there cannot make the platform write elsewhere."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        os.fchmod(fd, 0o644)
+        os.write(fd, f"{int(stop_at_epoch)}\n".encode())
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
