@@ -67,8 +67,11 @@ def measure(api: ServerProcess, submit_to: ServerProcess, key: str, job: str, se
     for name, url, script in (("GET /health (floor)", api.url + "/api/v1/health", None),
                               ("GET /jobs/{id} (status)", api.url + f"/api/v1/jobs/{job}", READ % key)):
         sub: dict[str, dict[str, float]] = {}
-        t = threading.Thread(target=lambda: sub.update(r=wrk(submit_to.url + "/api/v1/jobs", seconds + 2,
-                                                             SUBMIT_CONNS, SUBMIT % (key, delay_ms), threads=1)))
+        def submit(out: dict[str, dict[str, float]] = sub) -> None:
+            out["r"] = wrk(submit_to.url + "/api/v1/jobs", seconds + 2, SUBMIT_CONNS, SUBMIT % (key, delay_ms),
+                           threads=1)
+
+        t = threading.Thread(target=submit)
         t.start()
         time.sleep(1.0)  # submissions flow before the reads start and after they end
         r = wrk(url, seconds, 32, script, threads=1)
