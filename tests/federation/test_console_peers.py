@@ -2,11 +2,13 @@
 platforms' composition roots (SQLite, their real federation services, a mock clock, fake
 executors), no network. Beijing holds Horinger's offers; a quote there lists Horinger's pool
 beside Beijing's own, the tenant may keep or drop the peer, confirming a peer's option pins
-the job to that platform, and the overview names the peer and its state (no keys, no URLs)."""
+the job to that platform, and the overview names the peer and its state (no keys, no URLs); token receipts from the peer are
+verified with the key the peering holds and booked into its clearing account."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,11 @@ from fastapi.testclient import TestClient
 from tests.federation.test_peer_executor import HR, _platform
 from yungu.api.app import create_app
 from yungu.app.container import Container
+from yungu.domain.errors import InvalidInput
 from yungu.domain.tenancy import Role
 from yungu.engines.federation import health as H
+from yungu.engines.gateway.pricing import Price
+from yungu.engines.gateway.receipts import clearing_account, make_receipt
 from yungu.testing import MockClock
 from yungu.testing.world import T0
 
@@ -25,7 +30,7 @@ GPU_JOB = {"name": "train", "command": "true", "estimated_duration_s": 600, "obj
 
 
 @pytest.fixture
-def beijing(tmp_path: Path) -> Iterator[tuple[Container, TestClient, dict[str, str], dict[str, str]]]:
+def beijing(tmp_path: Path) -> Iterator[tuple[Container, TestClient, dict[str, str], dict[str, str], Container]]:
     clock = MockClock(T0)
     bj = _platform(tmp_path, "beijing", "horinger", clock)
     hr = _platform(tmp_path, "horinger", "beijing", clock)
@@ -40,14 +45,14 @@ def beijing(tmp_path: Path) -> Iterator[tuple[Container, TestClient, dict[str, s
         _, tkey = bj.store.create_key(bj.ids.new(), Role.TENANT, tenant.id, "t", now)
         _, okey = bj.store.create_key(bj.ids.new(), Role.OPERATOR, None, "o", now)
         with TestClient(create_app(bj), base_url="http://127.0.0.1") as http:
-            yield bj, http, {"Authorization": f"Bearer {tkey}"}, {"Authorization": f"Bearer {okey}"}
+            yield bj, http, {"Authorization": f"Bearer {tkey}"}, {"Authorization": f"Bearer {okey}"}, hr
     finally:
         bj.close()
         hr.close()
 
 
 def test_a_quote_lists_the_peers_capacity_beside_ours_and_the_tenant_can_drop_it(beijing) -> None:  # type: ignore[no-untyped-def]
-    bj, http, tenant, _ = beijing
+    bj, http, tenant, _, _ = beijing
     here = bj.world.platform_id
     r = http.post("/api/v1/quote", json=GPU_JOB, headers=tenant)
     assert r.status_code == 200, r.text
@@ -65,7 +70,7 @@ def test_a_quote_lists_the_peers_capacity_beside_ours_and_the_tenant_can_drop_it
 def test_confirming_a_peers_option_pins_the_job_to_that_platform(beijing) -> None:  # type: ignore[no-untyped-def]
     """What the console's confirm button sends for a peer's option (console.js): the pin label,
     not the peer's pool id (which is not ours to name)."""
-    bj, http, tenant, _ = beijing
+    bj, http, tenant, _, _ = beijing
     body = {**GPU_JOB, "labels": {"via": "console", "federation.pin": f"platform:{HR}"}}
     r = http.post("/api/v1/jobs", json=body, headers=tenant)
     assert r.status_code in (200, 201), r.text
@@ -78,9 +83,28 @@ def test_confirming_a_peers_option_pins_the_job_to_that_platform(beijing) -> Non
 
 
 def test_the_overview_names_each_peer_and_its_state_without_keys(beijing) -> None:  # type: ignore[no-untyped-def]
-    _, http, _, operator = beijing
+    _, http, _, operator, _ = beijing
     ov = http.get("/api/v1/overview", headers=operator)
     assert ov.status_code == 200, ov.text
     [peer] = ov.json()["peers"]
     assert peer["id"] == HR and peer["state"] == "healthy" and peer["offers"] > 0
     assert "keys" not in peer and "base_url" not in peer
+
+
+def test_a_peers_token_receipt_is_accepted_and_booked_into_the_federation_clearing(beijing) -> None:  # type: ignore[no-untyped-def]
+    """Issue 14.5 over a real peering: Horinger signs a receipt for tokens its replica served to
+    Beijing; Beijing verifies it with the key it holds for Horinger from the peering and books it
+    into the same per-peer clearing account as delegated compute. A receipt Beijing did not get
+    from a peer (an unknown server) is refused."""
+    bj, _, _, _, hr = beijing
+    assert bj.tokens is not None and hr.tokens is not None
+    price = Price(Decimal("2.00"), Decimal("4.00"))
+    r = make_receipt(request_id="req-1", server=HR, client=bj.world.platform_id, model="smollm2", tokens_in=500_000,
+                     tokens_out=250_000, counted=False, price=price, served_at="2026-03-10T04:00:00+00:00",
+                     period="2026-03")
+    body, sig = hr.tokens.receipts.issue(r)
+    bj.tokens.receipts.accept(body, sig)
+    assert bj.tokens.receipts.book() > 0
+    assert bj.ledger.ledger.account(clearing_account(HR))[1].posted != 0
+    with pytest.raises(InvalidInput):
+        bj.tokens.receipts.accept({**body, "server": "yungu-nowhere"}, sig)
