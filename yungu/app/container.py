@@ -66,6 +66,8 @@ PeerQuotes = Callable[[Any, str], list[dict[str, Any]]]
 Peers = Callable[[], list[dict[str, Any]]]
 
 log = logging.getLogger("yungu")
+# What the console and the big screen show of a peer (no keys, no URLs: the screen is public-facing).
+PEER_FIELDS = ("id", "name", "state", "reason", "usable", "latency_ms", "offers", "open_delegations", "last_ok")
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,7 @@ def build(data_dir: Path, config_path: Path | None = None, db_url: str | None = 
         meter=lambda job: meter(job, world, catalogue, set())))
     fed.register_executors(execs)  # type: ignore[arg-type]  # peer:<id> executors beside the configured ones
     reconciler.federation = fed
+    c.peers = lambda: [{k: p.get(k) for k in PEER_FIELDS} for p in fed.summary()["peers"]]  # console, big screen
     c.tokens = tokens_wiring.wire(c, ledger, hooks)  # issue 14: gateway, inference jobs, token billing
     roles.container = c
     if start_loop:

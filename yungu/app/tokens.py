@@ -77,10 +77,29 @@ def wire(c: Any, ledger: Any, hooks: list[Callable[[], object]]) -> TokenService
                                 wake=c.reconciler.wake)
 
     billing = TokenBilling(store, ledger.billing, c.ids.new, c.clock)
-    receipts = Receipts(c.world.platform_id, store, ledger.ledger, c.ids.new, c.clock, c.statement_key,
-                        peers=lambda platform: c.peer_keys.get(platform))
+    receipts = Receipts(c.world.platform_id, store, ledger.ledger, c.ids.new, c.clock,
+                        lambda: receipt_key(c), peers=lambda platform: peer_receipt_keys(c, platform))
     hooks.extend([billing.run_once, receipts.book])
     return TokenServices(store, gateway, make_inference(), billing, receipts, make_inference)
+
+
+def receipt_key(c: Any) -> Any:
+    """Token receipts are signed with the platform's federation identity key (the one its
+    peers hold for it, rotating with it); without federation, with the statement key."""
+    fed = c.federation
+    return fed.identity.key if fed is not None else c.statement_key
+
+
+def peer_receipt_keys(c: Any, platform: str) -> list[str] | None:
+    """A peer's public keys for verifying its token receipts: the federation peering's (current
+    and previous), or an operator-given ``container.peer_keys`` entry."""
+    if platform in c.peer_keys:
+        return [c.peer_keys[platform]]
+    fed = c.federation
+    peer = fed.peers_map().get(platform) if fed is not None else None
+    if peer is None:
+        return None
+    return [str(k["public_key"]) for k in peer.keys if isinstance(k, dict) and k.get("public_key")]
 
 
 def with_runtime_binds(settings: dict[str, Any], data_dir: Path) -> dict[str, Any]:

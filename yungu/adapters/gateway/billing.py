@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -86,9 +86,17 @@ class Receipts:
     """One platform's side of token receipts: record, then book in batches into its ledger."""
 
     def __init__(self, me: str, tokens: TokenStore, ledger: LedgerPort, new_id: Callable[[], str], clock: Clock,
-                 key: Ed25519PrivateKey, peers: Callable[[str], str | None], provider: str = "") -> None:
+                 key: Ed25519PrivateKey | Callable[[], Ed25519PrivateKey],
+                 peers: Callable[[str], str | Sequence[str] | None], provider: str = "") -> None:
+        """``key``: the signing key, or a callable giving the current one (the federation
+        identity's, which rotates). ``peers``: a platform id -> its public key(s) (base64), or
+        None when it is not a peer; a receipt verifies under any of them (rotation)."""
         self.me, self.tokens, self.ledger, self.new_id, self.clock = me, tokens, ledger, new_id, clock
-        self.key, self.peers, self.provider = key, peers, provider or me
+        self._key, self.peers, self.provider = key, peers, provider or me
+
+    @property
+    def key(self) -> Ed25519PrivateKey:
+        return self._key if isinstance(self._key, Ed25519PrivateKey) else self._key()
 
     @property
     def public_key(self) -> str:
@@ -106,10 +114,17 @@ class Receipts:
     def accept(self, body: Mapping[str, Any], signature: str) -> TokenReceipt:
         """As the client: verify the server's signature with its published key and record it."""
         server = str(body.get("server", ""))
-        pub = self.peers(server)
-        if pub is None:
+        found = self.peers(server)
+        if not found:
             raise InvalidInput(f"unknown peer platform {server!r}: no public key / 未知的对等平台")
-        r = verify_receipt(body, signature, pub)
+        keys = [found] if isinstance(found, str) else list(found)
+        for i, pub in enumerate(keys):
+            try:
+                r = verify_receipt(body, signature, pub)
+                break
+            except InvalidInput:
+                if i == len(keys) - 1:
+                    raise
         if r.client != self.me:
             raise InvalidInput(f"receipt {r.id} is addressed to {r.client}, not to this platform ({self.me})")
         self.tokens.add_receipt("client", r.server, r.period, r.id, r.cost_units,

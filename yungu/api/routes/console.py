@@ -36,6 +36,7 @@ from yungu.control.reconciler import ACTIVE, WAITING
 from yungu.domain.errors import InvalidInput, NotFound
 from yungu.domain.job import Job, JobSpec, JobState
 from yungu.domain.tenancy import Principal, Role
+from yungu.engines.federation.offers import split_remote
 from yungu.engines.scheduler.pool_state import pool_states
 from yungu.engines.scheduler.types import Snapshot
 from yungu.ports.executor import ExecError
@@ -84,18 +85,26 @@ def quote_doc(c: Any, p: Principal, body: QuoteIn) -> dict[str, Any]:
     job = Job(id=f"quote-{c.ids.new()}", platform_id=c.world.platform_id, tenant_id=tenant, spec=spec,
               state=JobState.QUEUED, submitted_at=now, updated_at=now)
     rec = c.reconciler
-    active = [j for j in c.store.in_states(ACTIVE)
-              if j.allocation is None or j.allocation.pool_id in {x.id for x in world.pools}]
-    snap = Snapshot(now=now, world=world, catalogue=c.catalogue, pools=pool_states(world, active),
-                    pending=(job,), running=tuple(active), signals=rec.signals(now) if rec.signals else {})
+    everything = list(c.store.in_states(ACTIVE))
+    active = [j for j in everything if j.allocation is None or j.allocation.pool_id in {x.id for x in world.pools}]
+    pools = pool_states(world, active)
+    signals: Mapping[str, object] = rec.signals(now) if rec.signals else {}
     here = c.world.platform_id
+    fed = c.federation
+    if fed is not None and (not body.platforms or any(x != here for x in body.platforms)):
+        # Peers' offers as pools, exactly as the control loop sees them (issue 12).
+        world, pools, signals = fed.extend_snapshot(now, world, pools, signals, everything)
+    snap = Snapshot(now=now, world=world, catalogue=c.catalogue, pools=pools,
+                    pending=(job,), running=tuple(active), signals=signals)
     e = rec.scheduler.explain(snap, job.id)
     doc = explanation_json(e)
     for a in doc["alternatives"]:
-        a["platform_id"] = here
-        a["region_id"] = c.world.region_of_pool(a["pool_id"])
-    if body.platforms and here not in body.platforms:
-        doc["alternatives"] = []
+        remote = split_remote(a["pool_id"])
+        a["platform_id"] = remote[0] if remote else here
+        a["region_id"] = world.region_of_pool(a["pool_id"])
+    doc["alternatives"] = [a for a in doc["alternatives"]
+                           if (not body.platforms or a["platform_id"] in body.platforms)
+                           and (not body.regions or a["region_id"] in body.regions)]
     peer_quotes: PeerQuotes | None = c.peer_quotes
     peers: list[dict[str, Any]] = []
     if peer_quotes is not None:

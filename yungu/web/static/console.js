@@ -220,6 +220,7 @@ PAGES.run = async () => {
     const allowed = [...regBox.querySelectorAll("input:checked")].map((x) => x.value);
     try {
       const q = await api("POST", "/quote", { ...spec(), regions: allowed.length === regs.length ? [] : allowed });
+      q.alternatives.forEach((a) => { a.home = q.platform_id; });
       chosen = q.alternatives.find((a) => a.chosen) || q.alternatives[0] || null;
       clear(out).append(quoteView(q, (a) => { chosen = a; }), confirmBtn);
       confirmBtn.disabled = !chosen;
@@ -227,7 +228,11 @@ PAGES.run = async () => {
   } }, t("get_quote"));
   const confirmBtn = h("button", { id: "confirm-run", type: "button", class: "primary", onclick: async () => {
     if (!chosen) return;
-    const body = { ...spec(), pool: chosen.pool_id };
+    const base = spec();
+    const remote = chosen.platform_id && chosen.platform_id !== chosen.home;  // a peer platform's offer
+    // A peer's pool is not ours to name: pin the job to that platform; the scheduler delegates it.
+    const body = remote ? { ...base, labels: { ...base.labels, "federation.pin": "platform:" + chosen.platform_id } }
+      : { ...base, pool: chosen.pool_id };
     if (chosen.wait_s > 0) body.earliest_start = chosen.start;
     confirmBtn.disabled = true;
     try {
