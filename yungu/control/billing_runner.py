@@ -39,6 +39,9 @@ class BillingRunner:
         self._unparked = False
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        # Booking and the budget check never interleave: a budget extension is either made
+        # before the job's usage is booked (and settled by it) or not at all (see the enforcer).
+        self._money = threading.Lock()
 
     def start(self) -> None:
         """Start (or, after a lost and regained leadership, restart) both threads."""
@@ -58,6 +61,10 @@ class BillingRunner:
 
     def run_once(self) -> tuple[int, int, int]:
         """Meter every unmetered finished job, book what is due, expire stale holds."""
+        with self._money:
+            return self._run_once()
+
+    def _run_once(self) -> tuple[int, int, int]:
         if not self._unparked:  # once per start: jobs parked earlier may be meterable now
             self.metering.unpark_metering()
             self._unparked = True
@@ -76,7 +83,10 @@ class BillingRunner:
             self.housekeeping(self.clock.now())
 
     def enforce_budgets(self) -> list[str]:
-        return self.enforcer.run_once() if self.enforcer else []
+        if self.enforcer is None:
+            return []
+        with self._money:
+            return self.enforcer.run_once()
 
     def _run(self) -> None:
         house_every = max(1, round(self.housekeeping_interval_s / self.interval_s))  # in passes

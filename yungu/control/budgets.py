@@ -269,6 +269,11 @@ class BudgetEnforcer:
             held = self._held[j.id] = sum(h.amount for h in self.budgets.holds(j.id))
         if need <= held:
             return ""
+        if not self.jobs.still_running(j.id):
+            # It ended since this pass listed it: its usage may be booked already, which settles
+            # the holds it had then; a hold added now would stay pending (30 days). The billing
+            # runner books only between budget passes, so a job still running here is booked later.
+            return ""
         step = min(self.extend_s, max(self.interval_s, elapsed))  # grow as long again as it has run
         wanted = cost_of_seconds(elapsed + self.lookahead_s + step, units, price) - held
         held = self._held[j.id] = held + self.budgets.extend(j.tenant_id, j.id, wanted)
@@ -303,6 +308,9 @@ class LoopJobs:
 
     def running(self) -> list[Job]:
         return self.store.in_states((JobState.DISPATCHED, JobState.RUNNING))
+
+    def still_running(self, job_id: str) -> bool:
+        return self.store.get(job_id).state in (JobState.DISPATCHED, JobState.RUNNING)
 
     def is_prepaid(self, tenant_id: str) -> bool:
         return self.store.is_prepaid(tenant_id)
