@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from yungu.adapters.federation.service import Federation, PeerLink
+from yungu.adapters.federation.link import PeerLink
+from yungu.adapters.federation.service import Federation
 from yungu.app.container import Container, build
 from yungu.cli import federation_demo as fd
 from yungu.engines.federation import health as H
